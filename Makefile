@@ -1,0 +1,21 @@
+# Set-up is automatic: every target below creates (or reuses) the local virtual environment .venv.
+# torch==2.13.0 is installed first on purpose: it is the CPU wheel on this machine's disk, and any
+# looser torch requirement would pull a multi-GB CUDA build.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: main test
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+main: $(VENV)/.installed
+	$(PY) examples/plain_loop.py
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q

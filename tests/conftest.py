@@ -1,0 +1,16 @@
+"""Shared test settings, following PML's own tests: every check loops over these dtypes, with
+rtol 1e-2 for float16 and PML's 1e-5 otherwise (float64 checks that are exact math use tighter)."""
+
+import pytest
+import torch
+
+TEST_DTYPES = [torch.float16, torch.float32, torch.float64]
+
+
+def rtol_for(dtype: torch.dtype) -> float:
+    return 1e-2 if dtype == torch.float16 else 1e-5
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

@@ -1,0 +1,82 @@
+"""End to end through PML's own machinery: MetricLossOnly trainer, GlobalEmbeddingSpaceTester and
+the logging_presets hooks writing through record-keeper, for one short epoch on generated data."""
+
+import csv
+import sqlite3
+
+import torch
+from pytorch_metric_learning import losses, testers, trainers
+from pytorch_metric_learning.utils import logging_presets
+from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+from pml_regularizers import SkewedMeanRegularizer
+
+
+def blobs(num_classes, per_class, dim, seed):
+    g = torch.Generator().manual_seed(seed)
+    centers = 3 * torch.randn(num_classes, dim, generator=g)
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    x = centers[labels] + torch.randn(len(labels), dim, generator=g)
+    return torch.utils.data.TensorDataset(x, labels)
+
+
+def test_metric_loss_only_with_tester_and_record_keeper(tmp_path):
+    train, val = blobs(10, 20, 16, 0), blobs(5, 20, 16, 1)
+    trunk = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU())
+    embedder = torch.nn.Linear(32, 8)
+    loss = losses.ProxyAnchorLoss(
+        num_classes=10,
+        embedding_size=8,
+        weight_regularizer=SkewedMeanRegularizer(lam=4.0, collect_stats=True),
+        weight_reg_weight=0.5,
+    )
+    models = {"trunk": trunk, "embedder": embedder}
+    optimizers = {
+        "trunk_optimizer": torch.optim.Adam(trunk.parameters(), 1e-3),
+        "embedder_optimizer": torch.optim.Adam(embedder.parameters(), 1e-3),
+        "metric_loss_optimizer": torch.optim.Adam(loss.parameters(), 1e-2),
+    }
+    record_keeper, _, _ = logging_presets.get_record_keeper(
+        str(tmp_path / "logs"), str(tmp_path / "tensorboard")
+    )
+    assert record_keeper is not None, "logging presets need the tensorboard package"
+    hooks = logging_presets.get_hook_container(record_keeper)
+    tester = testers.GlobalEmbeddingSpaceTester(
+        end_of_testing_hook=hooks.end_of_testing_hook,
+        dataloader_num_workers=0,
+        accuracy_calculator=AccuracyCalculator(include=("mean_average_precision_at_r", "precision_at_1"), k="max_bin_count"),
+    )
+    end_of_epoch_hook = hooks.end_of_epoch_hook(
+        tester, {"val": val}, str(tmp_path / "models"), test_interval=1, patience=1
+    )
+    trainer = trainers.MetricLossOnly(
+        models,
+        optimizers,
+        batch_size=40,
+        loss_funcs={"metric_loss": loss},
+        dataset=train,
+        dataloader_num_workers=0,
+        end_of_iteration_hook=hooks.end_of_iteration_hook,
+        end_of_epoch_hook=end_of_epoch_hook,
+    )
+    trainer.train(num_epochs=1)
+
+    # the regularizer's loss entry and its stats reach record-keeper's CSV and SQLite outputs
+    csv_files = {p.name: p for p in (tmp_path / "logs").glob("*.csv")}
+    reg_csv = [p for n, p in csv_files.items() if n.endswith("weight_regularizer_SkewedMeanRegularizer.csv")]
+    assert reg_csv, f"no regularizer log among {sorted(csv_files)}"
+    with open(reg_csv[0]) as f:
+        rows = list(csv.DictReader(f))
+    assert rows and {"skewed_mean", "min_distance", "mean_similarity"} <= set(rows[0])
+    values = [float(r["skewed_mean"]) for r in rows]
+    assert all(-1.0 <= v <= 1.0 for v in values)  # a skewed mean of cosine similarities
+    assert any(v != 0.0 for v in values)
+    losses_csv = [p for n, p in csv_files.items() if n.startswith("loss_histories")]
+    with open(losses_csv[0]) as f:
+        assert "metric_loss" in f.readline()
+
+    db = sqlite3.connect(tmp_path / "logs" / "logs.db")
+    tables = {r[0] for r in db.execute("select name from sqlite_master where type='table'")}
+    assert any("weight_regularizer" in t for t in tables)
+    acc = hooks.get_accuracy_history(tester, "val", return_all_metrics=True)
+    assert 0.0 < acc["mean_average_precision_at_r_level0"][-1] <= 1.0
