@@ -297,8 +297,8 @@ class _GramPairwiseSkewedMean(torch.autograd.Function):
             total += float(weights.sum(dtype=torch.float64))
             if acc is not None:
                 w = weights if deriv is None else weights.mul_(deriv)
-                acc[start:stop] += w @ uc
-                acc[start:] += w.T @ ub
+                acc[start:stop].addmm_(w, uc)  # in place: no rows x D temporary
+                acc[start:].addmm_(w.T, ub)
         num_pairs = _num_upper_pairs(n, group_size)
         if lam == 0.0:
             value = value_sum / num_pairs
