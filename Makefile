@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 main: $(VENV)/.installed
-	$(PY) examples/plain_loop.py
+	$(VENV)/bin/pml-bench compare
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

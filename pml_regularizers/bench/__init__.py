@@ -1,0 +1,1 @@
+"""Benchmark runner: PML's benchmarking protocol on PML 2.x."""

@@ -1,0 +1,76 @@
+"""``pml-bench`` / ``python -m pml_regularizers.bench``: run, evaluate, compare and report.
+
+Examples
+--------
+``pml-bench run loss=proxy_anchor regularizer=skewed_mean regularizer.lam=8 seeds=5``
+``pml-bench evaluate regularizer=skewed_mean``   (re-test saved models, no training)
+``pml-bench compare``                           (the default comparison on the offline dataset)
+``pml-bench report runs/glyphs-proxy_anchor-linear runs/glyphs-proxy_anchor-skewed_mean-linear``
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import ConfigError, experiment_name, load_config
+
+# The default comparison: each of the plugin's methods against its base loss, same seeds and data.
+# The first entry is the baseline the others are paired with.
+DEFAULT_COMPARISON: tuple[tuple[str, ...], ...] = (
+    ("loss=proxy_anchor", "regularizer=none"),
+    ("loss=proxy_anchor", "regularizer=skewed_mean"),
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pml-bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in [
+        ("run", "train and test one experiment (resumes, skips finished work)"),
+        ("evaluate", "re-test the saved models of one experiment without training"),
+        ("compare", "run the default comparison and print its table"),
+    ]:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("overrides", nargs="*", help="config overrides, key=value")
+    rep = sub.add_parser("report", help="tables and plots from experiment folders")
+    rep.add_argument("experiments", nargs="+", type=Path)
+    rep.add_argument("--baseline", help="experiment name to pair the others with")
+    rep.add_argument("--out", type=Path, help="output folder (default: beside the first experiment)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "report":
+            _report(args.experiments, args.baseline, args.out)
+        elif args.command == "compare":
+            _compare(args.overrides)
+        else:
+            from .runner import run_experiment
+
+            exp_dir = run_experiment(load_config(args.overrides), evaluate_only=args.command == "evaluate")
+            _report([exp_dir], None, exp_dir)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"pml-bench: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _compare(overrides: Sequence[str]) -> None:
+    from .runner import run_experiment
+
+    cfgs = [load_config([*base, *overrides]) for base in DEFAULT_COMPARISON]
+    dirs = [run_experiment(cfg) for cfg in cfgs]
+    out = dirs[0].parent / "comparison"
+    _report(dirs, experiment_name(cfgs[0]), out)
+
+
+def _report(exp_dirs: Sequence[Path], baseline: str | None, out: Path | None) -> None:
+    from .report import write_report
+
+    out = out or exp_dirs[0].parent / "report"
+    text = write_report([str(d) for d in exp_dirs], str(out), baseline=baseline)
+    print(text)
+    print(f"\nreport written to {out}")

@@ -1,0 +1,131 @@
+"""Benchmark configs: YAML groups composed by Hydra, with command-line style overrides.
+
+The groups live in ``pml_regularizers/bench/conf/<group>/<choice>.yaml``: dataset, trunk, embedder,
+loss, miner, regularizer, optimizer, trainer, sampler. Any PML or plugin class can be named by import
+path through ``_target_`` and its arguments (``loss._target_=pytorch_metric_learning.losses.CircleLoss
++loss.m=0.3``). Hydra reports a wrong group choice with the valid choices, and a wrong key with the
+key's name. This module adds the checks Hydra cannot make (value ranges, names of paths).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+__all__ = ["ConfigError", "GROUPS", "load_config", "experiment_name"]
+
+CONF_MODULE = "pml_regularizers.bench.conf"
+GROUPS = (
+    "dataset",
+    "trunk",
+    "embedder",
+    "loss",
+    "miner",
+    "regularizer",
+    "optimizer",
+    "trainer",
+    "sampler",
+)
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the key and what it accepts."""
+
+
+def load_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose the benchmark config from its groups and ``key=value`` overrides.
+
+    Parameters
+    ----------
+    overrides : sequence of str
+        Hydra override strings, e.g. ``["loss=arcface", "regularizer=skewed_mean",
+        "regularizer.lam=8", "seeds=5"]``.
+
+    Returns
+    -------
+    DictConfig
+        The resolved config, with the chosen option of each group under ``choices``.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown group option (listing the valid ones), an unknown key, or a value out of
+        range.
+    """
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module=CONF_MODULE, version_base="1.3"):
+            cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(str(err)) from err
+    finally:
+        GlobalHydra.instance().clear()
+    choices = {g: cfg.hydra.runtime.choices.get(g) for g in GROUPS}
+    with _unlocked(cfg):
+        del cfg["hydra"]
+        cfg.choices = choices
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(str(err)) from err
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(
+            f"these keys must be set for this config: {', '.join(missing)} "
+            f"(e.g. {missing[0]}=/path/to/data)"
+        )
+    _validate(cfg)
+    return cfg
+
+
+def experiment_name(cfg: DictConfig) -> str:
+    """``cfg.experiment`` if set, else ``dataset-loss[-miner][-regularizer]-embedder``."""
+    if cfg.experiment:
+        return str(cfg.experiment)
+    c = cfg.choices
+    parts = [c.dataset, c.loss]
+    parts += [c[g] for g in ("miner", "regularizer") if c[g] != "none"]
+    parts.append(c.embedder)
+    if c.trainer != "metric_loss_only":
+        parts.append(c.trainer)
+    return "-".join(parts)
+
+
+def _validate(cfg: DictConfig) -> None:
+    def need(ok: bool, key: str, expected: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key} must be {expected}, got {OmegaConf.select(cfg, key)!r}")
+
+    def is_int(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    need(is_int(cfg.seeds) and cfg.seeds >= 1, "seeds", "an int >= 1")
+    need(is_int(cfg.seed_offset) and cfg.seed_offset >= 0, "seed_offset", "an int >= 0")
+    need(is_int(cfg.epochs) and cfg.epochs >= 1, "epochs", "an int >= 1")
+    need(is_int(cfg.batch_size) and cfg.batch_size >= 2, "batch_size", "an int >= 2")
+    need(is_int(cfg.embedding_size) and cfg.embedding_size >= 1, "embedding_size", "an int >= 1")
+    need(is_int(cfg.cv_folds) and (cfg.cv_folds == 0 or cfg.cv_folds >= 2), "cv_folds", "0 or an int >= 2")
+    need(cfg.patience is None or (is_int(cfg.patience) and cfg.patience >= 1), "patience", "null or an int >= 1")
+    need(is_int(cfg.num_workers) and cfg.num_workers >= 0, "num_workers", "an int >= 0")
+    reg = cfg.regularizer
+    if reg.get("_target_"):
+        need(reg.get("attach") in ("weight", "embedding"), "regularizer.attach", "'weight' or 'embedding'")
+        weight = reg.get("weight")
+        need(isinstance(weight, (int, float)) and weight >= 0, "regularizer.weight", "a number >= 0")
+
+
+class _unlocked:
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+
+    def __enter__(self) -> DictConfig:
+        OmegaConf.set_struct(self.cfg, False)
+        return self.cfg
+
+    def __exit__(self, *exc: object) -> None:
+        OmegaConf.set_struct(self.cfg, True)

@@ -1,0 +1,239 @@
+"""In-memory containers for benchmark data and the torch datasets that serve them.
+
+Images are kept decoded, as one ``uint8`` tensor, so an epoch never touches the disk or an image
+codec. Labels are contiguous ids ``0..num_classes-1``; loaders assign them in sorted order of the
+class names, so the class with the smallest name gets label 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+
+def _check_labels(labels: torch.Tensor, count: int, num_classes: int, owner: str) -> None:
+    if labels.dtype != torch.int64 or labels.dim() != 1 or labels.numel() != count:
+        raise ValueError(
+            f"{owner}.labels must be an int64 tensor of shape ({count},), "
+            f"got dtype {labels.dtype} and shape {tuple(labels.shape)}"
+        )
+    if count and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"{owner}.labels must lie in 0..{num_classes - 1} (one id per class name), "
+            f"got values from {int(labels.min())} to {int(labels.max())}"
+        )
+
+
+def _select_classes(
+    labels: torch.Tensor, class_ids: Sequence[int], num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Return the mask of kept samples, their new labels and the validated class ids."""
+    ids = [int(c) for c in class_ids]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"class_ids must not repeat a class, got {ids}")
+    bad = [c for c in ids if not 0 <= c < num_classes]
+    if bad:
+        raise ValueError(f"class_ids must lie in 0..{num_classes - 1}, got {bad}")
+    mapping = torch.full((num_classes,), -1, dtype=torch.int64)
+    mapping[torch.tensor(ids, dtype=torch.int64)] = torch.arange(len(ids))
+    new_labels = mapping[labels]
+    keep = new_labels >= 0
+    return keep, new_labels[keep], ids
+
+
+@dataclass
+class ImageSet:
+    """Decoded grayscale images with their class labels.
+
+    Attributes
+    ----------
+    images : torch.Tensor
+        ``uint8`` tensor of shape ``(N, 1, H, W)``.
+    labels : torch.Tensor
+        ``int64`` tensor of shape ``(N,)`` with values in ``0..num_classes-1``.
+    class_names : list of str
+        Name of each class; ``class_names[i]`` is the class with label ``i``.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4 or self.images.shape[1] != 1:
+            raise ValueError(
+                "ImageSet.images must be a uint8 tensor of shape (N, 1, H, W), "
+                f"got dtype {self.images.dtype} and shape {tuple(self.images.shape)}"
+            )
+        _check_labels(self.labels, self.images.shape[0], len(self.class_names), "ImageSet")
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (length of ``class_names``)."""
+        return len(self.class_names)
+
+    def subset(self, class_ids: Sequence[int]) -> ImageSet:
+        """Keep only the samples of ``class_ids``, relabelled ``0..k-1`` in the given order.
+
+        Parameters
+        ----------
+        class_ids : sequence of int
+            Distinct labels of this set.
+
+        Returns
+        -------
+        ImageSet
+            The selected samples, in their original order.
+        """
+        keep, labels, ids = _select_classes(self.labels, class_ids, self.num_classes)
+        return ImageSet(self.images[keep], labels, [self.class_names[i] for i in ids])
+
+
+@dataclass
+class FeatureSet:
+    """Precomputed feature vectors with their class labels.
+
+    Attributes
+    ----------
+    features : torch.Tensor
+        ``float32`` tensor of shape ``(N, D)``.
+    labels : torch.Tensor
+        ``int64`` tensor of shape ``(N,)`` with values in ``0..num_classes-1``.
+    class_names : list of str
+        Name of each class; ``class_names[i]`` is the class with label ``i``.
+    """
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+
+    def __post_init__(self) -> None:
+        if self.features.dtype != torch.float32 or self.features.dim() != 2:
+            raise ValueError(
+                "FeatureSet.features must be a float32 tensor of shape (N, D), "
+                f"got dtype {self.features.dtype} and shape {tuple(self.features.shape)}"
+            )
+        _check_labels(self.labels, self.features.shape[0], len(self.class_names), "FeatureSet")
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (length of ``class_names``)."""
+        return len(self.class_names)
+
+    def subset(self, class_ids: Sequence[int]) -> FeatureSet:
+        """Keep only the samples of ``class_ids``, relabelled ``0..k-1`` in the given order.
+
+        Parameters
+        ----------
+        class_ids : sequence of int
+            Distinct labels of this set.
+
+        Returns
+        -------
+        FeatureSet
+            The selected samples, in their original order.
+        """
+        keep, labels, ids = _select_classes(self.labels, class_ids, self.num_classes)
+        return FeatureSet(self.features[keep], labels, [self.class_names[i] for i in ids])
+
+
+class TensorImageDataset(Dataset):
+    """Serve an :class:`ImageSet` as normalised float tensors, optionally augmented.
+
+    Each item is ``(image, label)``: ``image`` is a ``float32`` tensor ``(1, H, W)``, the pixel
+    values scaled to ``[0, 1]`` and then normalised as ``(x - mean) / std``. Augmentation draws
+    from torch's global random generator, so it is reproducible under ``torch.manual_seed``.
+
+    Parameters
+    ----------
+    image_set : ImageSet
+        The decoded images.
+    augment : bool, default False
+        Apply a random translation (and flip, when ``hflip``) to every item.
+    max_shift : int, default 2
+        Largest translation, in pixels, along each axis.
+    hflip : bool, default False
+        With ``augment``, mirror the image left-right with probability 0.5.
+    mean, std : float, default 0.5
+        Normalisation constants, in units of the ``[0, 1]`` scaled pixels.
+    fill : float, default 0.0
+        Value, in ``[0, 1]`` pixel units, of the border uncovered by a translation. Zero is
+        black; use 1.0 for white-background images such as glyphs and Omniglot.
+
+    Attributes
+    ----------
+    labels : torch.Tensor
+        The ``int64`` labels, for samplers such as PML's ``MPerClassSampler``.
+    """
+
+    def __init__(
+        self,
+        image_set: ImageSet,
+        augment: bool = False,
+        max_shift: int = 2,
+        hflip: bool = False,
+        mean: float = 0.5,
+        std: float = 0.5,
+        fill: float = 0.0,
+    ) -> None:
+        if max_shift < 0:
+            raise ValueError(f"max_shift must be >= 0 pixels, got {max_shift}")
+        if std <= 0:
+            raise ValueError(f"std must be > 0, got {std}")
+        self.images = image_set.images
+        self.labels = image_set.labels
+        self.augment = augment
+        self.max_shift = int(max_shift)
+        self.hflip = hflip
+        self.mean = float(mean)
+        self.std = float(std)
+        self.fill = float(fill)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index].float().div_(255.0)
+        if self.augment:
+            image = self._augment(image)
+        return (image - self.mean) / self.std, int(self.labels[index])
+
+    def _augment(self, image: torch.Tensor) -> torch.Tensor:
+        shift = self.max_shift
+        if shift:
+            height, width = image.shape[-2:]
+            padded = F.pad(image, (shift, shift, shift, shift), value=self.fill)
+            left, top = torch.randint(0, 2 * shift + 1, (2,)).tolist()
+            image = padded[:, top : top + height, left : left + width]
+        if self.hflip and torch.rand(()) < 0.5:
+            image = image.flip(-1)
+        return image
+
+
+class FeatureDataset(Dataset):
+    """Serve a :class:`FeatureSet` as ``(features[i], label)`` pairs.
+
+    Parameters
+    ----------
+    feature_set : FeatureSet
+        The feature vectors and labels.
+
+    Attributes
+    ----------
+    labels : torch.Tensor
+        The ``int64`` labels, for samplers such as PML's ``MPerClassSampler``.
+    """
+
+    def __init__(self, feature_set: FeatureSet) -> None:
+        self.features = feature_set.features
+        self.labels = feature_set.labels
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.features[index], int(self.labels[index])

@@ -1,0 +1,243 @@
+"""CUB-200-2011, Cars196 and Stanford Online Products, read through PML's dataset classes.
+
+PML's classes (``pytorch_metric_learning.datasets``) parse the annotation files into ``paths`` and
+1-based ``labels``; here every image is then decoded once (grayscale, resized). PML's parsers skip
+or crash on unexpected input, so the annotation files are validated first and any problem is
+reported with its file and line number.
+
+Class names keep the official class order when sorted: CUB uses its ``NNN.Name`` image folders,
+Cars196 ``NNN.<name from names.csv>``, SOP the zero-padded ``class_id``. The first half of the
+sorted classes is therefore the usual training half.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from pytorch_metric_learning.datasets import CUB, Cars196, StanfordOnlineProducts
+
+from .decode import build_image_set
+from .images import ImageSet
+
+CUB_LAYOUT = "root/CUB_200_2011/{images.txt, image_class_labels.txt, images/NNN.Name/*.jpg}"
+CARS_LAYOUT = (
+    "root/{names.csv, anno_train.csv, anno_test.csv, car_data/car_data/{train,test}/<class>/*.jpg}"
+)
+SOP_LAYOUT = "root/Stanford_Online_Products/{Ebay_train.txt, Ebay_test.txt, <super_class>/*.JPG}"
+CUB_CLASSES = 200
+CARS_CLASSES = 196
+
+
+def load_cub(
+    root: str | os.PathLike, size: int = 64, cache_dir: str | os.PathLike | None = None
+) -> ImageSet:
+    """Load CUB-200-2011 (all 200 classes, train and test images).
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        Folder holding ``CUB_200_2011``.
+    size : int, default 64
+        Side of the square output images, in pixels.
+    cache_dir : str or os.PathLike, optional
+        When given, the decoded set is cached there.
+
+    Returns
+    -------
+    ImageSet
+        Images with class names ``"NNN.Name"`` (the image folders).
+
+    Raises
+    ------
+    FileNotFoundError
+        When a required file or folder (see ``CUB_LAYOUT``) or an image is missing.
+    ValueError
+        When an annotation line is malformed or the two annotation files disagree.
+    """
+    base = Path(root) / "CUB_200_2011"
+    _require([base / "images.txt", base / "image_class_labels.txt", base / "images"], CUB_LAYOUT)
+    _validate_cub(base)
+    dataset = CUB(str(root), split="train+test", transform=None, download=False)
+    paths = [Path(path) for path in dataset.paths]
+    _check_one_folder_per_class(paths, dataset.labels, base / "image_class_labels.txt")
+    return build_image_set(paths, [path.parent.name for path in paths], size, cache_dir, "cub")
+
+
+def load_cars196(
+    root: str | os.PathLike, size: int = 64, cache_dir: str | os.PathLike | None = None
+) -> ImageSet:
+    """Load Cars196 in the Kaggle "by classes folder" layout (all 196 classes).
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        Folder holding ``names.csv``, ``anno_train.csv``, ``anno_test.csv`` and ``car_data``.
+    size : int, default 64
+        Side of the square output images, in pixels.
+    cache_dir : str or os.PathLike, optional
+        When given, the decoded set is cached there.
+
+    Returns
+    -------
+    ImageSet
+        Images with class names ``"NNN.<name>"`` (1-based class id, name from ``names.csv``).
+
+    Raises
+    ------
+    FileNotFoundError
+        When a required file or folder (see ``CARS_LAYOUT``) or an image is missing.
+    ValueError
+        When a line of ``names.csv`` or of an annotation file is malformed.
+    """
+    root = Path(root)
+    annotations = [root / "anno_train.csv", root / "anno_test.csv"]
+    _require([root / "names.csv", *annotations, root / "car_data" / "car_data"], CARS_LAYOUT)
+    names = _read_names(root / "names.csv")
+    for annotation in annotations:
+        _validate_cars_annotation(annotation, len(names))
+    dataset = Cars196(str(root), split="train+test", transform=None, download=False)
+    classes = [f"{label:03d}.{names[label - 1]}" for label in dataset.labels]
+    return build_image_set([Path(p) for p in dataset.paths], classes, size, cache_dir, "cars196")
+
+
+def load_sop(
+    root: str | os.PathLike, size: int = 64, cache_dir: str | os.PathLike | None = None
+) -> ImageSet:
+    """Load Stanford Online Products (all classes, train and test images).
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        Folder holding ``Stanford_Online_Products``.
+    size : int, default 64
+        Side of the square output images, in pixels.
+    cache_dir : str or os.PathLike, optional
+        When given, the decoded set is cached there.
+
+    Returns
+    -------
+    ImageSet
+        Images with class names the ``class_id`` zero-padded to (at least) five digits.
+
+    Raises
+    ------
+    FileNotFoundError
+        When a required file (see ``SOP_LAYOUT``) or an image is missing.
+    ValueError
+        When a line of ``Ebay_train.txt`` or ``Ebay_test.txt`` is malformed.
+    """
+    base = Path(root) / "Stanford_Online_Products"
+    annotations = [base / "Ebay_train.txt", base / "Ebay_test.txt"]
+    _require(annotations, SOP_LAYOUT)
+    for annotation in annotations:
+        _validate_sop_annotation(annotation)
+    dataset = StanfordOnlineProducts(str(root), split="train+test", transform=None, download=False)
+    width = max(5, len(str(max(dataset.labels, default=0))))
+    classes = [f"{label:0{width}d}" for label in dataset.labels]
+    return build_image_set([Path(p) for p in dataset.paths], classes, size, cache_dir, "sop")
+
+
+def _require(paths: Sequence[Path], layout: str) -> None:
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing; expected the layout {layout}")
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_lines(path: Path, expected: str, skip_header: bool = False) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` for each line of ``path``; reject blank lines."""
+    with open(path, encoding="utf-8") as stream:
+        for number, line in enumerate(stream, start=1):
+            if skip_header and number == 1:
+                continue
+            text = line.strip()
+            if not text:
+                raise ValueError(f"{path}, line {number}: blank line; expected {expected}")
+            yield number, text
+
+
+def _malformed(path: Path, number: int, text: str, expected: str) -> ValueError:
+    return ValueError(f"{path}, line {number}: expected {expected}, got {text!r}")
+
+
+def _int_rows(path: Path, expected: str) -> list[tuple[int, list[str]]]:
+    """Parse lines of two whitespace-separated fields, the first an integer id."""
+    rows = []
+    for number, text in _read_lines(path, expected):
+        fields = text.split()
+        if len(fields) != 2 or not _is_int(fields[0]):
+            raise _malformed(path, number, text, expected)
+        rows.append((number, fields))
+    return rows
+
+
+def _validate_cub(base: Path) -> None:
+    images_file = base / "images.txt"
+    labels_file = base / "image_class_labels.txt"
+    images = _int_rows(images_file, "'<image_id> <relative path>'")
+    expected = f"'<image_id> <class_id from 1 to {CUB_CLASSES}>'"
+    labels = _int_rows(labels_file, expected)
+    for number, fields in labels:
+        if not _is_int(fields[1]) or not 1 <= int(fields[1]) <= CUB_CLASSES:
+            raise _malformed(labels_file, number, " ".join(fields), expected)
+    if len(images) != len(labels):
+        raise ValueError(
+            f"{images_file} has {len(images)} lines but {labels_file} has {len(labels)}; "
+            "they must list the same images in the same order"
+        )
+    for (number, image), (_, label) in zip(images, labels):
+        if int(image[0]) != int(label[0]):
+            raise ValueError(
+                f"line {number}: image_id {image[0]} in {images_file} differs from "
+                f"{label[0]} in {labels_file}; they must list the same images in the same order"
+            )
+
+
+def _check_one_folder_per_class(paths: list[Path], labels: list[int], labels_file: Path) -> None:
+    folders: dict[int, str] = {}
+    for path, label in zip(paths, labels):
+        folder = folders.setdefault(label, path.parent.name)
+        if folder != path.parent.name:
+            raise ValueError(
+                f"{labels_file}: class_id {label} has images in the folders {folder!r} and "
+                f"{path.parent.name!r}; each class must have one folder"
+            )
+    if len(set(folders.values())) != len(folders):
+        raise ValueError(f"{labels_file}: two class_ids share one image folder")
+
+
+def _read_names(path: Path) -> list[str]:
+    names = [text for _, text in _read_lines(path, "one class name per line")]
+    if len(names) > CARS_CLASSES:
+        raise ValueError(f"{path} lists {len(names)} class names; Cars196 has {CARS_CLASSES}")
+    return names
+
+
+def _validate_cars_annotation(path: Path, num_names: int) -> None:
+    expected = f"'<file>,<x1>,<y1>,<x2>,<y2>,<class_id from 1 to {num_names}>' (no header)"
+    for number, text in _read_lines(path, expected):
+        fields = text.split(",")
+        valid = len(fields) == 6 and all(_is_int(field) for field in fields[1:])
+        if not valid or not 1 <= int(fields[5]) <= num_names:
+            raise _malformed(path, number, text, expected)
+
+
+def _validate_sop_annotation(path: Path) -> None:
+    expected = "'<image_id> <class_id >= 1> <super_class_id> <path>' after a header line"
+    with open(path, encoding="utf-8") as stream:
+        if not stream.readline().strip():
+            raise ValueError(f"{path}, line 1: missing header line; expected {expected}")
+    for number, text in _read_lines(path, expected, skip_header=True):
+        fields = text.split()
+        valid = len(fields) == 4 and all(_is_int(field) for field in fields[:3])
+        if not valid or int(fields[1]) < 1:
+            raise _malformed(path, number, text, expected)

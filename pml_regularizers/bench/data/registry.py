@@ -1,0 +1,90 @@
+"""Load a benchmark data set by name."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from .features import load_features
+from .folder import load_image_folder
+from .glyphs import load_glyphs
+from .images import FeatureSet, ImageSet
+from .omniglot import load_omniglot
+from .pml_folders import load_cars196, load_cub, load_sop
+
+
+def _glyphs(root: str | None, size: int, cache_dir: str, **kwargs: Any) -> ImageSet:
+    return load_glyphs(cache_dir, size=size, **kwargs)
+
+
+def _omniglot(root: str, size: int, cache_dir: str, **kwargs: Any) -> ImageSet:
+    return load_omniglot(root, size=size, cache_dir=cache_dir, **kwargs)
+
+
+def _with_cache(loader: Callable[..., ImageSet]) -> Callable[..., ImageSet]:
+    def load(root: str, size: int, cache_dir: str, **kwargs: Any) -> ImageSet:
+        return loader(root, size=size, cache_dir=cache_dir, **kwargs)
+
+    return load
+
+
+def _features(root: str, size: int, cache_dir: str, **kwargs: Any) -> FeatureSet:
+    return load_features(root, **kwargs)
+
+
+_LOADERS: dict[str, Callable[..., ImageSet | FeatureSet]] = {
+    "glyphs": _glyphs,
+    "omniglot": _omniglot,
+    "cub": _with_cache(load_cub),
+    "cars196": _with_cache(load_cars196),
+    "sop": _with_cache(load_sop),
+    "folder": _with_cache(load_image_folder),
+    "features": _features,
+}
+_NEEDS_ROOT = frozenset(_LOADERS) - {"glyphs"}
+
+
+def dataset_names() -> list[str]:
+    """Return the names that :func:`load_dataset` accepts."""
+    return list(_LOADERS)
+
+
+def load_dataset(
+    name: str,
+    root: str | os.PathLike | None,
+    size: int,
+    cache_dir: str | os.PathLike,
+    **kwargs: Any,
+) -> ImageSet | FeatureSet:
+    """Load the data set ``name``.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`dataset_names`: ``"glyphs"`` (generated, needs no ``root``), ``"omniglot"``,
+        ``"cub"``, ``"cars196"``, ``"sop"``, ``"folder"`` (a folder of class folders) or
+        ``"features"`` (``root`` is the ``.npz`` file; ``size`` is ignored).
+    root : str or os.PathLike or None
+        Location of the data on disk.
+    size : int
+        Side of the square images, in pixels.
+    cache_dir : str or os.PathLike
+        Folder for generated data, extracted archives and decoded-image caches.
+    **kwargs
+        Passed on to the loader (for example ``num_classes`` for ``"glyphs"``).
+
+    Returns
+    -------
+    ImageSet or FeatureSet
+        The loaded data.
+
+    Raises
+    ------
+    ValueError
+        When ``name`` is unknown or ``root`` is missing for a data set that needs one.
+    """
+    if name not in _LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(_LOADERS)}")
+    if root is None and name in _NEEDS_ROOT:
+        raise ValueError(f"dataset {name!r} needs root (the folder or file holding its data)")
+    return _LOADERS[name](root, size, cache_dir, **kwargs)

@@ -1,0 +1,200 @@
+"""Benchmark trunks: shapes against output_size, parameter counts by hand, timm handling, and
+frozen BatchNorm."""
+
+import copy
+import importlib.util
+import sys
+import types
+
+import pytest
+import torch
+from torch import nn
+
+from pml_regularizers.bench.models import MLP, Conv4, SmallResNet, freeze_batchnorm, timm_trunk
+
+
+@pytest.mark.parametrize("image_size", [16, 28, 32, 64, 84])
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_conv4_output_matches_output_size(image_size, in_channels):
+    model = Conv4(in_channels=in_channels, image_size=image_size).eval()
+    out = model(torch.randn(3, in_channels, image_size, image_size))
+    side = image_size // 16
+    assert model.output_size == 64 * side * side
+    assert out.shape == (3, model.output_size)
+
+
+def test_conv4_parameter_count_by_hand():
+    # per block: conv weight c_in*64*3*3, conv bias 64, BN weight and bias 2*64
+    first = 1 * 64 * 9 + 64 + 2 * 64
+    later = 64 * 64 * 9 + 64 + 2 * 64
+    assert first == 768 and later == 37056
+    model = Conv4(in_channels=1)
+    assert sum(p.numel() for p in model.parameters()) == first + 3 * later == 111936
+
+
+def test_conv4_layer_sequence():
+    kinds = [type(m) for m in Conv4().modules() if not isinstance(m, (nn.Sequential, Conv4))]
+    assert kinds == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d] * 4
+
+
+@pytest.mark.parametrize("kwargs", [{"image_size": 15}, {"in_channels": 0}, {"hidden": 2.5}])
+def test_conv4_rejects_bad_arguments(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        Conv4(**kwargs)
+
+
+@pytest.mark.parametrize("size", [16, 28, 33])
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_small_resnet_output(size, in_channels):
+    model = SmallResNet(in_channels=in_channels).eval()
+    out = model(torch.randn(2, in_channels, size, size))
+    assert model.output_size == 128
+    assert out.shape == (2, 128)
+
+
+def test_small_resnet_downsamples_twice_and_has_residual_blocks():
+    model = SmallResNet(widths=(8, 16, 24), blocks_per_stage=1)
+    convs3x3 = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    strides = [m.stride[0] for m in convs3x3]
+    # stem, then (conv, conv) per block; the first conv of stages 2 and 3 has stride 2
+    assert strides == [1, 1, 1, 2, 1, 2, 1]
+    assert model.output_size == 24
+    assert model(torch.randn(2, 1, 12, 12)).shape == (2, 24)
+
+
+def test_small_resnet_rejects_empty_widths():
+    with pytest.raises(ValueError, match="widths"):
+        SmallResNet(widths=())
+
+
+@pytest.mark.parametrize("hidden", [(), (32,), (64, 16)])
+def test_mlp_flattens_and_reports_output_size(hidden):
+    model = MLP(in_features=2 * 5 * 3, hidden=hidden)
+    out = model(torch.randn(4, 2, 5, 3))
+    assert model.output_size == (hidden[-1] if hidden else 30)
+    assert out.shape == (4, model.output_size)
+    linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linear] == list(
+        zip((30, *hidden)[:-1], hidden)
+    )
+
+
+def test_mlp_without_hidden_is_flatten():
+    x = torch.randn(3, 4, 5)
+    assert torch.equal(MLP(in_features=20, hidden=[])(x), x.reshape(3, 20))
+
+
+def test_mlp_rejects_bad_width():
+    with pytest.raises(ValueError, match="hidden"):
+        MLP(in_features=8, hidden=[16, 0])
+
+
+def test_timm_missing_gives_clear_import_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm", None)  # makes `import timm` raise ImportError
+    message = r"timm trunks need timm \(and torchvision\); pip install timm"
+    with pytest.raises(ImportError, match=message):
+        timm_trunk("resnet18")
+
+
+def test_timm_trunk_passes_arguments_and_sets_output_size(monkeypatch):
+    calls = []
+
+    def create_model(name, **kwargs):
+        calls.append((name, kwargs))
+        model = nn.Linear(3, 7)
+        model.num_features = 7
+        return model
+
+    monkeypatch.setitem(sys.modules, "timm", types.SimpleNamespace(create_model=create_model))
+    model = timm_trunk("fake_net", in_channels=3)
+    assert model.output_size == 7
+    assert calls == [("fake_net", {"pretrained": False, "num_classes": 0, "in_chans": 3})]
+    timm_trunk("fake_net", pretrained=True, checkpoint_path="/x/ckpt.pth")
+    assert calls[-1] == (
+        "fake_net",
+        {"pretrained": True, "num_classes": 0, "in_chans": 1, "checkpoint_path": "/x/ckpt.pth"},
+    )
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("timm") is None, reason="timm is not installed (it needs torchvision)"
+)
+def test_real_timm_trunk_output_size():
+    try:
+        model = timm_trunk("resnet18", in_channels=1).eval()
+    except ImportError as err:
+        pytest.skip(f"timm not importable: {err}")
+    out = model(torch.randn(2, 1, 64, 64))
+    assert out.shape == (2, model.output_size)
+
+
+def _bn_state(model):
+    return [
+        (m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
+
+
+def _assert_same(before, after):
+    for (m0, v0, n0), (m1, v1, n1) in zip(before, after, strict=True):
+        assert torch.equal(m0, m1) and torch.equal(v0, v1) and torch.equal(n0, n1)
+
+
+def test_freeze_batchnorm_keeps_running_stats_through_train_calls():
+    model = Conv4(image_size=16)
+    model.train()
+    model(torch.randn(8, 1, 16, 16) * 3 + 1)  # unfrozen: stats move
+    freeze_batchnorm(model)
+    before = _bn_state(model)
+    model(torch.randn(8, 1, 16, 16) * 3 + 1)
+    _assert_same(before, _bn_state(model))
+    model.train()
+    assert model.training
+    assert all(not m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert all(m.training for m in model.modules() if isinstance(m, nn.Conv2d))
+    model(torch.randn(8, 1, 16, 16) * 3 + 1)
+    _assert_same(before, _bn_state(model))
+
+
+def test_freeze_batchnorm_stops_gradients_and_uses_running_stats():
+    model = SmallResNet(widths=(4, 8), blocks_per_stage=1)
+    freeze_batchnorm(model)
+    model.train()
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    bn_params = {id(p) for m in bns for p in m.parameters()}
+    assert bn_params
+    model(torch.randn(4, 1, 8, 8)).sum().backward()
+    for p in model.parameters():
+        if id(p) in bn_params:
+            assert not p.requires_grad and p.grad is None
+        else:
+            assert p.requires_grad and p.grad is not None
+    # eval-mode BN normalizes with running stats, so one sample's output does not depend on the batch
+    x = torch.randn(4, 1, 8, 8)
+    assert torch.allclose(model(x)[:1], model(x[:1]), atol=1e-6)
+
+
+def test_unfrozen_batchnorm_would_update_stats():
+    """Control for the tests above: the same forward without freezing does move the stats."""
+    model = Conv4(image_size=16).train()
+    before = _bn_state(model)
+    model(torch.randn(8, 1, 16, 16) * 3 + 1)
+    assert not torch.equal(before[0][0], _bn_state(model)[0][0])
+
+
+def test_freeze_batchnorm_survives_deepcopy_and_covers_a_bare_layer():
+    bn = nn.BatchNorm1d(5)
+    freeze_batchnorm(bn)
+    clone = copy.deepcopy(nn.Sequential(bn))
+    clone.train()
+    assert not clone[0].training and clone[0] is not bn
+    clone(torch.randn(6, 5))
+    assert torch.equal(clone[0].running_mean, torch.zeros(5))
+    bn.train()
+    assert not bn.training
+
+
+def test_freeze_batchnorm_rejects_non_module():
+    with pytest.raises(ValueError, match="module"):
+        freeze_batchnorm("conv4")

@@ -1,0 +1,128 @@
+"""The benchmark runner end to end on a tiny offline glyph set: configs, outputs, no recomputation,
+kill-and-resume equality, cross-validation records, evaluate-only, and config errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pml_regularizers.bench.cli import main as cli_main
+from pml_regularizers.bench.config import ConfigError, load_config
+from pml_regularizers.bench.runner import run_experiment
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny(tmp_path, *extra):
+    return [
+        f"output_dir={tmp_path / 'runs'}",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+        "dataset.size=16",
+        "dataset.options.num_classes=16",
+        "dataset.options.per_class=6",
+        "embedding_size=8",
+        "batch_size=24",
+        "epochs=2",
+        "seeds=2",
+        *extra,
+    ]
+
+
+def metrics_of(exp_dir):
+    data = json.loads((Path(exp_dir) / "results.json").read_text())
+    return {(r["seed"], r["embedding"]): r["metrics"] for r in data["records"]}
+
+
+def test_run_writes_results_and_is_not_recomputed(tmp_path):
+    exp_dir = run_experiment(load_config(tiny(tmp_path, "regularizer=skewed_mean")))
+    assert exp_dir.name == "glyphs-proxy_anchor-skewed_mean-linear"
+    results = metrics_of(exp_dir)
+    assert set(results) == {(0, "single"), (1, "single")}
+    for m in results.values():
+        assert {"mean_average_precision_at_r", "r_precision", "precision_at_1", "recall_at_8", "NMI"} <= set(m)
+        assert 0.0 <= m["mean_average_precision_at_r"] <= 1.0
+    assert (exp_dir / "config.yaml").exists()
+    logs = list((exp_dir / "seed_0" / "fold_0" / "logs").glob("*SkewedMeanRegularizer*.csv"))
+    assert logs, "the regularizer's record-keeper log is missing"
+    emb = torch.load(exp_dir / "seed_0" / "test_embeddings.pt", weights_only=True)
+    assert emb["embeddings"].shape == (len(emb["labels"]), 8)
+    stamp = (exp_dir / "results.json").stat().st_mtime_ns
+    run_experiment(load_config(tiny(tmp_path, "regularizer=skewed_mean")))
+    assert (exp_dir / "results.json").stat().st_mtime_ns == stamp
+
+
+def test_cross_validation_reports_separated_and_concatenated(tmp_path):
+    exp_dir = run_experiment(load_config(tiny(tmp_path, "cv_folds=2", "seeds=1")))
+    results = metrics_of(exp_dir)
+    assert set(results) == {(0, "separated"), (0, "concatenated")}
+    emb = torch.load(exp_dir / "seed_0" / "test_embeddings.pt", weights_only=True)
+    assert emb["embeddings"].shape[1] == 2 * 8  # two folds' 8-d embeddings side by side
+    assert (exp_dir / "seed_0" / "fold_1" / "checkpoint_best.pt").exists()
+
+
+def test_evaluate_only_reproduces_the_test_metrics(tmp_path):
+    cfg = load_config(tiny(tmp_path, "seeds=1"))
+    exp_dir = run_experiment(cfg)
+    before = metrics_of(exp_dir)
+    run_experiment(cfg, evaluate_only=True)
+    assert metrics_of(exp_dir) == before
+
+
+def test_sigkill_mid_run_then_resume_gives_the_same_metrics(tmp_path):
+    args = tiny(tmp_path, "seeds=1", "epochs=4", "dataset.options.per_class=20", "experiment=killed")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pml_regularizers.bench", "run", *args],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    ckpt = tmp_path / "runs" / "killed" / "seed_0" / "fold_0" / "checkpoint_latest.pt"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists():
+            state = torch.load(ckpt, weights_only=True)["state"]
+            if state["epoch"] >= 1:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(ckpt, weights_only=True)["state"]["epoch"]
+    assert 1 <= killed_at < 4
+    assert not (tmp_path / "runs" / "killed" / "results.json").exists()
+
+    resumed = run_experiment(load_config(args))
+    straight = run_experiment(load_config([*args[:-1], "experiment=straight"]))
+    assert metrics_of(resumed) == metrics_of(straight)
+
+
+def test_config_errors_name_the_problem(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="Available options in 'loss'"):
+        load_config(["loss=no_such_loss"])
+    with pytest.raises(ConfigError, match="Could not override 'no_such_key'"):
+        load_config(["no_such_key=1"])
+    with pytest.raises(ConfigError, match="dataset.root"):
+        load_config(["dataset=omniglot"])
+    with pytest.raises(ConfigError, match="seeds must be an int >= 1"):
+        load_config(["seeds=0"])
+    with pytest.raises(ConfigError, match="regularizer.attach=weight needs a loss with class weights"):
+        run_experiment(load_config(tiny(tmp_path, "loss=contrastive", "regularizer=skewed_mean")))
+    assert cli_main(["run", "loss=no_such_loss"]) == 2
+    assert "Available options" in capsys.readouterr().err
+
+
+def test_missing_dataset_folder_stops_before_training(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        run_experiment(load_config([f"output_dir={tmp_path}", "dataset=omniglot", f"dataset.root={tmp_path / 'nope'}"]))
+    assert not list(tmp_path.glob("*/seed_*"))
+
+
+def test_resuming_a_folder_with_another_config_is_refused(tmp_path):
+    run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=1", "experiment=x")))
+    with pytest.raises(ConfigError, match="differs at: epochs"):
+        run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=2", "experiment=x")))
