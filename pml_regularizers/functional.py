@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 __all__ = [
+    "at_least_float32",
     "skewed_mean",
     "pair_mask",
     "default_block_size",
@@ -42,6 +43,12 @@ GramTransform = Literal["similarity", "neg_chord"]
 
 _BLOCK_ELEMENTS = 1 << 21  # about 2M entries (8 MB in float32) per row block of a pair matrix
 _MIN_BLOCKS = 8  # enough blocks for the triangle-only kernel to skip most of the lower half
+
+
+def at_least_float32(x: Tensor) -> Tensor:
+    """``x`` in float32 if it is float16 or bfloat16, else unchanged: the compute dtype of the
+    pair computations, whose exponentials and sums overflow or lose precision in half types."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _check_lam(lam: float, allow_inf: bool) -> float:
@@ -382,7 +389,7 @@ def pairwise_cosine_stats(
     (float, float)
         ``(max_similarity, mean_similarity)``.
     """
-    u = torch.nn.functional.normalize(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x, dim=1)
+    u = torch.nn.functional.normalize(at_least_float32(x), dim=1)
     n = u.shape[0]
     groups = u.view(n // group_size, group_size, -1).sum(dim=1)
     within = groups.pow(2).sum() - u.pow(2).sum()

@@ -18,10 +18,7 @@ import inspect
 import json
 import logging
 import math
-import os
 import random
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +41,7 @@ from .data import (
     class_kfold,
     load_dataset,
 )
+from .io import atomic_torch_save, atomic_write, write_json
 from .metrics import BenchAccuracyCalculator
 
 __all__ = ["run_experiment"]
@@ -84,7 +82,7 @@ def run_experiment(cfg: DictConfig, evaluate_only: bool = False) -> Path:
         records += _run_seed(
             cfg, data, train_classes, test_classes, exp_dir / f"seed_{seed}", seed, device, evaluate_only
         )
-    _write_json(
+    write_json(
         results_path,
         {
             "experiment": experiment_name(cfg),
@@ -132,8 +130,8 @@ def _run_seed(
         final = torch.cat(embeddings, dim=1)
         records.append(_record(seed, "concatenated", calc.get_accuracy(final, labels)))
     if cfg.save_test_embeddings:
-        _atomic_torch_save({"embeddings": final, "labels": labels}, seed_dir / "test_embeddings.pt")
-    _write_json(result_path, {"seed": seed, "records": records})
+        atomic_torch_save({"embeddings": final, "labels": labels}, seed_dir / "test_embeddings.pt")
+    write_json(result_path, {"seed": seed, "records": records})
     return records
 
 
@@ -378,7 +376,7 @@ def _check_or_write_config(exp_dir: Path, cfg: DictConfig) -> None:
             )
         return
     exp_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -401,7 +399,7 @@ def _save_checkpoint(
         "optimizers": {k: o.state_dict() for k, o in (optimizers or {}).items()},
         "state": dict(state),
     }
-    _atomic_torch_save(payload, path)
+    atomic_torch_save(payload, path)
 
 
 def _load_checkpoint(
@@ -418,23 +416,3 @@ def _load_checkpoint(
     for k, o in (optimizers or {}).items():
         o.load_state_dict(payload["optimizers"][k])
     return payload["state"]
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    _atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2).encode()))

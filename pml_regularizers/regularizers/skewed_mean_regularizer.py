@@ -121,7 +121,7 @@ class SkewedMeanRegularizer(BaseRegularizer):
 
     def compute_loss(self, x: Tensor) -> dict:
         self._check_input(x)
-        xc = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        xc = F.at_least_float32(x)
         group = self.centers_per_class
         fast = self._gram_transform()
         if self.form == "pairwise" and fast is not None:

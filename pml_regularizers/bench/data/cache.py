@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import torch
 
+from ..io import atomic_torch_save
 from .images import ImageSet
 
 
@@ -33,22 +33,12 @@ def save_image_set(image_set: ImageSet, path: str | os.PathLike) -> Path:
     pathlib.Path
         The written file.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "images": image_set.images.contiguous(),
         "labels": image_set.labels.contiguous(),
         "class_names": list(image_set.class_names),
     }
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_torch_save(payload, path)
 
 
 def load_image_set(path: str | os.PathLike) -> ImageSet:

@@ -10,6 +10,9 @@ import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
+
+from ..io import atomic_write
 
 
 def file_md5(path: str | os.PathLike) -> str:
@@ -53,21 +56,19 @@ def download_file(url: str, dest: str | os.PathLike, md5: str) -> Path:
         if file_md5(dest) == expected:
             return dest
         dest.unlink()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url) as response:
-            shutil.copyfileobj(response, out)
-        actual = file_md5(temporary)
-        if actual != expected:
+    def fetch_and_check(out: BinaryIO) -> None:
+        digest = hashlib.md5()
+        with urllib.request.urlopen(url) as response:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != expected:
             raise ValueError(
-                f"MD5 mismatch for {url}: expected {expected}, got {actual}; "
+                f"MD5 mismatch for {url}: expected {expected}, got {digest.hexdigest()}; "
                 "the download was deleted"
             )
-        os.replace(temporary, dest)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+
+    atomic_write(dest, fetch_and_check, suffix=".part")
     return dest
 
 
