@@ -404,3 +404,9 @@ def pairwise_cosine_stats(
             s = (u[start : start + block] @ u[start:].T).masked_fill(~valid, -math.inf)
             best = max(best, float(s.max()))
     return best, mean
+
+
+# Jacobian-determinant regularizer ----------------------------------------------------------------
+
+
+# DVML --------------------------------------------------------------------------------------------

@@ -1,0 +1,3 @@
+"""Loss modules for plain training loops."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Miners (PML ``BaseMiner`` subclasses)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Trainers on PML's ``BaseTrainer``."""
+
+__all__: list[str] = []
