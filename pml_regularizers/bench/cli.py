@@ -6,12 +6,14 @@ Examples
 ``pml-bench evaluate regularizer=skewed_mean``   (re-test saved models, no training)
 ``pml-bench compare``                           (the default comparison on the offline dataset)
 ``pml-bench report runs/glyphs-proxy_anchor-linear runs/glyphs-proxy_anchor-skewed_mean-linear``
+``torchrun --nproc_per_node=2 -m pml_regularizers.bench run batch_size=64``   (data-parallel)
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,18 +42,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep.add_argument("experiments", nargs="+", type=Path)
     rep.add_argument("--baseline", help="experiment name to pair the others with")
     rep.add_argument("--out", type=Path, help="output folder (default: beside the first experiment)")
+    rep.add_argument(
+        "--split", default="test", choices=("test", "val"),
+        help="test: held-out classes; val: best validation MAP@R over the folds (for tuning)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "report":
-            _report(args.experiments, args.baseline, args.out)
+            _report(args.experiments, args.baseline, args.out, args.split)
         elif args.command == "compare":
             _compare(args.overrides)
         else:
             from .runner import run_experiment
 
-            exp_dir = run_experiment(load_config(args.overrides), evaluate_only=args.command == "evaluate")
-            _report([exp_dir], None, exp_dir)
+            cfg = load_config(args.overrides)
+            exp_dir = run_experiment(cfg, evaluate_only=args.command == "evaluate")
+            if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports
+                _report([exp_dir], None, exp_dir, "test" if cfg.test else "val")
     except (ConfigError, FileNotFoundError) as err:
         print(f"pml-bench: error: {err}", file=sys.stderr)
         return 2
@@ -67,10 +75,12 @@ def _compare(overrides: Sequence[str]) -> None:
     _report(dirs, experiment_name(cfgs[0]), out)
 
 
-def _report(exp_dirs: Sequence[Path], baseline: str | None, out: Path | None) -> None:
+def _report(
+    exp_dirs: Sequence[Path], baseline: str | None, out: Path | None, split: str = "test"
+) -> None:
     from .report import write_report
 
     out = out or exp_dirs[0].parent / "report"
-    text = write_report([str(d) for d in exp_dirs], str(out), baseline=baseline)
+    text = write_report([str(d) for d in exp_dirs], str(out), baseline=baseline, split=split)
     print(text)
     print(f"\nreport written to {out}")

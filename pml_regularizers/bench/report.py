@@ -599,7 +599,10 @@ def _first_embeddings(exp_dir: PathLike) -> tuple[str, dict] | None:
 
 
 def write_report(
-    exp_dirs: Sequence[PathLike], out_dir: PathLike, baseline: str | None = None
+    exp_dirs: Sequence[PathLike],
+    out_dir: PathLike,
+    baseline: str | None = None,
+    split: str = "test",
 ) -> str:
     """Write ``report.md`` and its figures for a set of experiments.
 
@@ -615,6 +618,9 @@ def write_report(
         Folder to write into (created if missing).
     baseline : str, optional
         Experiment name the others are compared with, paired by seed.
+    split : str
+        ``"test"`` (held-out classes) or ``"val"`` (the best validation MAP@R averaged over the
+        cross-validation folds, the number a hyperparameter search compares).
 
     Returns
     -------
@@ -632,17 +638,18 @@ def write_report(
             raise ValueError(f"exp_dirs must hold distinct experiments, {name!r} appears twice")
         names.append(name)
         records += loaded
-    rows = summarize(records, baseline=baseline)
+    rows = summarize(records, baseline=baseline, split=split)
     lines = ["# Benchmark report", ""]
     if rows:
-        lines += ["Test split. Mean over seeds ± half-width of the 95% Student-t interval.", ""]
+        what = "Test split" if split == "test" else f"Split {split!r}"
+        lines += [f"{what}. Mean over seeds ± half-width of the 95% Student-t interval.", ""]
         if baseline is not None:
             lines += [f"Δ: difference to `{baseline}` paired by seed, with its 95% interval.", ""]
         lines += [markdown_table(rows)]
         plot_metric_comparison(rows, out / "metrics.png")
         lines += ["![metrics](metrics.png)", ""]
     else:
-        lines += ["No test records found.", ""]
+        lines += [f"No {split} records found.", ""]
     plot_training_curves(exp_dirs, out / "training_curves.png")
     lines += ["## Training curves", "", "![training curves](training_curves.png)", ""]
     for exp_dir, name in zip(exp_dirs, names):

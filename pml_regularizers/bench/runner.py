@@ -18,7 +18,9 @@ import inspect
 import json
 import logging
 import math
+import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,12 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_metric_learning import testers
 from pytorch_metric_learning.losses.mixins import WeightRegularizerMixin
+from pytorch_metric_learning.trainers import TrainWithClassifier
 from pytorch_metric_learning.utils import common_functions as c_f
+from pytorch_metric_learning.utils import distributed as pml_dist
 from pytorch_metric_learning.utils import logging_presets
+from torch import distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from .config import ConfigError, experiment_name
 from .data import (
@@ -50,8 +56,40 @@ LOGGER = logging.getLogger(__name__)
 PRIMARY = "mean_average_precision_at_r"
 
 
+@dataclass(frozen=True)
+class _Dist:
+    """This process's place in a torchrun job (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+@dataclass
+class _Parts:
+    """What one fold trains: models and loss functions under PML's trainer keys, and the miner."""
+
+    models: dict[str, torch.nn.Module]
+    loss_funcs: dict[str, torch.nn.Module]
+    miner: torch.nn.Module | None
+
+
 def run_experiment(cfg: DictConfig, evaluate_only: bool = False) -> Path:
     """Run (or resume, or re-evaluate) the experiment ``cfg`` describes.
+
+    Started by ``torchrun --nproc_per_node=N``, the run is data-parallel: each process trains on
+    its share of every batch (``batch_size`` is the global batch), models are wrapped in
+    :class:`~torch.nn.parallel.DistributedDataParallel`, and the loss and miner in PML's
+    ``DistributedLossWrapper`` / ``DistributedMinerWrapper``, which gather the embeddings of all
+    processes. Rank 0 validates, writes checkpoints, logs and results.
 
     Parameters
     ----------
@@ -67,29 +105,36 @@ def run_experiment(cfg: DictConfig, evaluate_only: bool = False) -> Path:
         The experiment folder, holding ``config.yaml``, ``results.json`` and one ``seed_<s>``
         folder per seed (record-keeper logs, checkpoints, test embeddings).
     """
+    ddp = _init_distributed(cfg)
     exp_dir = Path(cfg.output_dir).expanduser() / experiment_name(cfg)
     results_path = exp_dir / "results.json"
-    _check_or_write_config(exp_dir, cfg)
+    if ddp.main:
+        _check_or_write_config(exp_dir, cfg)
+    ddp.barrier()
     if results_path.exists() and not evaluate_only:
         LOGGER.info("%s is finished; not recomputed", exp_dir)
         return exp_dir
     data = _load_data(cfg)
     train_classes, test_classes = class_disjoint_split(data.labels)
     _build(cfg, data, num_classes=len(train_classes), device=torch.device("cpu"))  # config check
-    device = _device(cfg.device)
+    device = _device(cfg.device, ddp)
     records: list[dict] = []
     for seed in range(cfg.seed_offset, cfg.seed_offset + cfg.seeds):
         records += _run_seed(
-            cfg, data, train_classes, test_classes, exp_dir / f"seed_{seed}", seed, device, evaluate_only
+            cfg, data, train_classes, test_classes, exp_dir / f"seed_{seed}", seed, device,
+            evaluate_only, ddp,
         )
-    write_json(
-        results_path,
-        {
-            "experiment": experiment_name(cfg),
-            "config": OmegaConf.to_container(cfg),
-            "records": records,
-        },
-    )
+    if ddp.main:
+        write_json(
+            results_path,
+            {
+                "experiment": experiment_name(cfg),
+                "config": OmegaConf.to_container(cfg),
+                "world_size": ddp.world,
+                "records": records,
+            },
+        )
+    ddp.barrier()
     return exp_dir
 
 
@@ -102,43 +147,52 @@ def _run_seed(
     seed: int,
     device: torch.device,
     evaluate_only: bool,
+    ddp: _Dist,
 ) -> list[dict]:
     result_path = seed_dir / "result.json"
     if result_path.exists() and not evaluate_only:
         return json.loads(result_path.read_text())["records"]
     folds = class_kfold(train_classes, cfg.cv_folds) if cfg.cv_folds else [(train_classes, [])]
-    test_set = _torch_dataset(data.subset(test_classes), augment=False)
+    test_set = _torch_dataset(data.subset(test_classes), augment=False) if cfg.test else None
     calc = BenchAccuracyCalculator()
-    embeddings, labels = [], None
+    embeddings, labels, val_scores = [], None, []
     for fold, (tr, va) in enumerate(folds):
         fold_dir = seed_dir / f"fold_{fold}"
-        train_subset = data.subset(tr)
         val_set = _torch_dataset(data.subset(va), augment=False) if va else None
-        models = _train_fold(
-            cfg, data, train_subset, val_set, fold_dir, seed, fold, device, evaluate_only
+        models, best_score = _train_fold(
+            cfg, data, data.subset(tr), val_set, fold_dir, seed, fold, device, evaluate_only, ddp
         )
-        emb, labels = _embed(models, test_set, cfg, device)
-        embeddings.append(emb)
+        val_scores.append(best_score)
+        if test_set is not None and ddp.main:
+            emb, labels = _embed(models, test_set, cfg, device)
+            embeddings.append(emb)
     records = []
+    if cfg.cv_folds:
+        records.append(_record(seed, "val", "separated", {PRIMARY: float(np.mean(val_scores))}))
     if len(embeddings) == 1:
-        records.append(_record(seed, "single", calc.get_accuracy(embeddings[0], labels)))
-        final = embeddings[0]
-    else:
+        records.append(_record(seed, "test", "single", calc.get_accuracy(embeddings[0], labels)))
+    elif embeddings:
         per_fold = [calc.get_accuracy(e, labels) for e in embeddings]
         separated = {k: float(np.mean([m[k] for m in per_fold])) for k in per_fold[0]}
-        records.append(_record(seed, "separated", separated))
-        final = torch.cat(embeddings, dim=1)
-        records.append(_record(seed, "concatenated", calc.get_accuracy(final, labels)))
-    if cfg.save_test_embeddings:
-        atomic_torch_save({"embeddings": final, "labels": labels}, seed_dir / "test_embeddings.pt")
-    write_json(result_path, {"seed": seed, "records": records})
+        records.append(_record(seed, "test", "separated", separated))
+        records.append(
+            _record(seed, "test", "concatenated", calc.get_accuracy(torch.cat(embeddings, 1), labels))
+        )
+    if ddp.main:
+        if embeddings and cfg.save_test_embeddings:
+            atomic_torch_save(
+                {"embeddings": torch.cat(embeddings, 1), "labels": labels},
+                seed_dir / "test_embeddings.pt",
+            )
+        write_json(result_path, {"seed": seed, "records": records})
+    ddp.barrier()
     return records
 
 
-def _record(seed: int, embedding: str, metrics: dict) -> dict:
+def _record(seed: int, split: str, embedding: str, metrics: dict) -> dict:
     return {
         "seed": seed,
-        "split": "test",
+        "split": split,
         "embedding": embedding,
         "metrics": {k: float(v) for k, v in metrics.items()},
     }
@@ -154,32 +208,36 @@ def _train_fold(
     fold: int,
     device: torch.device,
     evaluate_only: bool,
-) -> dict[str, torch.nn.Module]:
-    """Train one fold from scratch or from its latest checkpoint; return trunk and embedder."""
+    ddp: _Dist,
+) -> tuple[dict[str, torch.nn.Module], float]:
+    """Train one fold from scratch or from its latest checkpoint.
+
+    Returns the models (the best validation epoch's, when there is a validation set) and the
+    best validation MAP@R (nan without validation).
+    """
     _reseed(seed, fold, 0)
-    trunk, embedder, loss, miner = _build(cfg, data, train_subset.num_classes, device)
-    models = {"trunk": trunk, "embedder": embedder}
-    optimizers = _optimizers(cfg, trunk, embedder, loss)
+    parts = _build(cfg, data, train_subset.num_classes, device)
+    optimizers = _optimizers(cfg, parts)
     latest, best = fold_dir / "checkpoint_latest.pt", fold_dir / "checkpoint_best.pt"
     state = {"epoch": 0, "best_epoch": 0, "best_score": -math.inf, "done": False}
     if latest.exists():
-        state = _load_checkpoint(latest, models, loss, optimizers, device)
+        state = _load_checkpoint(latest, parts, optimizers, device)
     elif evaluate_only:
         raise FileNotFoundError(f"no saved model to evaluate: {latest} does not exist")
     if not state["done"]:
         if evaluate_only:
             raise RuntimeError(f"{fold_dir} has not finished training; run without evaluate first")
-        _fit(cfg, models, loss, miner, optimizers, train_subset, val_set, fold_dir, seed, fold, device, state)
+        _fit(cfg, parts, optimizers, train_subset, val_set, fold_dir, seed, fold, device, state, ddp)
+    ddp.barrier()
     if val_set is not None and best.exists():
-        _load_checkpoint(best, models, loss, None, device)
-    return models
+        _load_checkpoint(best, parts, None, device)
+    score = float(state["best_score"]) if val_set is not None else math.nan
+    return parts.models, score
 
 
 def _fit(
     cfg: DictConfig,
-    models: dict[str, torch.nn.Module],
-    loss: torch.nn.Module,
-    miner: torch.nn.Module | None,
+    parts: _Parts,
     optimizers: dict[str, torch.optim.Optimizer],
     train_subset: ImageSet | FeatureSet,
     val_set: torch.utils.data.Dataset | None,
@@ -188,39 +246,48 @@ def _fit(
     fold: int,
     device: torch.device,
     state: dict,
+    ddp: _Dist,
 ) -> None:
     train_set = _torch_dataset(train_subset, augment=bool(cfg.dataset.augment), fill=cfg.dataset.fill)
-    record_keeper, _, _ = logging_presets.get_record_keeper(
-        str(fold_dir / "logs"), str(fold_dir / "tensorboard")
-    )
-    if record_keeper is None:
-        raise RuntimeError("record-keeper logging needs the tensorboard package")
-    hooks = logging_presets.get_hook_container(record_keeper, primary_metric=PRIMARY)
+    record_keeper = hooks = None
+    if ddp.main:
+        record_keeper, _, _ = logging_presets.get_record_keeper(
+            str(fold_dir / "logs"), str(fold_dir / "tensorboard")
+        )
+        if record_keeper is None:
+            raise RuntimeError("record-keeper logging needs the tensorboard package")
+        hooks = logging_presets.get_hook_container(record_keeper, primary_metric=PRIMARY)
+    batch_size = cfg.batch_size // ddp.world
     sampler = None
     if cfg.sampler.get("_target_"):
         sampler = instantiate(
             cfg.sampler,
             labels=train_set.labels,
-            batch_size=cfg.batch_size,
-            length_before_new_iter=len(train_set),
+            batch_size=batch_size,
+            length_before_new_iter=len(train_set) // ddp.world,
         )
+    elif ddp.world > 1:
+        sampler = torch.utils.data.DistributedSampler(
+            train_set, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=seed, drop_last=True
+        )
+    models, loss_funcs, miner = _distribute(parts, ddp, device)
     trainer = instantiate(
         cfg.trainer,
         models=models,
         optimizers=optimizers,
-        batch_size=cfg.batch_size,
-        loss_funcs={"metric_loss": loss},
+        batch_size=batch_size,
+        loss_funcs=loss_funcs,
         mining_funcs={"tuple_miner": miner} if miner is not None else {},
         dataset=train_set,
         sampler=sampler,
         dataloader_num_workers=cfg.num_workers,
         freeze_trunk_batchnorm=cfg.freeze_trunk_bn,
         data_device=device,
-        end_of_iteration_hook=hooks.end_of_iteration_hook,
+        end_of_iteration_hook=hooks.end_of_iteration_hook if hooks else None,
         _convert_="object",
     )
     tester = None
-    if val_set is not None:
+    if val_set is not None and ddp.main:
         tester = testers.GlobalEmbeddingSpaceTester(
             accuracy_calculator=BenchAccuracyCalculator(include=(PRIMARY,)),
             end_of_testing_hook=hooks.end_of_testing_hook,
@@ -228,27 +295,68 @@ def _fit(
         )
     latest, best = fold_dir / "checkpoint_latest.pt", fold_dir / "checkpoint_best.pt"
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-        _reseed(seed, fold, epoch)
+        _reseed(seed, fold, epoch, ddp.rank)
+        if isinstance(sampler, torch.utils.data.DistributedSampler):
+            sampler.set_epoch(epoch)
         trainer.train(start_epoch=epoch, num_epochs=epoch)
         if tester is not None:
-            acc = tester.test({"val": val_set}, epoch, models["trunk"], models["embedder"])
+            acc = tester.test({"val": val_set}, epoch, parts.models["trunk"], parts.models["embedder"])
             score = float(acc["val"][f"{PRIMARY}_level0"])
             if score > state["best_score"]:
                 state.update(best_epoch=epoch, best_score=score)
-                _save_checkpoint(best, models, loss, None, state)
-        record_keeper.save_records()
+                _save_checkpoint(best, parts, None, state)
         state["epoch"] = epoch
         stop = cfg.patience is not None and epoch - state["best_epoch"] >= cfg.patience
         state["done"] = stop or epoch == cfg.epochs
-        _save_checkpoint(latest, models, loss, optimizers, state)
+        if ddp.world > 1:
+            shared = [state]
+            dist.broadcast_object_list(shared, src=0)
+            state.update(shared[0])
+        if ddp.main:
+            record_keeper.save_records()
+            _save_checkpoint(latest, parts, optimizers, state)
         if stop:
             break
 
 
+def _distribute(
+    parts: _Parts, ddp: _Dist, device: torch.device
+) -> tuple[dict[str, torch.nn.Module], dict[str, torch.nn.Module], torch.nn.Module | None]:
+    """Wrap models, metric loss and miner for a torchrun job; unchanged on one process.
+
+    Models with trainable parameters go into DistributedDataParallel (which broadcasts rank 0's
+    weights). PML's ``DistributedLossWrapper`` computes the loss on the embeddings of all ranks
+    and multiplies it by the world size so that DDP's gradient average is the gradient of the
+    global batch; the loss's own parameters (proxies, class weights) see that same multiplied
+    loss on every rank, so their gradient is divided by the world size here, and they start from
+    rank 0's values.
+    """
+    if ddp.world == 1:
+        return parts.models, parts.loss_funcs, parts.miner
+    ids = [device.index] if device.type == "cuda" else None
+    models = {
+        k: DistributedDataParallel(m, device_ids=ids) if _trainable(m) else m
+        for k, m in parts.models.items()
+    }
+    loss_funcs = dict(parts.loss_funcs)
+    metric_loss = loss_funcs["metric_loss"]
+    for tensor in [*metric_loss.parameters(), *metric_loss.buffers()]:
+        dist.broadcast(tensor.data, src=0)
+    for p in metric_loss.parameters():
+        p.register_hook(lambda g: g / ddp.world)
+    loss_funcs["metric_loss"] = pml_dist.DistributedLossWrapper(metric_loss)
+    miner = pml_dist.DistributedMinerWrapper(parts.miner) if parts.miner is not None else None
+    return models, loss_funcs, miner
+
+
+def _trainable(module: torch.nn.Module) -> bool:
+    return any(p.requires_grad for p in module.parameters())
+
+
 def _build(
     cfg: DictConfig, data: ImageSet | FeatureSet, num_classes: int, device: torch.device
-) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module, torch.nn.Module | None]:
-    """Instantiate trunk, embedder, loss (with its regularizer) and miner from the config."""
+) -> _Parts:
+    """Instantiate the models, the loss (with its regularizer) and the miner from the config."""
     try:
         if isinstance(data, FeatureSet):
             trunk = instantiate(cfg.trunk, in_features=data.features.shape[1])
@@ -260,11 +368,18 @@ def _build(
         emb_size = getattr(embedder, "out_features", None) or trunk.output_size
         loss = _build_loss(cfg, num_classes, emb_size)
         miner = instantiate(cfg.miner) if cfg.miner.get("_target_") else None
+        trainer_cls = get_class(cfg.trainer._target_)
     except ConfigError:
         raise
     except Exception as err:  # instantiate wraps import and argument errors
         raise ConfigError(f"could not build the models from the config: {err}") from err
-    return trunk.to(device), embedder.to(device), loss.to(device), miner
+    parts = _Parts({"trunk": trunk, "embedder": embedder}, {"metric_loss": loss}, miner)
+    if issubclass(trainer_cls, TrainWithClassifier):
+        parts.models["classifier"] = torch.nn.Linear(emb_size, num_classes)
+        parts.loss_funcs["classifier_loss"] = torch.nn.CrossEntropyLoss()
+    for m in [*parts.models.values(), *parts.loss_funcs.values()]:
+        m.to(device)
+    return parts
 
 
 def _build_loss(cfg: DictConfig, num_classes: int, embedding_size: int) -> torch.nn.Module:
@@ -292,17 +407,18 @@ def _build_loss(cfg: DictConfig, num_classes: int, embedding_size: int) -> torch
     return instantiate(cfg.loss, **extra)
 
 
-def _optimizers(
-    cfg: DictConfig, trunk: torch.nn.Module, embedder: torch.nn.Module, loss: torch.nn.Module
-) -> dict[str, torch.optim.Optimizer]:
+def _optimizers(cfg: DictConfig, parts: _Parts) -> dict[str, torch.optim.Optimizer]:
+    """One optimizer per model with parameters (``<name>_optimizer``, PML's naming), and one for
+    the metric loss's own parameters at ``optimizer.loss_lr``."""
     opt_cfg = {k: v for k, v in cfg.optimizer.items() if k != "loss_lr"}
-    out = {"trunk_optimizer": instantiate(opt_cfg, params=list(trunk.parameters()))}
-    if any(True for _ in embedder.parameters()):
-        out["embedder_optimizer"] = instantiate(opt_cfg, params=list(embedder.parameters()))
-    if any(True for _ in loss.parameters()):
-        out["metric_loss_optimizer"] = instantiate(
-            opt_cfg, params=list(loss.parameters()), lr=cfg.optimizer.loss_lr
-        )
+    out = {
+        f"{name}_optimizer": instantiate(opt_cfg, params=list(m.parameters()))
+        for name, m in parts.models.items()
+        if _trainable(m)
+    }
+    loss_params = list(parts.loss_funcs["metric_loss"].parameters())
+    if loss_params:
+        out["metric_loss_optimizer"] = instantiate(opt_cfg, params=loss_params, lr=cfg.optimizer.loss_lr)
     return out
 
 
@@ -343,22 +459,40 @@ def _embed(
     return torch.nn.functional.normalize(torch.cat(out), dim=1), torch.cat(labels)
 
 
-def _reseed(seed: int, fold: int, epoch: int) -> None:
-    """Seed every RNG the trainer, sampler and augmentation use from (seed, fold, epoch)."""
-    s = (seed * 1_000_003 + fold * 10_007 + epoch) % (2**31)
+def _reseed(seed: int, fold: int, epoch: int, rank: int = 0) -> None:
+    """Seed every RNG the trainer, sampler and augmentation use from (seed, fold, epoch, rank)."""
+    s = (seed * 1_000_003 + fold * 10_007 + epoch + rank * 7_919) % (2**31)
     torch.manual_seed(s)
     random.seed(s)
     np.random.seed(s)
     c_f.NUMPY_RANDOM.seed(s)  # PML's samplers draw from this module-level generator
 
 
-def _device(spec: str) -> torch.device:
+def _device(spec: str, ddp: _Dist) -> torch.device:
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        return torch.device(spec)
+        device = torch.device(spec)
     except RuntimeError as err:
         raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {spec!r}") from err
+    if device.type == "cuda" and ddp.world > 1:
+        return torch.device("cuda", ddp.local_rank)
+    return device
+
+
+def _init_distributed(cfg: DictConfig) -> _Dist:
+    """Join the torchrun job described by the environment (WORLD_SIZE, RANK, LOCAL_RANK)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return _Dist()
+    if cfg.batch_size % world:
+        raise ConfigError(
+            f"batch_size must be divisible by the number of processes ({world}), got {cfg.batch_size}"
+        )
+    if not dist.is_initialized():
+        cuda = cfg.device != "cpu" and torch.cuda.is_available()
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return _Dist(rank=dist.get_rank(), world=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def _check_or_write_config(exp_dir: Path, cfg: DictConfig) -> None:
@@ -388,14 +522,13 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 def _save_checkpoint(
     path: Path,
-    models: dict[str, torch.nn.Module],
-    loss: torch.nn.Module,
+    parts: _Parts,
     optimizers: dict[str, torch.optim.Optimizer] | None,
     state: dict,
 ) -> None:
     payload = {
-        "models": {k: m.state_dict() for k, m in models.items()},
-        "loss": loss.state_dict(),
+        "models": {k: m.state_dict() for k, m in parts.models.items()},
+        "loss": parts.loss_funcs["metric_loss"].state_dict(),
         "optimizers": {k: o.state_dict() for k, o in (optimizers or {}).items()},
         "state": dict(state),
     }
@@ -404,15 +537,14 @@ def _save_checkpoint(
 
 def _load_checkpoint(
     path: Path,
-    models: dict[str, torch.nn.Module],
-    loss: torch.nn.Module,
+    parts: _Parts,
     optimizers: dict[str, torch.optim.Optimizer] | None,
     device: torch.device,
 ) -> dict:
     payload = torch.load(path, map_location=device, weights_only=True)
-    for k, m in models.items():
+    for k, m in parts.models.items():
         m.load_state_dict(payload["models"][k])
-    loss.load_state_dict(payload["loss"])
+    parts.loss_funcs["metric_loss"].load_state_dict(payload["loss"])
     for k, o in (optimizers or {}).items():
         o.load_state_dict(payload["optimizers"][k])
     return payload["state"]

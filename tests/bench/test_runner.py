@@ -34,9 +34,9 @@ def tiny(tmp_path, *extra):
     ]
 
 
-def metrics_of(exp_dir):
+def metrics_of(exp_dir, split="test"):
     data = json.loads((Path(exp_dir) / "results.json").read_text())
-    return {(r["seed"], r["embedding"]): r["metrics"] for r in data["records"]}
+    return {(r["seed"], r["embedding"]): r["metrics"] for r in data["records"] if r["split"] == split}
 
 
 def test_run_writes_results_and_is_not_recomputed(tmp_path):
@@ -63,7 +63,42 @@ def test_cross_validation_reports_separated_and_concatenated(tmp_path):
     assert set(results) == {(0, "separated"), (0, "concatenated")}
     emb = torch.load(exp_dir / "seed_0" / "test_embeddings.pt", weights_only=True)
     assert emb["embeddings"].shape[1] == 2 * 8  # two folds' 8-d embeddings side by side
-    assert (exp_dir / "seed_0" / "fold_1" / "checkpoint_best.pt").exists()
+    best_scores = []
+    for fold in (0, 1):
+        assert (exp_dir / "seed_0" / f"fold_{fold}" / "checkpoint_best.pt").exists()
+        state = torch.load(exp_dir / "seed_0" / f"fold_{fold}" / "checkpoint_latest.pt", weights_only=True)
+        best_scores.append(state["state"]["best_score"])
+    val = metrics_of(exp_dir, "val")
+    assert set(val) == {(0, "separated")}
+    assert val[0, "separated"]["mean_average_precision_at_r"] == pytest.approx(sum(best_scores) / 2)
+
+
+def test_validation_only_run_never_touches_the_test_classes(tmp_path, monkeypatch):
+    from pml_regularizers.bench import runner
+
+    embedded = []
+    monkeypatch.setattr(runner, "_embed", lambda *a, **k: embedded.append(1))
+    exp_dir = run_experiment(load_config(tiny(tmp_path, "cv_folds=2", "test=false")))
+    assert not embedded
+    assert metrics_of(exp_dir) == {}
+    assert set(metrics_of(exp_dir, "val")) == {(0, "separated"), (1, "separated")}
+    assert not (exp_dir / "seed_0" / "test_embeddings.pt").exists()
+    with pytest.raises(ConfigError, match="cv_folds must be an int >= 2 when test=false"):
+        load_config(["test=false"])
+
+
+def test_train_with_classifier_trains_and_logs_the_classifier_loss(tmp_path):
+    exp_dir = run_experiment(
+        load_config(tiny(tmp_path, "seeds=1", "trainer=train_with_classifier", "loss=contrastive"))
+    )
+    assert exp_dir.name == "glyphs-contrastive-linear-train_with_classifier"
+    ckpt = torch.load(exp_dir / "seed_0" / "fold_0" / "checkpoint_latest.pt", weights_only=True)
+    assert ckpt["models"]["classifier"]["weight"].shape == (8, 8)  # 8 training classes x 8-d
+    assert "classifier_optimizer" in ckpt["optimizers"]
+    (csv,) = (exp_dir / "seed_0" / "fold_0" / "logs").glob("*loss_histories*.csv")
+    header = csv.read_text().splitlines()[0].split(",")
+    assert "classifier_loss" in header and "metric_loss" in header
+    assert metrics_of(exp_dir)[0, "single"]["precision_at_1"] > 0
 
 
 def test_evaluate_only_reproduces_the_test_metrics(tmp_path):

@@ -19,17 +19,18 @@ import os
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib import font_manager
-from matplotlib.ft2font import FT2Font
 
 from .cache import load_image_set, save_image_set
 from .decode import check_size
 from .images import ImageSet
+
+if TYPE_CHECKING:  # matplotlib is imported only when glyphs are rendered, not read from the cache
+    from matplotlib.ft2font import FT2Font
 
 # Bump when the rendering changes, so that stale cache files are not reused.
 CACHE_VERSION = 1
@@ -162,6 +163,8 @@ def generate_glyphs(
         The generated images.
     """
     _check_parameters(num_classes, per_class, size)
+    from matplotlib.ft2font import FT2Font
+
     faces = [FT2Font(str(path)) for path in font_paths()]
     codepoints = choose_codepoints(faces[0], num_classes, size)
     rng = np.random.default_rng(seed)
@@ -186,6 +189,9 @@ def font_paths() -> list[Path]:
     matplotlib's bundled copy of DejaVu Sans is preferred over a system one, so that the classes do
     not depend on the fonts installed on the machine.
     """
+    import matplotlib
+    from matplotlib import font_manager
+
     bundled = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
     primary = bundled / "DejaVuSans.ttf"
     if not primary.is_file():

@@ -1,0 +1,110 @@
+"""The runner's data-parallel mode: the wrapping it does (DDP models, PML's DistributedLossWrapper
+and DistributedMinerWrapper, the loss-parameter gradient scaling) gives the same gradients as one
+process on the whole batch, and ``torchrun`` with 2 gloo processes runs an experiment end to end."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from pytorch_metric_learning import losses, miners
+
+from pml_regularizers.bench.runner import _distribute, _Dist, _Parts
+
+REPO = Path(__file__).resolve().parents[2]
+WORLD, PER_RANK, IN, DIM, CLASSES = 2, 6, 5, 4, 3
+
+
+def make_parts(loss_seed):
+    torch.manual_seed(0)
+    trunk = torch.nn.Sequential(torch.nn.Linear(IN, 8), torch.nn.Tanh()).double()
+    embedder = torch.nn.Linear(8, DIM).double()
+    torch.manual_seed(loss_seed)  # ranks start with different proxies; rank 0's must win
+    loss = losses.ProxyAnchorLoss(num_classes=CLASSES, embedding_size=DIM).double()
+    return _Parts({"trunk": trunk, "embedder": embedder}, {"metric_loss": loss}, miners.MultiSimilarityMiner())
+
+
+def batch():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(WORLD * PER_RANK, IN, generator=g, dtype=torch.float64)
+    return x, torch.arange(WORLD * PER_RANK) % CLASSES
+
+
+def step(models, loss_funcs, miner, x, y):
+    emb = models["embedder"](models["trunk"](x))
+    loss = loss_funcs["metric_loss"](emb, y, miner(emb, y))
+    loss.backward()
+
+
+def grads(parts):
+    named = {f"{k}.{n}": p for k, m in parts.models.items() for n, p in m.named_parameters()}
+    named["proxies"] = parts.loss_funcs["metric_loss"].proxies
+    return {k: p.grad.clone() for k, p in named.items()}, parts.loss_funcs["metric_loss"].proxies.detach().clone()
+
+
+def _worker(rank, init_file, out_dir):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    try:
+        parts = make_parts(loss_seed=100 + rank)
+        models, loss_funcs, miner = _distribute(parts, _Dist(rank, WORLD, 0), torch.device("cpu"))
+        assert isinstance(models["trunk"], torch.nn.parallel.DistributedDataParallel)
+        x, y = batch()
+        rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
+        step(models, loss_funcs, miner, x[rows], y[rows])
+        torch.save(grads(parts), f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_wrapped_parts_give_the_gradients_of_the_whole_batch(tmp_path):
+    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    single = make_parts(loss_seed=100)  # rank 0's proxies
+    x, y = batch()
+    step(single.models, single.loss_funcs, single.miner, x, y)
+    expected, proxies = grads(single)
+    for rank in range(WORLD):
+        got, got_proxies = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        torch.testing.assert_close(got_proxies, proxies, rtol=0, atol=0)
+        assert set(got) == set(expected)
+        for name in expected:
+            torch.testing.assert_close(got[name], expected[name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_torchrun_with_two_gloo_processes_runs_an_experiment(tmp_path):
+    args = [
+        f"output_dir={tmp_path / 'runs'}",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+        "dataset.size=16",
+        "dataset.options.num_classes=16",
+        "dataset.options.per_class=6",
+        "embedding_size=8",
+        "batch_size=24",
+        "epochs=2",
+        "seeds=1",
+        "cv_folds=2",
+        "sampler=m_per_class",
+        "miner=multi_similarity",
+        "device=cpu",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "pml_regularizers.bench", "run", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("# Benchmark report") == 1  # only rank 0 reports
+    exp_dir = tmp_path / "runs" / "glyphs-proxy_anchor-multi_similarity-linear"
+    results = json.loads((exp_dir / "results.json").read_text())
+    assert results["world_size"] == 2
+    kinds = {(r["split"], r["embedding"]) for r in results["records"]}
+    assert kinds == {("val", "separated"), ("test", "separated"), ("test", "concatenated")}
+    for r in results["records"]:
+        assert 0.0 <= r["metrics"]["mean_average_precision_at_r"] <= 1.0
+    for fold in (0, 1):
+        state = torch.load(exp_dir / "seed_0" / f"fold_{fold}" / "checkpoint_latest.pt", weights_only=True)
+        assert state["state"]["epoch"] == 2 and state["state"]["done"]
