@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: main test
+.PHONY: main test docs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,5 +17,12 @@ $(VENV)/.installed: pyproject.toml
 main: $(VENV)/.installed
 	$(VENV)/bin/pml-bench compare
 
+# The test suite, then the documentation build (warnings are errors).
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+	$(MAKE) docs
+
+# HTML documentation in docs/_build/html; -E re-reads every page so that no warning hides in a
+# cached page.
+docs: $(VENV)/.installed
+	$(VENV)/bin/sphinx-build -W --keep-going -E -q -b html docs docs/_build/html

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep.add_argument("experiments", nargs="+", type=Path)
     rep.add_argument("--baseline", help="experiment name to pair the others with")
     rep.add_argument("--out", type=Path, help="output folder (default: beside the first experiment)")
+    rep.add_argument("--title", default="Benchmark report", help="the report's heading")
     rep.add_argument(
         "--split", default="test", choices=("test", "val"),
         help="test: held-out classes; val: best validation MAP@R over the folds (for tuning)",
@@ -50,14 +52,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "report":
-            _report(args.experiments, args.baseline, args.out, args.split)
+            command = _command("report", [str(a) for a in argv or sys.argv[1:]][1:])
+            _report(args.experiments, args.baseline, args.out, args.split, args.title, command)
         elif args.command == "compare":
             _compare(args.overrides)
         else:
             from .runner import run_experiment
 
             cfg = load_config(args.overrides)
-            exp_dir = run_experiment(cfg, evaluate_only=args.command == "evaluate")
+            exp_dir = run_experiment(
+                cfg, evaluate_only=args.command == "evaluate", command=_command("run", args.overrides)
+            )
             if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports
                 _report([exp_dir], None, exp_dir, "test" if cfg.test else "val")
     except (ConfigError, FileNotFoundError) as err:
@@ -69,18 +74,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _compare(overrides: Sequence[str]) -> None:
     from .runner import run_experiment
 
-    cfgs = [load_config([*base, *overrides]) for base in DEFAULT_COMPARISON]
-    dirs = [run_experiment(cfg) for cfg in cfgs]
+    dirs, baseline = [], None
+    for base in DEFAULT_COMPARISON:
+        cfg = load_config([*base, *overrides])
+        dirs.append(run_experiment(cfg, command=_command("run", [*base, *overrides])))
+        baseline = baseline or experiment_name(cfg)
     out = dirs[0].parent / "comparison"
-    _report(dirs, experiment_name(cfgs[0]), out)
+    _report(dirs, baseline, out, title="Default comparison", command=_command("compare", overrides))
+
+
+def _command(sub: str, args: Sequence[str]) -> str:
+    return shlex.join(["pml-bench", sub, *args])
 
 
 def _report(
-    exp_dirs: Sequence[Path], baseline: str | None, out: Path | None, split: str = "test"
+    exp_dirs: Sequence[Path],
+    baseline: str | None,
+    out: Path | None,
+    split: str = "test",
+    title: str = "Benchmark report",
+    command: str | None = None,
 ) -> None:
     from .report import write_report
 
     out = out or exp_dirs[0].parent / "report"
-    text = write_report([str(d) for d in exp_dirs], str(out), baseline=baseline, split=split)
+    text = write_report(
+        [str(d) for d in exp_dirs], str(out), baseline=baseline, split=split, title=title, command=command
+    )
     print(text)
     print(f"\nreport written to {out}")

@@ -109,6 +109,12 @@ def load_records(exp_dir: PathLike) -> list[dict]:
 
 def _load_results(exp_dir: PathLike) -> tuple[str, list[dict]]:
     """The experiment name and validated records of ``exp_dir/results.json``."""
+    data = _read_results(exp_dir)
+    return data["experiment"], data["records_with_name"]
+
+
+def _read_results(exp_dir: PathLike) -> dict:
+    """``exp_dir/results.json``, validated, with ``records_with_name`` added."""
     path = Path(exp_dir) / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"no results.json in experiment folder {exp_dir}: expected {path}")
@@ -128,7 +134,10 @@ def _load_results(exp_dir: PathLike) -> tuple[str, list[dict]]:
         if not isinstance(record["metrics"], dict):
             raise ValueError(f"{path}: record {i} has 'metrics' that is not an object")
         out.append({**record, "experiment": data["experiment"]})
-    return data["experiment"], out
+    command = data.get("command")
+    if command is not None and not isinstance(command, str):
+        raise ValueError(f"{path}: 'command' must be a string or null")
+    return {**data, "records_with_name": out}
 
 
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
@@ -603,6 +612,8 @@ def write_report(
     out_dir: PathLike,
     baseline: str | None = None,
     split: str = "test",
+    title: str = "Benchmark report",
+    command: str | None = None,
 ) -> str:
     """Write ``report.md`` and its figures for a set of experiments.
 
@@ -621,6 +632,11 @@ def write_report(
     split : str
         ``"test"`` (held-out classes) or ``"val"`` (the best validation MAP@R averaged over the
         cross-validation folds, the number a hyperparameter search compares).
+    title : str
+        The report's heading.
+    command : str, optional
+        The command that made this report; written under the heading, followed by the command
+        of each experiment that its ``results.json`` records.
 
     Returns
     -------
@@ -631,15 +647,22 @@ def write_report(
         raise ValueError("exp_dirs must name at least one experiment folder, got none")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    records, names = [], []
+    records, names, commands = [], [], []
     for exp_dir in exp_dirs:
-        name, loaded = _load_results(exp_dir)
+        data = _read_results(exp_dir)
+        name = data["experiment"]
         if name in names:
             raise ValueError(f"exp_dirs must hold distinct experiments, {name!r} appears twice")
         names.append(name)
-        records += loaded
+        records += data["records_with_name"]
+        if data.get("command"):
+            commands.append(data["command"])
     rows = summarize(records, baseline=baseline, split=split)
-    lines = ["# Benchmark report", ""]
+    lines = [f"# {title}", ""]
+    if command:
+        lines += ["Made by:", "", "```bash", command, "```", ""]
+    if commands:
+        lines += ["Its experiments were run by:", "", "```bash", *commands, "```", ""]
     if rows:
         what = "Test split" if split == "test" else f"Split {split!r}"
         lines += [f"{what}. Mean over seeds ± half-width of the 95% Student-t interval.", ""]

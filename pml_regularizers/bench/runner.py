@@ -82,7 +82,7 @@ class _Parts:
     miner: torch.nn.Module | None
 
 
-def run_experiment(cfg: DictConfig, evaluate_only: bool = False) -> Path:
+def run_experiment(cfg: DictConfig, evaluate_only: bool = False, command: str | None = None) -> Path:
     """Run (or resume, or re-evaluate) the experiment ``cfg`` describes.
 
     Started by ``torchrun --nproc_per_node=N``, the run is data-parallel: each process trains on
@@ -98,6 +98,9 @@ def run_experiment(cfg: DictConfig, evaluate_only: bool = False) -> Path:
     evaluate_only : bool
         Re-test the saved models of every seed and fold without training; fails if a fold has
         no finished checkpoint.
+    command : str, optional
+        The command that reproduces this experiment (e.g. ``pml-bench run loss=arcface``), kept in
+        ``results.json`` so that reports can show it.
 
     Returns
     -------
@@ -130,6 +133,7 @@ def run_experiment(cfg: DictConfig, evaluate_only: bool = False) -> Path:
             {
                 "experiment": experiment_name(cfg),
                 "config": OmegaConf.to_container(cfg),
+                "command": command,
                 "world_size": ddp.world,
                 "records": records,
             },

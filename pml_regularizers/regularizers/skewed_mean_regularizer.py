@@ -34,7 +34,7 @@ class SkewedMeanRegularizer(BaseRegularizer):
         \\mathrm{SM}_\\lambda(a) = \\frac{1}{\\lambda}\\log\\Big(\\frac{1}{N}\\sum_k e^{\\lambda a_k}\\Big)
 
     (``form="pairwise"``; for an asymmetric distance such as
-    :class:`~pytorch_metric_learning.distances.SNRDistance`, over ordered pairs :math:`i \ne j`),
+    :class:`~pytorch_metric_learning.distances.SNRDistance`, over ordered pairs :math:`i \\ne j`),
     or the mean over rows :math:`i` of :math:`\\mathrm{SM}_\\lambda(a_{ij} :
     j \\ne i)` (``form="rowwise"``). A positive :math:`\\lambda` weights the closest pairs most:
     :math:`\\lambda = 0` is the plain mean (which only moves the centroid), :math:`\\lambda \\to
@@ -63,7 +63,8 @@ class SkewedMeanRegularizer(BaseRegularizer):
         Rows per class for multi-center losses (SoftTriple, SubCenterArcFace), stored class-major
         as those losses do: rows of the same class are never paired.
     block_size : int, optional
-        Rows per block when streaming the pair matrix; by default about 8M pair entries a block.
+        Rows per block when streaming the pair matrix; by default about 2M pair entries a block
+        (see :func:`pml_regularizers.functional.default_block_size`).
     **kwargs
         ``collect_stats``, ``reducer`` and ``distance``, as for every PML regularizer.
 

@@ -161,3 +161,17 @@ def test_resuming_a_folder_with_another_config_is_refused(tmp_path):
     run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=1", "experiment=x")))
     with pytest.raises(ConfigError, match="differs at: epochs"):
         run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=2", "experiment=x")))
+
+
+def test_reports_name_the_commands_that_made_them(tmp_path, capsys):
+    args = tiny(tmp_path, "seeds=1", "epochs=1")
+    assert cli_main(["run", *args]) == 0
+    exp_dir = tmp_path / "runs" / "glyphs-proxy_anchor-linear"
+    results = json.loads((exp_dir / "results.json").read_text())
+    assert results["command"] == "pml-bench run " + " ".join(args)
+    out = tmp_path / "report"
+    assert cli_main(["report", str(exp_dir), "--title", "Tiny check", "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert text.startswith("# Tiny check\n")
+    assert f"pml-bench report {exp_dir} --title 'Tiny check' --out {out}" in text
+    assert results["command"] in text

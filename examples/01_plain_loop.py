@@ -7,7 +7,8 @@ classes than embedding dimensions, so the proxies cannot all be orthogonal. Each
 variants from the same initialisation and data order; the table shows mean +- 95% CI over seeds and
 the paired difference.
 
-Run:  .venv/bin/python examples/plain_loop.py [--size tiny|small|full] [--seeds N]
+Run:  python examples/01_plain_loop.py --size small
+Options: --size tiny|small|full (default small), --seeds N (default 3), --reg-weight W (default 0.5).
 """
 
 from __future__ import annotations
