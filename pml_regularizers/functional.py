@@ -37,6 +37,12 @@ __all__ = [
     "row_skewed_means",
     "gram_pairwise_skewed_mean",
     "pairwise_cosine_stats",
+    "logdet_penalty",
+    "same_class_interpolation",
+    "gaussian_kl_to_standard_normal",
+    "reparameterized_samples",
+    "reconstruction_error",
+    "draw_aligned_triplets",
 ]
 
 GramTransform = Literal["similarity", "neg_chord"]
@@ -408,5 +414,211 @@ def pairwise_cosine_stats(
 
 # Jacobian-determinant regularizer ----------------------------------------------------------------
 
+LogdetPenalty = Literal["signed", "square", "hinge"]
+LOGDET_PENALTIES: tuple[str, ...] = ("signed", "square", "hinge")
+
+
+def logdet_penalty(logdet: Tensor, penalty: LogdetPenalty, target: float = 0.0) -> Tensor:
+    """Per-sample penalty on log-determinants :math:`\\ell_b = \\log|\\det J_f(h_b)|`.
+
+    With :math:`r_b = \\ell_b - \\tau` for the target :math:`\\tau`,
+
+    .. math::
+
+        \\text{signed: } r_b, \\qquad \\text{square: } r_b^2, \\qquad
+        \\text{hinge: } \\max(r_b, 0).
+
+    ``"signed"`` lowers every log-determinant, with no floor but the flow's own bound (its
+    soft-clamped scales); ``"square"`` pulls each one to the target; ``"hinge"`` penalises only
+    log-determinants above the target, so shrinking below it earns nothing.
+
+    Parameters
+    ----------
+    logdet : Tensor
+        Log-determinants, any shape.
+    penalty : {"signed", "square", "hinge"}
+        The form.
+    target : float
+        The target :math:`\\tau` (for ``"signed"`` a constant shift).
+
+    Returns
+    -------
+    Tensor
+        Same shape and dtype as ``logdet``.
+    """
+    if penalty not in LOGDET_PENALTIES:
+        raise ValueError(f"penalty must be one of {LOGDET_PENALTIES}, got {penalty!r}")
+    r = logdet - target
+    if penalty == "square":
+        return r.square()
+    if penalty == "hinge":
+        return torch.relu(r)
+    return r
+
+
+def same_class_interpolation(h: Tensor, labels: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """One point between each sample and another sample of its class, drawn at random.
+
+    .. math::
+
+        \\tilde h_i = h_i + \\varepsilon\\, u_i\\, (h_{j(i)} - h_i), \\qquad
+        u_i \\sim U(0, 1),
+
+    with :math:`j(i)` drawn uniformly among the other samples that share the label of sample
+    :math:`i`. A sample with no such partner gets :math:`\\tilde h_i = h_i` and ``False`` in the
+    returned mask. Draws use torch's global random generator on ``h``'s device, so
+    ``torch.manual_seed`` makes them repeatable.
+
+    Parameters
+    ----------
+    h : Tensor
+        Features, shape ``(N, D)``; gradients flow through the returned points.
+    labels : Tensor
+        Integer labels, shape ``(N,)``.
+    eps : float
+        The step :math:`\\varepsilon`; 1 draws points anywhere on the segment.
+
+    Returns
+    -------
+    (Tensor, Tensor)
+        The points, shape ``(N, D)`` in ``h``'s dtype, and the boolean mask ``(N,)`` of samples
+        that have a partner.
+    """
+    if h.ndim != 2:
+        raise ValueError(f"h must be 2-D with shape (N, D), got shape {tuple(h.shape)}")
+    if labels.ndim != 1 or labels.shape[0] != h.shape[0]:
+        raise ValueError(
+            f"labels must have shape ({h.shape[0]},) to match h, got shape {tuple(labels.shape)}"
+        )
+    n = h.shape[0]
+    same = labels.unsqueeze(0) == labels.unsqueeze(1)
+    same.fill_diagonal_(False)
+    has_partner = same.any(dim=1)
+    scores = torch.rand(n, n, device=h.device).masked_fill_(~same, -1.0)
+    partner = torch.where(has_partner, scores.argmax(dim=1), torch.arange(n, device=h.device))
+    u = (eps * torch.rand(n, 1, device=h.device)).to(h.dtype)
+    return h + u * (h[partner] - h), has_partner
+
+
 
 # DVML --------------------------------------------------------------------------------------------
+
+
+def gaussian_kl_to_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
+    """Per-row KL divergence from :math:`\\mathcal N(\\mu, \\mathrm{diag}\\,\\sigma^2)` to
+    :math:`\\mathcal N(0, I)`.
+
+    .. math::
+
+        \\mathrm{KL}_i = \\frac{1}{2}\\sum_{d}\\big(\\mu_{id}^2 + \\sigma_{id}^2 - 1
+            - \\log\\sigma_{id}^2\\big)
+
+    Parameters
+    ----------
+    mu, logvar : Tensor
+        Means and log-variances :math:`\\log\\sigma^2`, same shape ``(..., D)``.
+
+    Returns
+    -------
+    Tensor
+        Shape ``(...)``: one divergence per row, summed over the last dimension.
+    """
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
+
+
+def reparameterized_samples(
+    center: Tensor,
+    mu: Tensor,
+    logvar: Tensor,
+    num_samples: int,
+    noise: Tensor | None = None,
+) -> Tensor:
+    """Draws :math:`\\hat z_{i,t} = c_i + \\mu_i + \\sigma_i \\odot \\epsilon_{i,t}`,
+    :math:`\\epsilon_{i,t} \\sim \\mathcal N(0, I)`, differentiable in ``center``, ``mu`` and
+    ``logvar``.
+
+    Parameters
+    ----------
+    center, mu, logvar : Tensor
+        Shape ``(B, D)`` each: the center :math:`c` (DVML's :math:`z_I`), the mean and the
+        log-variance of the variation.
+    num_samples : int
+        Draws :math:`T \\ge 1` per row.
+    noise : Tensor, optional
+        The standard normal :math:`\\epsilon`, shape ``(B, T, D)``; drawn with ``torch.randn``
+        (the global generator) when omitted.
+
+    Returns
+    -------
+    Tensor
+        Shape ``(B * T, D)``, source-major: row ``i * T + t`` is draw ``t`` of row ``i``.
+    """
+    rows, dim = mu.shape
+    if noise is None:
+        noise = torch.randn(rows, num_samples, dim, dtype=mu.dtype, device=mu.device)
+    sigma = torch.exp(0.5 * logvar)
+    samples = (center + mu).unsqueeze(1) + sigma.unsqueeze(1) * noise
+    return samples.reshape(rows * num_samples, dim)
+
+
+def reconstruction_error(target: Tensor, reconstruction: Tensor) -> Tensor:
+    """Mean squared reconstruction error of ``T`` decoded draws per target row.
+
+    .. math::
+
+        L = \\frac{1}{TB}\\sum_{i=1}^{B}\\sum_{t=1}^{T}\\lVert x_i - \\hat x_{i,t}\\rVert^2
+
+    Parameters
+    ----------
+    target : Tensor
+        Shape ``(B, F)``: the rows :math:`x_i`.
+    reconstruction : Tensor
+        Shape ``(B * T, F)``, source-major (row ``i * T + t`` reconstructs ``x_i``).
+
+    Returns
+    -------
+    Tensor
+        0-dim: the squared error summed over features, averaged over the ``B * T`` rows.
+    """
+    rows, features = target.shape
+    decoded = reconstruction.reshape(rows, -1, features)
+    return (decoded - target.unsqueeze(1)).pow(2).sum(dim=-1).mean()
+
+
+def draw_aligned_triplets(
+    labels: Tensor, num_samples: int, exclude_own: bool = True
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Every triplet whose anchor is a real row and whose positive and negative are synthetic
+    draws of the same index ``t``.
+
+    Row ``i`` of the real batch has label ``labels[i]``; its draws are rows ``i * T + t`` of the
+    synthetic batch (source-major, as :func:`reparameterized_samples` lays them out). A triplet
+    :math:`(a, j T + t, k T + t)` needs ``labels[j] == labels[a] != labels[k]``, and
+    :math:`j \\ne a` when ``exclude_own``.
+
+    Parameters
+    ----------
+    labels : Tensor
+        Shape ``(B,)``, the labels of the real rows (the draws carry their source's label).
+    num_samples : int
+        Draws :math:`T` per real row.
+    exclude_own : bool
+        Leave out positives drawn from the anchor itself.
+
+    Returns
+    -------
+    (Tensor, Tensor, Tensor)
+        Anchor indices into the real batch and positive and negative indices into the synthetic
+        batch, draw-major (all triplets of draw 0 first).
+    """
+    same = labels.unsqueeze(1) == labels.unsqueeze(0)
+    positive = same.clone()
+    if exclude_own:
+        positive.fill_diagonal_(False)
+    a, j, k = torch.where(positive.unsqueeze(2) & ~same.unsqueeze(1))
+    draws = torch.arange(num_samples, device=labels.device).unsqueeze(1)
+    return (
+        a.repeat(num_samples),
+        (j * num_samples + draws).reshape(-1),
+        (k * num_samples + draws).reshape(-1),
+    )

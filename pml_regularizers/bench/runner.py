@@ -370,7 +370,7 @@ def _build(
             cfg.embedder, in_features=trunk.output_size, out_features=cfg.embedding_size
         )
         emb_size = getattr(embedder, "out_features", None) or trunk.output_size
-        loss = _build_loss(cfg, num_classes, emb_size)
+        loss = _build_loss(cfg, num_classes, emb_size, embedder)
         miner = instantiate(cfg.miner) if cfg.miner.get("_target_") else None
         trainer_cls = get_class(cfg.trainer._target_)
     except ConfigError:
@@ -386,7 +386,10 @@ def _build(
     return parts
 
 
-def _build_loss(cfg: DictConfig, num_classes: int, embedding_size: int) -> torch.nn.Module:
+def _build_loss(
+    cfg: DictConfig, num_classes: int, embedding_size: int, embedder: torch.nn.Module
+) -> torch.nn.Module:
+    """The metric loss with its regularizer; a regularizer that takes ``flow`` gets the embedder."""
     loss_cls = get_class(cfg.loss._target_)
     params = inspect.signature(loss_cls.__init__).parameters
     extra: dict[str, Any] = {}
@@ -397,6 +400,8 @@ def _build_loss(cfg: DictConfig, num_classes: int, embedding_size: int) -> torch
     reg_cfg = cfg.regularizer
     if reg_cfg.get("_target_"):
         kwargs = {k: v for k, v in reg_cfg.items() if k not in ("weight", "attach")}
+        if "flow" in inspect.signature(get_class(reg_cfg._target_).__init__).parameters:
+            kwargs["flow"] = embedder
         regularizer = instantiate(kwargs)
         if reg_cfg.attach == "weight":
             if not issubclass(loss_cls, WeightRegularizerMixin):

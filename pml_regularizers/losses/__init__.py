@@ -1,3 +1,6 @@
 """Loss modules for plain training loops."""
 
-__all__: list[str] = []
+from .dvml_loss import DVMLLoss
+from .jacobian_determinant_loss import JacobianDeterminantLoss
+
+__all__: list[str] = ["DVMLLoss", "JacobianDeterminantLoss"]

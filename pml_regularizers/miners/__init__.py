@@ -1,3 +1,5 @@
 """Miners (PML ``BaseMiner`` subclasses)."""
 
-__all__: list[str] = []
+from .dvml_miner import DVMLMiner
+
+__all__: list[str] = ["DVMLMiner"]

@@ -1,3 +1,5 @@
 """Trainers on PML's ``BaseTrainer``."""
 
-__all__: list[str] = []
+from .dvml_trainer import DVMLTrainer
+
+__all__: list[str] = ["DVMLTrainer"]

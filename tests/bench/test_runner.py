@@ -48,8 +48,8 @@ def test_run_writes_results_and_is_not_recomputed(tmp_path):
         assert {"mean_average_precision_at_r", "r_precision", "precision_at_1", "recall_at_8", "NMI"} <= set(m)
         assert 0.0 <= m["mean_average_precision_at_r"] <= 1.0
     assert (exp_dir / "config.yaml").exists()
-    logs = list((exp_dir / "seed_0" / "fold_0" / "logs").glob("*SkewedMeanRegularizer*.csv"))
-    assert logs, "the regularizer's record-keeper log is missing"
+    (log,) = (exp_dir / "seed_0" / "fold_0" / "logs").glob("*weight_regularizer_SkewedMeanRegularizer.csv")
+    assert {"skewed_mean", "min_distance"} <= set(log.read_text().splitlines()[0].split(","))
     emb = torch.load(exp_dir / "seed_0" / "test_embeddings.pt", weights_only=True)
     assert emb["embeddings"].shape == (len(emb["labels"]), 8)
     stamp = (exp_dir / "results.json").stat().st_mtime_ns
@@ -175,3 +175,19 @@ def test_reports_name_the_commands_that_made_them(tmp_path, capsys):
     assert text.startswith("# Tiny check\n")
     assert f"pml-bench report {exp_dir} --title 'Tiny check' --out {out}" in text
     assert results["command"] in text
+
+
+def test_flow_embedder_with_the_jacobian_determinant_regularizer(tmp_path):
+    exp_dir = run_experiment(
+        load_config(tiny(tmp_path, "seeds=1", "embedder=flow", "regularizer=jacobian_determinant"))
+    )
+    assert exp_dir.name == "glyphs-proxy_anchor-jacobian_determinant-flow"
+    logs = exp_dir / "seed_0" / "fold_0" / "logs"
+    (csv,) = logs.glob("metric_loss_ProxyAnchorLoss__modules_embedding_regularizer_JacobianDeterminant*.csv")
+    header = csv.read_text().splitlines()[0].split(",")
+    assert {"logdet_mean", "logdet_min", "logdet_max"} <= set(header)
+    ckpt = torch.load(exp_dir / "seed_0" / "fold_0" / "checkpoint_latest.pt", weights_only=True)
+    assert not any("blocks" in k for k in ckpt["loss"])  # the flow lives in the embedder only
+    assert any("blocks" in k for k in ckpt["models"]["embedder"])
+    with pytest.raises(ConfigError, match="flow must be a FlowEmbedder"):
+        run_experiment(load_config(tiny(tmp_path, "regularizer=jacobian_determinant")))

@@ -1,0 +1,255 @@
+"""DVML's four-term objective, as a module for plain training loops (DVMLTrainer uses it too)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+
+from pytorch_metric_learning.miners import BaseMiner
+from pytorch_metric_learning.utils.distributed import DistributedMinerWrapper
+from torch import Tensor, nn
+
+from .. import functional as F
+from ..embedders.dvml_embedder import DVMLEmbedder, DVMLOutput, check_num_samples
+from ..miners.dvml_miner import DVMLMiner
+
+TERM_NAMES = ("kl_loss", "reconstruction_loss", "synthetic_metric_loss", "metric_loss")
+PAPER_PHASE1_WEIGHTS = (1.0, 1.0, 0.1, 1.0)
+PAPER_PHASE2_WEIGHTS = (0.8, 1.0, 0.2, 0.8)
+# the messages of PML's c_f.ref_not_supported and c_f.indices_tuple_not_supported
+_REFUSALS = ("ref_emb is not supported", "indices_tuple is not supported")
+
+
+class DVMLLoss(nn.Module):
+    """Deep Variational Metric Learning's objective on trunk features, in two phases.
+
+    With :math:`z_I, \\mu, \\log\\sigma^2` from a :class:`~pml_regularizers.DVMLEmbedder`, its
+    synthetic samples :math:`\\hat z_{i,t}` (:math:`T` per row) and their decodings
+    :math:`\\hat x_{i,t}`:
+
+    .. math::
+
+        L = \\lambda_1 \\underbrace{\\frac{1}{B}\\sum_i \\mathrm{KL}\\big(\\mathcal N(\\mu_i,
+            \\sigma_i^2)\\,\\|\\,\\mathcal N(0, I)\\big)}_{\\texttt{kl\\_loss}}
+          + \\lambda_2 \\underbrace{\\frac{1}{TB}\\sum_{i,t}\\lVert x_i - \\hat x_{i,t}
+            \\rVert^2}_{\\texttt{reconstruction\\_loss}}
+          + \\lambda_3 \\underbrace{L_m(\\hat z)}_{\\texttt{synthetic\\_metric\\_loss}}
+          + \\lambda_4 \\underbrace{L_m(z_I)}_{\\texttt{metric\\_loss}}
+
+    where :math:`L_m` is any PML metric loss. Phase 1 (epochs before ``phase2_start_epoch``)
+    feeds the decoder detached samples, so the reconstruction trains the decoder only, with
+    :math:`\\lambda = (1, 1, 0.1, 1)`; phase 2 lets its gradient reach the heads and the trunk,
+    with :math:`\\lambda = (0.8, 1, 0.2, 0.8)`.
+
+    Source: Lin et al., "Deep Variational Metric Learning", ECCV 2018. Published: the four terms,
+    :math:`T = 20`, both phases and their weights (the paper prints :math:`-\\mathrm{KL}`, a sign
+    slip: the KL divergence is minimised). Reconstructed: the switch epoch (not published); the
+    reconstruction target :math:`x` is detached in both phases (the decoder's gradient reaches
+    the trunk through :math:`\\hat z` only); KL summed over dimensions and averaged over the
+    batch; how :math:`L_m(\\hat z)` forms tuples (see below).
+
+    Parameters
+    ----------
+    embedder : DVMLEmbedder
+        The embedder (or a ``DistributedDataParallel`` around one). It is a submodule, so
+        ``DVMLLoss.parameters()`` includes its parameters and the metric loss's: give an
+        optimizer each parameter once.
+    loss : torch.nn.Module
+        A PML metric loss :math:`L_m` (or ``DistributedLossWrapper`` around one).
+    miner : BaseMiner, optional
+        Miner for :math:`L_m(z_I)` on the real batch. When ``synthetic_miner`` is not given, a
+        copy of it is wrapped in a :class:`~pml_regularizers.DVMLMiner` for
+        :math:`L_m(\\hat z)`. A ``DVMLMiner`` here serves :math:`L_m(\\hat z)`, and a copy of its
+        inner miner :math:`L_m(z_I)`. A ``DistributedMinerWrapper`` around either is kept
+        around both.
+    synthetic_miner : DVMLMiner, optional
+        Explicit miner for :math:`L_m(\\hat z)` (or ``DistributedMinerWrapper`` around one).
+    num_samples : int
+        :math:`T \\ge 1` synthetic samples per input. Default 20, the paper's.
+    phase2_start_epoch : int
+        First epoch of phase 2 (epochs are counted from 1, as PML's trainers do). Default 2:
+        one warm-up epoch for the decoder; the paper does not publish its switch point.
+    phase1_weights, phase2_weights : sequence of 4 floats
+        :math:`(\\lambda_1, \\lambda_2, \\lambda_3, \\lambda_4)` of each phase, non-negative.
+
+    Notes
+    -----
+    :math:`L_m(\\hat z)`: for losses that accept ``ref_emb`` (pair and triplet losses) it is
+    ``loss(z_I, labels, tuples, samples, sample_labels)`` with the tuples of the
+    ``DVMLMiner``: real anchors, positives and negatives from one draw. Losses that refuse
+    ``ref_emb`` or ``indices_tuple`` (proxy and classification losses, ``NPairsLoss``,
+    ``FastAPLoss``, ``InstanceLoss``, ...) get the synthetic samples alone,
+    ``loss(samples, sample_labels)``; the first call finds out which case applies (from PML's
+    error message) and remembers it.
+    """
+
+    def __init__(
+        self,
+        embedder: nn.Module,
+        loss: nn.Module,
+        miner: nn.Module | None = None,
+        synthetic_miner: nn.Module | None = None,
+        num_samples: int = 20,
+        phase2_start_epoch: int = 2,
+        phase1_weights: Sequence[float] = PAPER_PHASE1_WEIGHTS,
+        phase2_weights: Sequence[float] = PAPER_PHASE2_WEIGHTS,
+    ) -> None:
+        super().__init__()
+        inner = getattr(embedder, "module", embedder)
+        if not isinstance(inner, DVMLEmbedder):
+            raise ValueError(
+                f"embedder must be a DVMLEmbedder (or DistributedDataParallel around one), got "
+                f"{type(inner).__name__}"
+            )
+        if not isinstance(loss, nn.Module):
+            raise ValueError(f"loss must be a PML metric loss module, got {type(loss).__name__}")
+        check_num_samples(num_samples)
+        if not (isinstance(phase2_start_epoch, int) and not isinstance(phase2_start_epoch, bool)
+                and phase2_start_epoch >= 1):
+            raise ValueError(f"phase2_start_epoch must be an int >= 1, got {phase2_start_epoch!r}")
+        self.embedder = embedder
+        self.loss = loss
+        self.miner, self.synthetic_miner = split_miners(miner, synthetic_miner)
+        self.num_samples = num_samples
+        self.phase2_start_epoch = phase2_start_epoch
+        self.phase_weights = {
+            1: _check_weights("phase1_weights", phase1_weights),
+            2: _check_weights("phase2_weights", phase2_weights),
+        }
+        self.last_terms: dict[str, float] = {}
+        self._loss_takes_ref: bool | None = None
+
+    def phase(self, epoch: int) -> int:
+        """1 before ``phase2_start_epoch``, else 2."""
+        if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1):
+            raise ValueError(f"epoch must be an int >= 1 (counted from 1), got {epoch!r}")
+        return 1 if epoch < self.phase2_start_epoch else 2
+
+    def weights(self, epoch: int) -> dict[str, float]:
+        """The four terms' weights in ``epoch``'s phase, keyed by term name."""
+        return self.phase_weights[self.phase(epoch)].copy()
+
+    def terms(
+        self, features: Tensor, labels: Tensor, epoch: int, noise: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """The four unweighted terms, keyed ``kl_loss``, ``reconstruction_loss``,
+        ``synthetic_metric_loss`` and ``metric_loss``.
+
+        Parameters
+        ----------
+        features : Tensor
+            Trunk features :math:`x`, shape ``(B, in_features)``.
+        labels : Tensor
+            Shape ``(B,)``.
+        epoch : int
+            The current epoch (from 1); it picks the phase.
+        noise : Tensor, optional
+            The standard normal draws, shape ``(B, T, D)``; ``torch.randn`` when omitted.
+        """
+        phase = self.phase(epoch)
+        if not isinstance(labels, Tensor) or labels.ndim != 1 or len(labels) != len(features):
+            raise ValueError(
+                f"labels must be a 1-D tensor with one label per row of features "
+                f"({len(features)}), got {getattr(labels, 'shape', type(labels).__name__)}"
+            )
+        labels = labels.to(features.device)
+        out = self.embedder(
+            features, num_samples=self.num_samples, detach_decoder_input=phase == 1, noise=noise
+        )
+        real_tuples = None if self.miner is None else self.miner(out.invariant, labels)
+        return {
+            "kl_loss": F.gaussian_kl_to_standard_normal(out.mu, out.logvar).mean(),
+            "reconstruction_loss": F.reconstruction_error(features.detach(), out.reconstruction),
+            "synthetic_metric_loss": self._synthetic_metric_loss(out, labels),
+            "metric_loss": self.loss(out.invariant, labels, real_tuples),
+        }
+
+    def forward(
+        self, features: Tensor, labels: Tensor, epoch: int, noise: Tensor | None = None
+    ) -> Tensor:
+        """The weighted sum of the four terms for ``epoch``'s phase; the unweighted terms of the
+        call are kept, as floats, in ``last_terms``."""
+        weights = self.weights(epoch)
+        terms = self.terms(features, labels, epoch, noise)
+        self.last_terms = {k: float(v.detach()) for k, v in terms.items()}
+        return sum(weights[k] * terms[k] for k in TERM_NAMES)  # type: ignore[return-value]
+
+    def _synthetic_metric_loss(self, out: DVMLOutput, labels: Tensor) -> Tensor:
+        sample_labels = labels.repeat_interleave(self.num_samples)
+        if self._loss_takes_ref is not False:
+            tuples = self.synthetic_miner(out.invariant, labels, out.samples, sample_labels)
+            try:
+                value = self.loss(out.invariant, labels, tuples, out.samples, sample_labels)
+            except ValueError as err:
+                if not any(refusal in str(err) for refusal in _REFUSALS):
+                    raise
+                self._loss_takes_ref = False
+            else:
+                self._loss_takes_ref = True
+                return value
+        return self.loss(out.samples, sample_labels)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_samples={self.num_samples}, phase2_start_epoch={self.phase2_start_epoch}, "
+            f"phase1_weights={tuple(self.phase_weights[1].values())}, "
+            f"phase2_weights={tuple(self.phase_weights[2].values())}"
+        )
+
+
+def split_miners(
+    miner: nn.Module | None, synthetic_miner: nn.Module | None
+) -> tuple[nn.Module | None, nn.Module]:
+    """The miners for :math:`L_m(z_I)` and :math:`L_m(\\hat z)` from what the user gave (see
+    :class:`DVMLLoss`'s ``miner`` and ``synthetic_miner``)."""
+    if synthetic_miner is not None:
+        if not isinstance(_unwrap_miner(synthetic_miner), DVMLMiner):
+            raise ValueError(
+                "synthetic_miner must be a DVMLMiner (or DistributedMinerWrapper around one), "
+                f"got {type(synthetic_miner).__name__}"
+            )
+        if isinstance(_unwrap_miner(miner), DVMLMiner):
+            raise ValueError("miner must be a plain PML miner when synthetic_miner is given")
+        return miner, synthetic_miner
+    if miner is None:
+        return None, DVMLMiner()
+    base = _unwrap_miner(miner)
+    if not isinstance(base, BaseMiner):
+        raise ValueError(
+            f"miner must be a PML BaseMiner (or DistributedMinerWrapper around one), got "
+            f"{type(miner).__name__}"
+        )
+    if isinstance(base, DVMLMiner):
+        synthetic = miner
+        real = None if base.miner is None else _rewrap(miner, copy.deepcopy(base.miner))
+    else:
+        real = miner
+        synthetic = _rewrap(miner, DVMLMiner(copy.deepcopy(base)))
+    return real, synthetic
+
+
+def _unwrap_miner(miner: nn.Module | None) -> nn.Module | None:
+    return miner.miner if isinstance(miner, DistributedMinerWrapper) else miner
+
+
+def _rewrap(like: nn.Module, miner: BaseMiner) -> nn.Module:
+    """``miner`` inside a DistributedMinerWrapper with ``like``'s settings, if ``like`` is one."""
+    if isinstance(like, DistributedMinerWrapper):
+        return DistributedMinerWrapper(miner, efficient=like.efficient)
+    return miner
+
+
+def _check_weights(name: str, weights: Sequence[float]) -> dict[str, float]:
+    try:
+        values = [float(w) for w in weights]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be 4 numbers, got {weights!r}") from None
+    if len(values) != 4 or not all(math.isfinite(w) and w >= 0 for w in values):
+        raise ValueError(
+            f"{name} must be 4 finite non-negative numbers (kl, reconstruction, synthetic metric, "
+            f"metric), got {weights!r}"
+        )
+    return dict(zip(TERM_NAMES, values))
+
+

@@ -1,0 +1,253 @@
+"""The determinant-regularization method in full: a PML loss plus the flow's determinant terms."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pytorch_metric_learning.losses import BaseMetricLossFunction
+from torch import Tensor
+
+from .. import functional as F
+from ..embedders.dueling_flow_embedder import DuelingFlowEmbedder
+from ..embedders.flow_embedder import (
+    FlowEmbedder,
+    ModuleReference,
+    check_rows,
+    gather_like_embeddings,
+)
+
+_REWARDS = ("signed", "hinge")
+
+
+class JacobianDeterminantLoss(BaseMetricLossFunction):
+    """A PML loss on branch 1's embeddings, plus the determinant terms of one or two flow branches.
+
+    .. math::
+
+        L = L_\\mathrm{DML}(Z_1) + \\lambda_1 R_1 + \\lambda_2 R_2, \\qquad
+        R_1 = \\operatorname{mean}_{p \\in P} \\rho_1(\\ell^{(1)}_p - \\tau_1), \\qquad
+        R_2 = \\operatorname{mean}_{p \\in P} \\rho_2(\\tau_2 - \\ell^{(2)}_p),
+
+    where :math:`\\ell^{(k)}_p = \\log|\\det J_{f_k}(h_p)|` for flow branch :math:`k`,
+    :math:`\\rho_1` is one of the forms of :func:`~pml_regularizers.functional.logdet_penalty`
+    and :math:`\\rho_2(r) = r` (``"signed"``, giving the paper's :math:`-\\lambda_2 R(Z_2)` up to a
+    constant) or :math:`\\max(r, 0)` (``"hinge"``). The points :math:`P` are the batch's trunk
+    features :math:`h_b` and, when ``interpolation_eps`` is set, one point per sample between it
+    and a random other sample of its class
+    (:func:`~pml_regularizers.functional.same_class_interpolation`):
+
+    .. math::
+
+        \\tilde h_i = h_i + \\varepsilon\\, u_i\\, (h_j - h_i), \\qquad u_i \\sim U(0, 1),
+
+    each counted once in the means (samples with no same-class partner add no point). Gradients
+    reach the flows and, through :math:`h`, the trunk.
+
+    Source: "Determinant Regularization for Deep Metric Learning" (ICLR 2023 submission,
+    https://openreview.net/forum?id=NUBuJsAq1U). Published: the flow metric layer, the dueling
+    pair (branch 1 penalised and used at test time, branch 2 rewarded,
+    :math:`L = L_\\mathrm{DML} + \\lambda_1 R(Z_1) - \\lambda_2 R(Z_2)`) and the interpolated points
+    :math:`\\tilde h`. Reconstructed: :math:`R` as a mean of log-determinants over the batch and
+    the interpolated points together, one interpolated point per sample with a uniformly drawn
+    partner, the hinge and square forms, the metric loss on branch 1 only, and every default.
+
+    Parameters
+    ----------
+    loss : BaseMetricLossFunction
+        The metric loss :math:`L_\\mathrm{DML}` (a submodule: its parameters, such as proxies,
+        belong to this module).
+    embedder : FlowEmbedder or DuelingFlowEmbedder
+        The metric layer that produced the embeddings. Held by reference, not as a submodule, so
+        its parameters are not in this module's ``parameters()`` or ``state_dict()``.
+    penalty_weight : float
+        :math:`\\lambda_1`. Default 1.
+    reward_weight : float
+        :math:`\\lambda_2`; non-zero needs a :class:`~pml_regularizers.DuelingFlowEmbedder`.
+        Default 0.
+    penalty : {"hinge", "square", "signed"}
+        The form :math:`\\rho_1`. Default ``"hinge"``.
+    target : float
+        :math:`\\tau_1`. Default 0.
+    reward : {"signed", "hinge"}
+        The form :math:`\\rho_2`. Default ``"signed"``.
+    reward_target : float
+        :math:`\\tau_2`: with ``"hinge"``, branch 2 is rewarded until its log-determinant
+        reaches it. Default 0.
+    interpolation_eps : float, optional
+        :math:`\\varepsilon > 0`; ``None`` (default) uses the batch points only.
+    **kwargs
+        As for every PML loss (``embedding_regularizer``, ``reducer``, ``collect_stats``, ...).
+
+    Notes
+    -----
+    - Default distance: :class:`~pytorch_metric_learning.distances.LpDistance` (unused; the
+      wrapped loss has its own).
+    - Default reducer: :class:`~pytorch_metric_learning.reducers.MeanReducer` per sub-loss.
+    - Reducer input: ``loss`` (the wrapped loss's value), ``logdet_penalty`` and
+      ``logdet_reward``, all ``already_reduced``.
+    - Call it right after the embedder on the same batch: it reads the embedder's latest forward.
+      Works as ``loss_funcs={"metric_loss": ...}`` of PML's trainers, in a plain loop and under
+      PML's ``DistributedLossWrapper`` (which gathers embeddings and labels: log-determinants are
+      gathered to match, and each rank interpolates within its own batch).
+    - Stats (with ``collect_stats=True``): ``logdet_mean`` (branch 1 on the batch),
+      ``interpolated_logdet_mean`` (branch 1 on the interpolated points), ``branch2_logdet_mean``
+      and ``num_interpolated``.
+    """
+
+    def __init__(
+        self,
+        loss: BaseMetricLossFunction,
+        embedder: FlowEmbedder | DuelingFlowEmbedder,
+        penalty_weight: float = 1.0,
+        reward_weight: float = 0.0,
+        penalty: F.LogdetPenalty = "hinge",
+        target: float = 0.0,
+        reward: Literal["signed", "hinge"] = "signed",
+        reward_target: float = 0.0,
+        interpolation_eps: float | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(loss, BaseMetricLossFunction):
+            raise ValueError(
+                f"loss must be a PML BaseMetricLossFunction, got {type(loss).__name__}"
+            )
+        if not isinstance(embedder, (FlowEmbedder, DuelingFlowEmbedder)):
+            raise ValueError(
+                "embedder must be a FlowEmbedder or DuelingFlowEmbedder, "
+                f"got {type(embedder).__name__}"
+            )
+        for name, value in [
+            ("penalty_weight", penalty_weight),
+            ("reward_weight", reward_weight),
+            ("target", target),
+            ("reward_target", reward_target),
+        ]:
+            if not math.isfinite(float(value)):
+                raise ValueError(f"{name} must be a finite real number, got {value}")
+        if reward_weight != 0 and not isinstance(embedder, DuelingFlowEmbedder):
+            raise ValueError(
+                "reward_weight != 0 needs a DuelingFlowEmbedder (branch 2 is rewarded)"
+            )
+        if penalty not in F.LOGDET_PENALTIES:
+            raise ValueError(f"penalty must be one of {F.LOGDET_PENALTIES}, got {penalty!r}")
+        if reward not in _REWARDS:
+            raise ValueError(f"reward must be one of {_REWARDS}, got {reward!r}")
+        if interpolation_eps is not None and not (
+            math.isfinite(float(interpolation_eps)) and interpolation_eps > 0
+        ):
+            raise ValueError(
+                f"interpolation_eps must be a finite number > 0 or None, got {interpolation_eps}"
+            )
+        self.loss = loss
+        self._embedder = ModuleReference(embedder)
+        self.penalty_weight = float(penalty_weight)
+        self.reward_weight = float(reward_weight)
+        self.penalty = penalty
+        self.target = float(target)
+        self.reward = reward
+        self.reward_target = float(reward_target)
+        self.interpolation_eps = None if interpolation_eps is None else float(interpolation_eps)
+        self.add_to_recordable_attributes(
+            list_of_names=["penalty_weight", "reward_weight"], is_stat=False
+        )
+        self.add_to_recordable_attributes(
+            list_of_names=[
+                "logdet_mean",
+                "interpolated_logdet_mean",
+                "branch2_logdet_mean",
+                "num_interpolated",
+            ],
+            is_stat=True,
+        )
+
+    @property
+    def embedder(self) -> FlowEmbedder | DuelingFlowEmbedder:
+        """The flow metric layer whose latest forward this loss reads."""
+        return self._embedder.module
+
+    def compute_loss(
+        self,
+        embeddings: Tensor,
+        labels: Tensor | None,
+        indices_tuple: tuple | None,
+        ref_emb: Tensor,
+        ref_labels: Tensor | None,
+    ) -> dict:
+        check_rows(embeddings, "embeddings", self.embedder.out_features, "out_features")
+        if self.interpolation_eps is not None and labels is None:
+            raise ValueError("labels are required when interpolation_eps is set")
+        own_ref = ref_emb is embeddings and ref_labels is labels
+        metric = self.loss(
+            embeddings,
+            labels,
+            indices_tuple,
+            None if own_ref else ref_emb,
+            None if own_ref else ref_labels,
+        )
+        rows = embeddings.shape[0]
+        self._branch1().logdet_for_batch(rows)  # raises if the batch is not the flow's latest
+        points, valid = self._interpolated_points(labels, rows)
+        out = {"loss": _already_reduced(metric)}
+        out["logdet_penalty"] = self.zero_loss()
+        out["logdet_reward"] = self.zero_loss()
+        if self.penalty_weight != 0:
+            batch, extra = self._logdets(self._branch1(), rows, points, valid)
+            values = F.logdet_penalty(torch.cat([batch, extra]), self.penalty, self.target)
+            out["logdet_penalty"] = _already_reduced(self.penalty_weight * values.mean())
+            self._set_stats("logdet_mean", batch)
+            if points is not None:
+                self._set_stats("interpolated_logdet_mean", extra)
+        if self.reward_weight != 0:
+            self.embedder.branch2_logdet_for_batch(rows)  # raises if branch 2 did not run
+            batch, extra = self._logdets(self.embedder.branch2, rows, points, valid)
+            values = torch.cat([batch, extra])
+            if self.reward == "hinge":
+                values = torch.relu(self.reward_target - values)
+            else:
+                values = self.reward_target - values
+            out["logdet_reward"] = _already_reduced(self.reward_weight * values.mean())
+            self._set_stats("branch2_logdet_mean", batch)
+        if self.collect_stats and valid is not None:
+            self.num_interpolated = int(valid.sum())
+        return out
+
+    def _sub_loss_names(self) -> list[str]:
+        return ["loss", "logdet_penalty", "logdet_reward"]
+
+    def _branch1(self) -> FlowEmbedder:
+        e = self.embedder
+        return e.branch1 if isinstance(e, DuelingFlowEmbedder) else e
+
+    def _interpolated_points(
+        self, labels: Tensor | None, rows: int
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """This rank's interpolated points and, matched to ``rows``, which of them count."""
+        if self.interpolation_eps is None:
+            return None, None
+        h = self._branch1().latest_features
+        # PML's DistributedLossWrapper puts this rank's labels first
+        points, valid = F.same_class_interpolation(h, labels[: h.shape[0]], self.interpolation_eps)
+        valid = gather_like_embeddings(valid.to(torch.uint8), rows, "the flow's latest forward")
+        return points, valid.bool()
+
+    def _logdets(
+        self, flow: FlowEmbedder, rows: int, points: Tensor | None, valid: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """A branch's log-determinants on the batch and on the counted interpolated points."""
+        batch = flow.logdet_for_batch(rows)
+        if points is None:
+            return batch, batch[:0]
+        _, at_points = flow.forward_and_logdet(points)
+        at_points = gather_like_embeddings(at_points, rows, "the flow's latest forward")
+        return batch, at_points[valid]
+
+    def _set_stats(self, name: str, values: Tensor) -> None:
+        if self.collect_stats:
+            setattr(self, name, float(values.detach().mean()) if values.numel() else math.nan)
+
+
+def _already_reduced(value: Tensor) -> dict:
+    return {"losses": value, "indices": None, "reduction_type": "already_reduced"}

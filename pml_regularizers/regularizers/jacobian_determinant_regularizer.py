@@ -1,0 +1,114 @@
+"""Jacobian-determinant regularizer on a flow metric layer."""
+
+from __future__ import annotations
+
+import math
+
+from pytorch_metric_learning.regularizers import BaseRegularizer
+from pytorch_metric_learning.utils import common_functions as c_f
+from torch import Tensor
+
+from .. import functional as F
+from ..embedders.dueling_flow_embedder import DuelingFlowEmbedder
+from ..embedders.flow_embedder import FlowEmbedder, ModuleReference, check_rows
+
+
+class JacobianDeterminantRegularizer(BaseRegularizer):
+    """Penalises :math:`\\log|\\det J_f|` of a flow metric layer on the batch it embedded.
+
+    With :math:`\\ell_b = \\log|\\det J_f(h_b)|` for the trunk features :math:`h_b` of the batch
+    (read from the flow's latest forward, not recomputed) and :math:`r_b = \\ell_b - \\tau`,
+
+    .. math::
+
+        R = \\frac{1}{N}\\sum_{b=1}^{N} \\rho(r_b), \\qquad
+        \\rho(r) \\in \\{\\, r \\ (\\text{signed}),\\ r^2 \\ (\\text{square}),\\
+        \\max(r, 0) \\ (\\text{hinge}) \\,\\}
+
+    (the mean is the default reducer's). The idea: pulling same-class samples together can
+    distort the feature space and raise its local expansion; a metric layer whose volume change is
+    kept small limits that. :math:`\\ell_b` is the log of the product of the Jacobian's singular
+    values, so it bounds their geometric mean, not the largest one.
+
+    Source: "Determinant Regularization for Deep Metric Learning" (ICLR 2023 submission,
+    https://openreview.net/forum?id=NUBuJsAq1U). Published: a flow metric layer and a
+    regularizer that decreases its determinant term. Reconstructed: :math:`R` as the batch mean of
+    the log-determinant, and the square and hinge forms, added because the signed form has no floor
+    but the flow's clamp and a cosine-type loss ignores scale, so shrinking everything would
+    minimise it for free. The paper's dueling branches and interpolated points need labels, which
+    PML regularizers do not get: :class:`~pml_regularizers.JacobianDeterminantLoss` adds them.
+
+    Parameters
+    ----------
+    flow : FlowEmbedder or DuelingFlowEmbedder
+        The metric layer whose latest forward produced the embeddings (branch 1 of a dueling
+        pair). It is held by reference, not as a submodule: it adds nothing to this module's
+        ``parameters()`` or ``state_dict()``, and is not moved by ``.to()``.
+    penalty : {"hinge", "square", "signed"}
+        The form :math:`\\rho`. Default ``"hinge"``.
+    target : float
+        The target :math:`\\tau`; 0 (volume-preserving) by default.
+    **kwargs
+        ``collect_stats``, ``reducer`` and ``distance``, as for every PML regularizer (the distance
+        is not used).
+
+    Notes
+    -----
+    - Default distance: :class:`~pytorch_metric_learning.distances.LpDistance` (unused).
+    - Default reducer: :class:`~pytorch_metric_learning.reducers.MeanReducer`.
+    - Reducer input: ``loss``, ``element``: one value per embedding.
+    - Use it as ``embedding_regularizer=`` of any PML loss that passes its batch to the embedding
+      regularizer unchanged, and call the loss right after the flow on the same batch. Under PML's
+      ``DistributedLossWrapper`` the gathered batch is matched with the gathered log-determinants.
+    - The log-determinant is in the flow's parameter dtype; the value returned is too (PML casts
+      it to the embeddings' dtype when it adds it to the loss).
+    - Stats (with ``collect_stats=True``): ``logdet_mean``, ``logdet_std`` (population),
+      ``logdet_min`` and ``logdet_max`` of :math:`\\ell_b` over the batch.
+    """
+
+    def __init__(
+        self,
+        flow: FlowEmbedder | DuelingFlowEmbedder,
+        penalty: F.LogdetPenalty = "hinge",
+        target: float = 0.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(flow, (FlowEmbedder, DuelingFlowEmbedder)):
+            raise ValueError(
+                f"flow must be a FlowEmbedder or DuelingFlowEmbedder, got {type(flow).__name__}"
+            )
+        if penalty not in F.LOGDET_PENALTIES:
+            raise ValueError(f"penalty must be one of {F.LOGDET_PENALTIES}, got {penalty!r}")
+        target = float(target)
+        if not math.isfinite(target):
+            raise ValueError(f"target must be a finite real number, got {target}")
+        self._flow = ModuleReference(flow)
+        self.penalty = penalty
+        self.target = target
+        self.add_to_recordable_attributes(list_of_names=["target"], is_stat=False)
+        self.add_to_recordable_attributes(
+            list_of_names=["logdet_mean", "logdet_std", "logdet_min", "logdet_max"], is_stat=True
+        )
+
+    @property
+    def flow(self) -> FlowEmbedder | DuelingFlowEmbedder:
+        """The regularised flow."""
+        return self._flow.module
+
+    def compute_loss(self, x: Tensor) -> dict:
+        check_rows(x, "x", self.flow.out_features, "out_features")
+        logdet = self.flow.logdet_for_batch(x.shape[0])
+        if self.collect_stats:
+            values = logdet.detach()
+            self.logdet_mean = float(values.mean())
+            self.logdet_std = float(values.std(correction=0))
+            self.logdet_min = float(values.min())
+            self.logdet_max = float(values.max())
+        return {
+            "loss": {
+                "losses": F.logdet_penalty(logdet, self.penalty, self.target),
+                "indices": c_f.torch_arange_from_size(x),
+                "reduction_type": "element",
+            }
+        }
