@@ -53,10 +53,11 @@ def test_other_terms_reach_the_trunk_in_both_phases():
             assert all(bool(g.abs().sum() > 0) for g in grads(terms[name], list(trunk.parameters()))), name
 
 
-def test_terms_match_direct_computation():
+@pytest.mark.parametrize("dimension_mean", [False, True])
+def test_terms_match_direct_computation(dimension_mean):
     miner = miners.TripletMarginMiner(margin=0.5)
     loss = losses.TripletMarginLoss(margin=0.2)
-    trunk, embedder, dvml, x, labels = setup(loss, miner)
+    trunk, embedder, dvml, x, labels = setup(loss, miner, dimension_mean=dimension_mean)
     features = trunk(x)
     noise = torch.randn(B, T, EMB)
     terms = dvml.terms(features, labels, 2, noise=noise)
@@ -69,6 +70,8 @@ def test_terms_match_direct_computation():
         torch.distributions.Normal(mu, torch.exp(0.5 * logvar)), torch.distributions.Normal(0.0, 1.0)
     ).sum(1).mean()
     recon = ((embedder.decoder(samples) - features.repeat_interleave(T, 0)) ** 2).sum(1).mean()
+    if dimension_mean:  # means over the embedding and feature dimensions instead of sums
+        kl, recon = kl / EMB, recon / features.shape[1]
     tuples = DVMLMiner(miners.TripletMarginMiner(margin=0.5))(z, labels, samples, sample_labels)
     expected = {
         "kl_loss": kl,
@@ -161,6 +164,8 @@ def test_errors():
     for bad in [(1, 1, 1), (1, 1, -0.1, 1), (1, float("nan"), 1, 1), "abcd"]:
         with pytest.raises(ValueError, match="phase1_weights must be 4"):
             DVMLLoss(embedder, loss, phase1_weights=bad)
+    with pytest.raises(ValueError, match="dimension_mean must be True or False"):
+        DVMLLoss(embedder, loss, dimension_mean="yes")
     dvml = DVMLLoss(embedder, loss, num_samples=2)
     with pytest.raises(ValueError, match="epoch must be an int >= 1"):
         dvml(torch.randn(4, IN), torch.arange(4), 0)

@@ -37,6 +37,8 @@ from pytorch_metric_learning.utils import logging_presets
 from torch import distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from ..embedders import DVMLEmbedder
+from ..trainers import DVMLTrainer
 from .config import ConfigError, experiment_name
 from .data import (
     FeatureDataset,
@@ -377,6 +379,8 @@ def _build(
         raise
     except Exception as err:  # instantiate wraps import and argument errors
         raise ConfigError(f"could not build the models from the config: {err}") from err
+    if issubclass(trainer_cls, DVMLTrainer) and not isinstance(embedder, DVMLEmbedder):
+        raise ConfigError(f"trainer={cfg.choices.trainer} needs embedder=dvml, got embedder={cfg.choices.embedder}")
     parts = _Parts({"trunk": trunk, "embedder": embedder}, {"metric_loss": loss}, miner)
     if issubclass(trainer_cls, TrainWithClassifier):
         parts.models["classifier"] = torch.nn.Linear(emb_size, num_classes)

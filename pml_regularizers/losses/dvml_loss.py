@@ -40,14 +40,16 @@ class DVMLLoss(nn.Module):
     where :math:`L_m` is any PML metric loss. Phase 1 (epochs before ``phase2_start_epoch``)
     feeds the decoder detached samples, so the reconstruction trains the decoder only, with
     :math:`\\lambda = (1, 1, 0.1, 1)`; phase 2 lets its gradient reach the heads and the trunk,
-    with :math:`\\lambda = (0.8, 1, 0.2, 0.8)`.
+    with :math:`\\lambda = (0.8, 1, 0.2, 0.8)`. With ``dimension_mean=True`` (the default) the
+    KL term is further divided by :math:`D` and the reconstruction term by the feature width.
 
     Source: Lin et al., "Deep Variational Metric Learning", ECCV 2018. Published: the four terms,
     :math:`T = 20`, both phases and their weights (the paper prints :math:`-\\mathrm{KL}`, a sign
     slip: the KL divergence is minimised). Reconstructed: the switch epoch (not published); the
     reconstruction target :math:`x` is detached in both phases (the decoder's gradient reaches
     the trunk through :math:`\\hat z` only); KL summed over dimensions and averaged over the
-    batch; how :math:`L_m(\\hat z)` forms tuples (see below).
+    batch, and both terms then divided by their widths by default (a departure from the printed
+    sums, see ``dimension_mean``); how :math:`L_m(\\hat z)` forms tuples (see below).
 
     Parameters
     ----------
@@ -72,6 +74,14 @@ class DVMLLoss(nn.Module):
         one warm-up epoch for the decoder; the paper does not publish its switch point.
     phase1_weights, phase2_weights : sequence of 4 floats
         :math:`(\\lambda_1, \\lambda_2, \\lambda_3, \\lambda_4)` of each phase, non-negative.
+    dimension_mean : bool
+        Divide the KL term by the embedding size :math:`D` and the reconstruction term by the
+        feature width :math:`F` (means over dimensions instead of the paper's sums). Default
+        ``True``: with the sums, on the benchmark runner's glyph set (conv-4 trunk, 256-d features,
+        64-d embeddings, Triplet or MultiSimilarity loss) the two terms start 500 to 10,000 times
+        larger than the metric loss, their gradients reach the trunk, and retrieval on unseen
+        classes collapsed (MAP@R about 0.01 against 0.40 without DVML). ``False`` gives the
+        paper's printed formula.
 
     Notes
     -----
@@ -94,6 +104,7 @@ class DVMLLoss(nn.Module):
         phase2_start_epoch: int = 2,
         phase1_weights: Sequence[float] = PAPER_PHASE1_WEIGHTS,
         phase2_weights: Sequence[float] = PAPER_PHASE2_WEIGHTS,
+        dimension_mean: bool = True,
     ) -> None:
         super().__init__()
         inner = getattr(embedder, "module", embedder)
@@ -111,8 +122,11 @@ class DVMLLoss(nn.Module):
         self.embedder = embedder
         self.loss = loss
         self.miner, self.synthetic_miner = split_miners(miner, synthetic_miner)
+        if not isinstance(dimension_mean, bool):
+            raise ValueError(f"dimension_mean must be True or False, got {dimension_mean!r}")
         self.num_samples = num_samples
         self.phase2_start_epoch = phase2_start_epoch
+        self.dimension_mean = dimension_mean
         self.phase_weights = {
             1: _check_weights("phase1_weights", phase1_weights),
             2: _check_weights("phase2_weights", phase2_weights),
@@ -158,9 +172,14 @@ class DVMLLoss(nn.Module):
             features, num_samples=self.num_samples, detach_decoder_input=phase == 1, noise=noise
         )
         real_tuples = None if self.miner is None else self.miner(out.invariant, labels)
+        kl = F.gaussian_kl_to_standard_normal(out.mu, out.logvar).mean()
+        reconstruction = F.reconstruction_error(features.detach(), out.reconstruction)
+        if self.dimension_mean:
+            kl = kl / out.mu.shape[1]
+            reconstruction = reconstruction / features.shape[1]
         return {
-            "kl_loss": F.gaussian_kl_to_standard_normal(out.mu, out.logvar).mean(),
-            "reconstruction_loss": F.reconstruction_error(features.detach(), out.reconstruction),
+            "kl_loss": kl,
+            "reconstruction_loss": reconstruction,
             "synthetic_metric_loss": self._synthetic_metric_loss(out, labels),
             "metric_loss": self.loss(out.invariant, labels, real_tuples),
         }

@@ -56,6 +56,9 @@ class DVMLTrainer(MetricLossOnly):
     phase1_weights, phase2_weights : sequence of 4 floats
         :math:`(\\lambda_1, \\lambda_2, \\lambda_3, \\lambda_4)` per phase; the paper's
         ``(1, 1, 0.1, 1)`` and ``(0.8, 1, 0.2, 0.8)`` by default.
+    dimension_mean : bool
+        Means instead of sums over dimensions in the KL and reconstruction terms; default
+        ``True``. See :class:`~pml_regularizers.DVMLLoss`.
 
     Notes
     -----
@@ -72,9 +75,11 @@ class DVMLTrainer(MetricLossOnly):
         phase2_start_epoch: int = 2,
         phase1_weights: Sequence[float] = PAPER_PHASE1_WEIGHTS,
         phase2_weights: Sequence[float] = PAPER_PHASE2_WEIGHTS,
+        dimension_mean: bool = True,
         **kwargs,
     ) -> None:
         self._dvml_args = {
+            "dimension_mean": dimension_mean,
             "num_samples": num_samples,
             "phase2_start_epoch": phase2_start_epoch,
             "phase1_weights": phase1_weights,

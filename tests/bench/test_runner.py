@@ -191,3 +191,42 @@ def test_flow_embedder_with_the_jacobian_determinant_regularizer(tmp_path):
     assert any("blocks" in k for k in ckpt["models"]["embedder"])
     with pytest.raises(ConfigError, match="flow must be a FlowEmbedder"):
         run_experiment(load_config(tiny(tmp_path, "regularizer=jacobian_determinant")))
+
+
+def test_dvml_trainer_logs_its_four_terms(tmp_path):
+    args = ["seeds=1", "loss=triplet", "miner=triplet_margin", "sampler=m_per_class"]
+    exp_dir = run_experiment(
+        load_config(tiny(tmp_path, *args, "embedder=dvml", "trainer=dvml", "trainer.num_samples=3"))
+    )
+    assert exp_dir.name == "glyphs-triplet-triplet_margin-dvml-dvml"
+    (csv,) = (exp_dir / "seed_0" / "fold_0" / "logs").glob("loss_histories.csv")
+    header = csv.read_text().splitlines()[0].split(",")
+    assert {"kl_loss", "reconstruction_loss", "synthetic_metric_loss", "metric_loss"} <= set(header)
+    emb = torch.load(exp_dir / "seed_0" / "test_embeddings.pt", weights_only=True)["embeddings"]
+    assert emb.shape[1] == 8  # z_I only at test time
+    with pytest.raises(ConfigError, match="trainer=dvml needs embedder=dvml"):
+        run_experiment(load_config(tiny(tmp_path, *args, "trainer=dvml")))
+
+
+def test_compare_runs_each_method_against_its_base_loss(tmp_path, capsys):
+    from pml_regularizers.bench.cli import DEFAULT_COMPARISON
+
+    assert cli_main(["compare", *tiny(tmp_path, "seeds=1", "epochs=1")]) == 0
+    out = capsys.readouterr().out
+    runs = tmp_path / "runs"
+    assert sorted(p.name for p in runs.iterdir() if (p / "results.json").exists()) == sorted([
+        "glyphs-proxy_anchor-linear",
+        "glyphs-proxy_anchor-skewed_mean-linear",
+        "glyphs-proxy_anchor-flow",
+        "glyphs-proxy_anchor-jacobian_determinant-flow",
+        "glyphs-triplet-triplet_margin-linear",
+        "glyphs-triplet-triplet_margin-dvml-dvml",
+        "glyphs-multi_similarity-multi_similarity-linear",
+        "glyphs-multi_similarity-multi_similarity-dvml-dvml",
+    ])
+    for group in DEFAULT_COMPARISON:
+        assert f"# Default comparison: {group}" in out
+        assert (runs / "comparison" / group / "report.md").exists()
+    flow_report = (runs / "comparison" / "jacobian_determinant" / "report.md").read_text()
+    assert "Δ: difference to `glyphs-proxy_anchor-flow`" in flow_report
+    assert "| glyphs-proxy_anchor-linear |" in flow_report

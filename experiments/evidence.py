@@ -1,0 +1,204 @@
+# The evidence study: does each plugin method help retrieval on unseen classes?
+#
+# For one study (a method on one base loss), one dataset and one embedding size it runs, through
+# the benchmark runner:
+#   1. the hyperparameter search, on validation only (test=false, class-disjoint 4-fold CV on the
+#      training half): the baseline's grid, then the method's grid at the baseline's chosen
+#      learning rate -- the same number of configurations for both;
+#   2. the final runs of the chosen baseline and method (and the study's extra comparators), with
+#      several seeds, testing each once on the held-out classes;
+#   3. the report (tables with 95% intervals, paired differences, plots) into docs/results/<name>/,
+#      with the search, its budget and the command that made it.
+# Every step is resumable: run the same command again and finished runs are not recomputed.
+#
+# Run (Omniglot from ../shared/omniglot, 32-d embeddings, ProxyAnchor +- SkewedMeanRegularizer):
+#     .venv/bin/python experiments/evidence.py skewed_mean_proxy_anchor --dataset omniglot \
+#         --root ../shared/omniglot --embedding-size 32
+# List the studies:  .venv/bin/python experiments/evidence.py --list
+# Tiny smoke run (seconds, glyphs, what CI runs):  ... experiments/evidence.py skewed_mean_proxy_anchor --size tiny
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pml_regularizers.bench.config import load_config
+from pml_regularizers.bench.report import load_records, markdown_table, summarize, write_report
+from pml_regularizers.bench.runner import run_experiment
+
+PRIMARY = "mean_average_precision_at_r"
+LR_GRID = ("optimizer.lr=0.0003", "optimizer.lr=0.001", "optimizer.lr=0.003")
+
+
+@dataclass(frozen=True)
+class Study:
+    """A method against its base loss: fixed overrides, and one search grid for each side."""
+
+    base: tuple[str, ...]
+    method: tuple[str, ...]
+    method_grid: tuple[tuple[str, ...], ...]
+    extra: dict[str, tuple[str, ...]]  # further comparators, searched over LR_GRID like the baseline
+    description: str
+
+
+_PA = ("loss=proxy_anchor",)
+_NS = ("loss=normalized_softmax",)
+_MS = ("loss=multi_similarity", "miner=multi_similarity", "sampler=m_per_class")
+_TRIPLET = ("loss=triplet", "miner=triplet_margin", "sampler=m_per_class")
+_SM_GRID = (
+    ("regularizer.weight=0.1", "regularizer.lam=4"),
+    ("regularizer.weight=1.0", "regularizer.lam=4"),
+    ("regularizer.weight=1.0", "regularizer.lam=16"),
+)
+_JD_GRID = (
+    ("regularizer.penalty=hinge", "regularizer.weight=0.1"),
+    ("regularizer.penalty=square", "regularizer.weight=0.01"),
+    ("regularizer.penalty=signed", "regularizer.weight=0.01"),
+)
+_DVML_GRID = (
+    ("trainer.phase2_start_epoch=2",),
+    ("trainer.phase2_start_epoch=5",),
+    ("trainer.phase2_start_epoch=5", "trainer.num_samples=5"),
+)
+STUDIES: dict[str, Study] = {
+    "skewed_mean_proxy_anchor": Study(
+        _PA, ("regularizer=skewed_mean",), _SM_GRID, {}, "SkewedMeanRegularizer on ProxyAnchor's proxies"
+    ),
+    "skewed_mean_normalized_softmax": Study(
+        _NS, ("regularizer=skewed_mean",), _SM_GRID, {},
+        "SkewedMeanRegularizer on NormalizedSoftmax's class weights",
+    ),
+    "jacobian_determinant_proxy_anchor": Study(
+        (*_PA, "embedder=flow"), ("regularizer=jacobian_determinant",), _JD_GRID,
+        {"linear": (*_PA, "embedder=linear")},
+        "JacobianDeterminantRegularizer on a flow embedder with ProxyAnchor",
+    ),
+    "jacobian_determinant_multi_similarity": Study(
+        (*_MS, "embedder=flow"), ("regularizer=jacobian_determinant",), _JD_GRID,
+        {"linear": (*_MS, "embedder=linear")},
+        "JacobianDeterminantRegularizer on a flow embedder with MultiSimilarity + miner",
+    ),
+    "dvml_triplet": Study(
+        _TRIPLET, ("embedder=dvml", "trainer=dvml"), _DVML_GRID, {}, "DVML on Triplet + semihard miner"
+    ),
+    "dvml_multi_similarity": Study(
+        _MS, ("embedder=dvml", "trainer=dvml"), _DVML_GRID, {}, "DVML on MultiSimilarity + miner"
+    ),
+}
+
+# name: (dataset and schedule overrides for search and final runs, search seeds, final seeds)
+SIZES = {
+    "tiny": (("dataset=glyphs", "dataset.size=16", "dataset.options.num_classes=16",
+              "dataset.options.per_class=6", "epochs=1", "batch_size=24", "cv_folds=2"), 1, 2),
+    "full": (("epochs=10", "cv_folds=4", "batch_size=64"), 1, 5),
+}
+
+
+def _run(name: str, overrides: list[str], out: Path, cache: Path | None) -> Path:
+    args = [f"output_dir={out}", f"experiment={name}", *overrides]
+    if cache is not None:
+        args.append(f"dataset.cache_dir={cache}")
+    cfg = load_config(args)
+    return run_experiment(cfg, command=shlex.join(["pml-bench", "run", *args]))
+
+
+def _val_score(exp_dir: Path) -> float:
+    records = json.loads((exp_dir / "results.json").read_text())["records"]
+    return float(np.mean([r["metrics"][PRIMARY] for r in records if r["split"] == "val"]))
+
+
+def _search(
+    tag: str, fixed: list[str], grid: tuple[tuple[str, ...], ...], seeds: int, out: Path, cache: Path | None
+) -> tuple[tuple[str, ...], list[tuple[str, Path, float]]]:
+    """Validation-only runs of ``fixed + point`` for each grid point; the best point and all scores."""
+    rows = []
+    for k, point in enumerate(grid):
+        exp = _run(f"{tag}-search{k}", [*fixed, *point, "test=false", f"seeds={seeds}", "seed_offset=100"], out, cache)
+        rows.append((" ".join(point), exp, _val_score(exp)))
+    best = max(range(len(grid)), key=lambda k: rows[k][2])
+    return grid[best], rows
+
+
+def run_study(
+    study_name: str, dataset: list[str], size: str, embedding_size: int, out: Path, docs: Path,
+    cache: Path | None, command: str,
+) -> str:
+    study = STUDIES[study_name]
+    schedule, search_seeds, final_seeds = SIZES[size]
+    data_name = next((o.split("=", 1)[1] for o in [*schedule, *dataset] if o.startswith("dataset=")), "glyphs")
+    tag = f"{study_name}-{data_name}-d{embedding_size}"
+    common = [*schedule, *dataset, f"embedding_size={embedding_size}"]
+    base = [*common, *study.base]
+
+    lr, base_rows = _search(f"{tag}-baseline", base, tuple((p,) for p in LR_GRID), search_seeds, out, cache)
+    method_fixed = [*base, *lr, *study.method]
+    point, method_rows = _search(f"{tag}-method", method_fixed, study.method_grid, search_seeds, out, cache)
+    searches = {"baseline": base_rows, "method": method_rows}
+    finals = {"baseline": [*base, *lr], "method": [*method_fixed, *point]}
+    for extra_name, fixed in study.extra.items():
+        extra_fixed = [*common, *fixed]
+        extra_lr, searches[extra_name] = _search(
+            f"{tag}-{extra_name}", extra_fixed, tuple((p,) for p in LR_GRID), search_seeds, out, cache
+        )
+        finals[extra_name] = [*extra_fixed, *extra_lr]
+
+    dirs = [_run(f"{tag}-{role}", [*o, f"seeds={final_seeds}"], out, cache) for role, o in finals.items()]
+    report_dir = docs / tag
+    text = write_report(
+        dirs, report_dir, baseline=f"{tag}-baseline", title=f"{study.description} ({data_name}, {embedding_size}-d)",
+        command=command,
+    )
+    lines = [
+        "## Hyperparameter search (validation only)",
+        "",
+        f"Best validation MAP@R averaged over the folds, {search_seeds} seed(s) per configuration; "
+        f"the test classes are not used. Budget: {len(LR_GRID)} configurations for the baseline "
+        f"(learning rate), {len(study.method_grid)} for the method (at the baseline's learning rate)"
+        + (f", {len(LR_GRID)} for each extra comparator." if study.extra else "."),
+        "",
+        "| side | configuration | validation MAP@R | chosen |",
+        "|---|---|---|---|",
+    ]
+    chosen = {"baseline": " ".join(lr), "method": " ".join(point)}
+    for role, rows in searches.items():
+        best = max(rows, key=lambda r: r[2])
+        chosen.setdefault(role, best[0])
+        for label, _, score in rows:
+            lines.append(f"| {role} | `{label}` | {score:.4f} | {'yes' if label == chosen[role] else ''} |")
+    val_records = [r for d in dirs for r in load_records(d)]
+    val_rows = summarize(val_records, baseline=f"{tag}-baseline", split="val")
+    lines += ["", "Validation MAP@R of the final runs:", "", markdown_table(val_rows), ""]
+    text += "\n" + "\n".join(lines)
+    (report_dir / "report.md").write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The evidence study: search on validation, test once, report.")
+    parser.add_argument("study", nargs="?", choices=sorted(STUDIES))
+    parser.add_argument("--list", action="store_true", help="list the studies and exit")
+    parser.add_argument("--dataset", default="glyphs", help="glyphs (offline default) or omniglot, ...")
+    parser.add_argument("--root", help="dataset root (omniglot: the folder with the official zips)")
+    parser.add_argument("--embedding-size", type=int, default=32)
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--out", type=Path, default=Path("runs/evidence"), help="experiment folders")
+    parser.add_argument("--docs", type=Path, default=Path("docs/results"), help="where reports go")
+    parser.add_argument("--cache", type=Path, help="dataset cache folder (default: the config's)")
+    args = parser.parse_args(argv)
+    if args.list or not args.study:
+        for name, study in STUDIES.items():
+            print(f"{name:40s} {study.description}")
+        return 0
+    dataset = [f"dataset={args.dataset}"] + ([f"dataset.root={args.root}"] if args.root else [])
+    command = shlex.join(["python", "experiments/evidence.py", *(argv if argv is not None else sys.argv[1:])])
+    print(run_study(args.study, dataset, args.size, args.embedding_size, args.out, args.docs, args.cache, command))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
