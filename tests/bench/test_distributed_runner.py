@@ -15,6 +15,8 @@ from pytorch_metric_learning import losses, miners
 
 from pml_regularizers.bench.runner import _distribute, _Dist, _Parts
 
+from .test_runner import tiny
+
 REPO = Path(__file__).resolve().parents[2]
 WORLD, PER_RANK, IN, DIM, CLASSES = 2, 6, 5, 4, 3
 
@@ -75,21 +77,7 @@ def test_wrapped_parts_give_the_gradients_of_the_whole_batch(tmp_path):
 
 
 def test_torchrun_with_two_gloo_processes_runs_an_experiment(tmp_path):
-    args = [
-        f"output_dir={tmp_path / 'runs'}",
-        f"dataset.cache_dir={tmp_path / 'cache'}",
-        "dataset.size=16",
-        "dataset.options.num_classes=16",
-        "dataset.options.per_class=6",
-        "embedding_size=8",
-        "batch_size=24",
-        "epochs=2",
-        "seeds=1",
-        "cv_folds=2",
-        "sampler=m_per_class",
-        "miner=multi_similarity",
-        "device=cpu",
-    ]
+    args = tiny(tmp_path, "seeds=1", "cv_folds=2", "sampler=m_per_class", "miner=multi_similarity", "device=cpu")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
