@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from dataclasses import dataclass
@@ -108,7 +107,7 @@ def _run(name: str, overrides: list[str], out: Path, cache: Path | None) -> Path
 
 
 def _val_score(exp_dir: Path) -> float:
-    records = json.loads((exp_dir / "results.json").read_text())["records"]
+    records = load_records(exp_dir)
     return float(np.mean([r["metrics"][PRIMARY] for r in records if r["split"] == "val"]))
 
 

@@ -173,6 +173,7 @@ def _run_seed(
             emb, labels = _embed(models, test_set, cfg, device)
             embeddings.append(emb)
     records = []
+    final = torch.cat(embeddings, 1) if embeddings else None
     if cfg.cv_folds:
         records.append(_record(seed, "val", "separated", {PRIMARY: float(np.mean(val_scores))}))
     if len(embeddings) == 1:
@@ -181,15 +182,10 @@ def _run_seed(
         per_fold = [calc.get_accuracy(e, labels) for e in embeddings]
         separated = {k: float(np.mean([m[k] for m in per_fold])) for k in per_fold[0]}
         records.append(_record(seed, "test", "separated", separated))
-        records.append(
-            _record(seed, "test", "concatenated", calc.get_accuracy(torch.cat(embeddings, 1), labels))
-        )
+        records.append(_record(seed, "test", "concatenated", calc.get_accuracy(final, labels)))
     if ddp.main:
-        if embeddings and cfg.save_test_embeddings:
-            atomic_torch_save(
-                {"embeddings": torch.cat(embeddings, 1), "labels": labels},
-                seed_dir / "test_embeddings.pt",
-            )
+        if final is not None and cfg.save_test_embeddings:
+            atomic_torch_save({"embeddings": final, "labels": labels}, seed_dir / "test_embeddings.pt")
         write_json(result_path, {"seed": seed, "records": records})
     ddp.barrier()
     return records
