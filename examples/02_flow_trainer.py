@@ -10,8 +10,8 @@ mean log|det J| of the flow on the test classes.
 
 Run:  python examples/02_flow_trainer.py --size small
 Options: --size tiny|small|full (default small), --reg-weight W (default 0.1), --penalty
-signed|square|hinge (default signed: the paper's direction, lower the log-determinant; hinge,
-the library's default, only acts above its target, 0), --output-dir DIR (default
+signed|square|hinge (default signed: the paper's direction, lower the log-determinant; square,
+the library's default, pulls it towards its target, 0), --output-dir DIR (default
 runs/examples/02_<size>).
 """
 

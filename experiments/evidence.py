@@ -27,11 +27,18 @@ from pathlib import Path
 import numpy as np
 
 from pml_regularizers.bench.config import load_config
-from pml_regularizers.bench.report import load_records, markdown_table, summarize, write_report
+from pml_regularizers.bench.report import (
+    load_records,
+    markdown_table,
+    plot_training_curves,
+    summarize,
+    write_report,
+)
 from pml_regularizers.bench.runner import run_experiment
 
 PRIMARY = "mean_average_precision_at_r"
-LR_GRID = ("optimizer.lr=0.0003", "optimizer.lr=0.001", "optimizer.lr=0.003")
+# Adam learning rates; the first Omniglot study chose the top of (3e-4, 1e-3, 3e-3), so the grid moved up.
+LR_GRID = ("optimizer.lr=0.001", "optimizer.lr=0.003", "optimizer.lr=0.01")
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,15 @@ class Study:
     method_grid: tuple[tuple[str, ...], ...]
     extra: dict[str, tuple[str, ...]]  # further comparators, searched over LR_GRID like the baseline
     description: str
+    curves: tuple[tuple[str, str], ...] = ()  # (log file glob, column) plotted over training
+
+
+VAL_CURVE = ("accuracies_*_VAL_vs_self.csv", f"{PRIMARY}_level0")
+_SM_CURVES = (("*_SkewedMeanRegularizer.csv", "skewed_mean"),)
+_JD_CURVES = (("*_JacobianDeterminantRegularizer.csv", "logdet_mean"),)
+_DVML_CURVES = tuple(
+    ("loss_histories.csv", c) for c in ("kl_loss", "reconstruction_loss", "synthetic_metric_loss", "metric_loss")
+)
 
 
 _PA = ("loss=proxy_anchor",)
@@ -66,27 +82,30 @@ _DVML_GRID = (
 )
 STUDIES: dict[str, Study] = {
     "skewed_mean_proxy_anchor": Study(
-        _PA, ("regularizer=skewed_mean",), _SM_GRID, {}, "SkewedMeanRegularizer on ProxyAnchor's proxies"
+        _PA, ("regularizer=skewed_mean",), _SM_GRID, {}, "SkewedMeanRegularizer on ProxyAnchor's proxies",
+        _SM_CURVES,
     ),
     "skewed_mean_normalized_softmax": Study(
         _NS, ("regularizer=skewed_mean",), _SM_GRID, {},
-        "SkewedMeanRegularizer on NormalizedSoftmax's class weights",
+        "SkewedMeanRegularizer on NormalizedSoftmax's class weights", _SM_CURVES,
     ),
     "jacobian_determinant_proxy_anchor": Study(
         (*_PA, "embedder=flow"), ("regularizer=jacobian_determinant",), _JD_GRID,
         {"linear": (*_PA, "embedder=linear")},
-        "JacobianDeterminantRegularizer on a flow embedder with ProxyAnchor",
+        "JacobianDeterminantRegularizer on a flow embedder with ProxyAnchor", _JD_CURVES,
     ),
     "jacobian_determinant_multi_similarity": Study(
         (*_MS, "embedder=flow"), ("regularizer=jacobian_determinant",), _JD_GRID,
         {"linear": (*_MS, "embedder=linear")},
-        "JacobianDeterminantRegularizer on a flow embedder with MultiSimilarity + miner",
+        "JacobianDeterminantRegularizer on a flow embedder with MultiSimilarity + miner", _JD_CURVES,
     ),
     "dvml_triplet": Study(
-        _TRIPLET, ("embedder=dvml", "trainer=dvml"), _DVML_GRID, {}, "DVML on Triplet + semihard miner"
+        _TRIPLET, ("embedder=dvml", "trainer=dvml"), _DVML_GRID, {}, "DVML on Triplet + semihard miner",
+        _DVML_CURVES,
     ),
     "dvml_multi_similarity": Study(
-        _MS, ("embedder=dvml", "trainer=dvml"), _DVML_GRID, {}, "DVML on MultiSimilarity + miner"
+        _MS, ("embedder=dvml", "trainer=dvml"), _DVML_GRID, {}, "DVML on MultiSimilarity + miner",
+        _DVML_CURVES,
     ),
 }
 
@@ -98,7 +117,7 @@ SIZES = {
 }
 
 
-def _run(name: str, overrides: list[str], out: Path, cache: Path | None) -> Path:
+def run_named(name: str, overrides: list[str], out: Path, cache: Path | None) -> Path:
     args = [f"output_dir={out}", f"experiment={name}", *overrides]
     if cache is not None:
         args.append(f"dataset.cache_dir={cache}")
@@ -106,7 +125,7 @@ def _run(name: str, overrides: list[str], out: Path, cache: Path | None) -> Path
     return run_experiment(cfg, command=shlex.join(["pml-bench", "run", *args]))
 
 
-def _val_score(exp_dir: Path) -> float:
+def val_score(exp_dir: Path) -> float:
     records = load_records(exp_dir)
     return float(np.mean([r["metrics"][PRIMARY] for r in records if r["split"] == "val"]))
 
@@ -116,9 +135,10 @@ def _search(
 ) -> tuple[tuple[str, ...], list[tuple[str, Path, float]]]:
     """Validation-only runs of ``fixed + point`` for each grid point; the best point and all scores."""
     rows = []
-    for k, point in enumerate(grid):
-        exp = _run(f"{tag}-search{k}", [*fixed, *point, "test=false", f"seeds={seeds}", "seed_offset=100"], out, cache)
-        rows.append((" ".join(point), exp, _val_score(exp)))
+    for point in grid:
+        slug = "_".join(o.split("=", 1)[0].rsplit(".", 1)[-1] + o.split("=", 1)[1] for o in point)
+        exp = run_named(f"{tag}-search-{slug}", [*fixed, *point, "test=false", f"seeds={seeds}", "seed_offset=100"], out, cache)
+        rows.append((" ".join(point), exp, val_score(exp)))
     best = max(range(len(grid)), key=lambda k: rows[k][2])
     return grid[best], rows
 
@@ -146,7 +166,7 @@ def run_study(
         )
         finals[extra_name] = [*extra_fixed, *extra_lr]
 
-    dirs = [_run(f"{tag}-{role}", [*o, f"seeds={final_seeds}"], out, cache) for role, o in finals.items()]
+    dirs = [run_named(f"{tag}-{role}", [*o, f"seeds={final_seeds}"], out, cache) for role, o in finals.items()]
     report_dir = docs / tag
     text = write_report(
         dirs, report_dir, baseline=f"{tag}-baseline", title=f"{study.description} ({data_name}, {embedding_size}-d)",
@@ -172,6 +192,17 @@ def run_study(
     val_records = [r for d in dirs for r in load_records(d)]
     val_rows = summarize(val_records, baseline=f"{tag}-baseline", split="val")
     lines += ["", "Validation MAP@R of the final runs:", "", markdown_table(val_rows), ""]
+    lines += [
+        "## Over training (final runs)",
+        "",
+        "Mean over the training runs (seeds and folds) of each experiment; an experiment that does "
+        "not log a column has no line in its plot.",
+        "",
+    ]
+    for log_file, column in (VAL_CURVE, *study.curves):
+        png = f"curve_{column}.png"
+        plot_training_curves(dirs, report_dir / png, column, log_file)
+        lines += [f"![{column} over training]({png})", ""]
     text += "\n" + "\n".join(lines)
     (report_dir / "report.md").write_text(text)
     return text

@@ -434,8 +434,9 @@ def _experiment_name(exp_dir: PathLike) -> str:
         return Path(exp_dir).name
 
 
-def loss_history_files(exp_dir: PathLike) -> list[Path]:
-    """The ``loss_histories.csv`` of every training run of an experiment, by seed then fold.
+def loss_history_files(exp_dir: PathLike, log_file: str = "loss_histories.csv") -> list[Path]:
+    """The ``loss_histories.csv`` (or another record-keeper CSV) of every training run of an
+    experiment, by seed then fold.
 
     A run logs either to ``seed_<s>/logs/`` or, with one training per cross-validation fold,
     to ``seed_<s>/fold_<f>/logs/``; both places are searched.
@@ -444,6 +445,9 @@ def loss_history_files(exp_dir: PathLike) -> list[Path]:
     ----------
     exp_dir : path
         Experiment folder.
+    log_file : str
+        File name in each ``logs/`` folder; a glob pattern is allowed (the first match in sorted
+        order is taken), e.g. ``"*_JacobianDeterminantRegularizer.csv"`` for a regularizer's stats.
 
     Returns
     -------
@@ -456,21 +460,23 @@ def loss_history_files(exp_dir: PathLike) -> list[Path]:
             (d for d in seed_dir.glob("fold_*") if d.is_dir() and d.name[5:].isdigit()),
             key=lambda d: int(d.name[5:]),
         )
-        found += [d / "logs" / "loss_histories.csv" for d in run_dirs]
-    return [path for path in found if path.is_file()]
+        found += [next(iter(sorted((d / "logs").glob(log_file))), None) for d in run_dirs]
+    return [path for path in found if path is not None and path.is_file()]
 
 
 def mean_loss_curve(
-    exp_dir: PathLike, column: str = "total_loss"
+    exp_dir: PathLike, column: str = "total_loss", log_file: str = "loss_histories.csv"
 ) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """Mean of one loss column over the training runs (seeds, and folds) of an experiment.
+    """Mean of one logged column over the training runs (seeds, and folds) of an experiment.
 
     Parameters
     ----------
     exp_dir : path
         Experiment folder.
     column : str
-        Loss name as logged by record-keeper.
+        Loss (or stat) name as logged by record-keeper.
+    log_file : str
+        The CSV to read in each run's ``logs/`` folder, as for :func:`loss_history_files`.
 
     Returns
     -------
@@ -480,7 +486,7 @@ def mean_loss_curve(
         logged the column.
     """
     curves = []
-    for csv_path in loss_history_files(exp_dir):
+    for csv_path in loss_history_files(exp_dir, log_file):
         history = load_loss_history(csv_path)
         if column in history:
             curves.append(dict(zip(history["iteration"], history[column])))
@@ -494,7 +500,8 @@ def mean_loss_curve(
 
 
 def plot_training_curves(
-    exp_dirs: Sequence[PathLike], path: PathLike, column: str = "total_loss"
+    exp_dirs: Sequence[PathLike], path: PathLike, column: str = "total_loss",
+    log_file: str = "loss_histories.csv",
 ) -> None:
     """Plot one loss column against iteration, averaged over seeds, one line per experiment.
 
@@ -509,13 +516,16 @@ def plot_training_curves(
     path : path
         PNG file to write.
     column : str
-        Loss name as logged by record-keeper, e.g. ``"total_loss"`` or ``"metric_loss"``.
+        Loss name as logged by record-keeper, e.g. ``"total_loss"`` or ``"metric_loss"``, or a
+        stat name of the CSV ``log_file`` names.
+    log_file : str
+        The CSV to read in each run's ``logs/`` folder, as for :func:`loss_history_files`.
     """
     fig = Figure(figsize=(7, 4))
     ax = fig.add_subplot(1, 1, 1)
     plotted = 0
     for exp_dir in exp_dirs:
-        curve = mean_loss_curve(exp_dir, column)
+        curve = mean_loss_curve(exp_dir, column, log_file)
         if curve is None:
             continue
         iterations, mean, n = curve
@@ -528,7 +538,7 @@ def plot_training_curves(
         ax.legend(fontsize=8)
         ax.set_title(f"{column}, mean over runs")
     else:
-        ax.set_title(f"no '{column}' found in any loss_histories.csv")
+        ax.set_title(f"no '{column}' found in any {log_file}")
     fig.tight_layout()
     _save(fig, path)
 

@@ -66,8 +66,9 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
     reward_weight : float
         :math:`\\lambda_2`; non-zero needs a :class:`~pml_regularizers.DuelingFlowEmbedder`.
         Default 0.
-    penalty : {"hinge", "square", "signed"}
-        The form :math:`\\rho_1`. Default ``"hinge"``.
+    penalty : {"square", "hinge", "signed"}
+        The form :math:`\\rho_1`. Default ``"square"``, as for
+        :class:`~pml_regularizers.JacobianDeterminantRegularizer`.
     target : float
         :math:`\\tau_1`. Default 0.
     reward : {"signed", "hinge"}
@@ -102,7 +103,7 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
         embedder: FlowEmbedder | DuelingFlowEmbedder,
         penalty_weight: float = 1.0,
         reward_weight: float = 0.0,
-        penalty: F.LogdetPenalty = "hinge",
+        penalty: F.LogdetPenalty = "square",
         target: float = 0.0,
         reward: Literal["signed", "hinge"] = "signed",
         reward_target: float = 0.0,

@@ -275,6 +275,28 @@ def test_mean_loss_curve_over_seeds_and_folds(tmp_path):
     assert mean_loss_curve(exp, column="weight_reg_loss") is None
 
 
+def test_mean_curve_of_a_regularizer_stat_log(tmp_path):
+    """Any record-keeper CSV, found by a glob in each run's logs folder (seed, then fold)."""
+    exp = tmp_path / "reg"
+    for seed, fold, rows in [(0, 0, "0,1.0\n5,3.0\n"), (0, 1, "0,3.0\n5,5.0\n"), (1, 0, "0,2.0\n")]:
+        logs = exp / f"seed_{seed}" / f"fold_{fold}" / "logs"
+        logs.mkdir(parents=True)
+        name = "metric_loss_ProxyAnchorLoss__modules_embedding_regularizer_JacobianDeterminantRegularizer.csv"
+        (logs / name).write_text("~iteration~,target,logdet_mean\n" + rows.replace(",", ",0.0,"))
+        (logs / "embedding_regularizer_JacobianDeterminantRegularizer__modules_distance_LpDistance.csv").write_text(
+            "~iteration~,p\n0,2\n"
+        )
+    pattern = "*_JacobianDeterminantRegularizer.csv"
+    assert len(loss_history_files(exp, pattern)) == 3
+    assert loss_history_files(exp) == []
+    iterations, mean, n = mean_loss_curve(exp, "logdet_mean", pattern)
+    assert n == 3
+    assert iterations.tolist() == [0, 5]
+    assert mean.tolist() == pytest.approx([2.0, 4.0])
+    plot_training_curves([exp], tmp_path / "logdet.png", "logdet_mean", pattern)
+    assert_png(tmp_path / "logdet.png")
+
+
 # plots and report -----------------------------------------------------------------------------
 
 
