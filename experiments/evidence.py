@@ -201,7 +201,8 @@ def run_study(
     ]
     for log_file, column in (VAL_CURVE, *study.curves):
         png = f"curve_{column}.png"
-        plot_training_curves(dirs, report_dir / png, column, log_file)
+        xlabel = "epoch" if (log_file, column) == VAL_CURVE else "iteration"
+        plot_training_curves(dirs, report_dir / png, column, log_file, xlabel)
         lines += [f"![{column} over training]({png})", ""]
     text += "\n" + "\n".join(lines)
     (report_dir / "report.md").write_text(text)

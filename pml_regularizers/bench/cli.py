@@ -23,20 +23,20 @@ from .config import ConfigError, experiment_name, load_config
 
 # The default comparison: each of the plugin's methods against its base loss, on the same seeds and
 # data. Each group is reported on its own; its first entry is the baseline the others are paired
-# with. An experiment shared by two groups is run once. Settings are the evidence study's
-# validation choices (docs/results): ProxyAnchor on the linear embedder at learning rate 0.003, on
-# the flow at the default 0.001; SkewedMean, JacobianDeterminant and DVML at their config defaults.
+# with. An experiment shared by two groups is run once. The methods run at their config defaults,
+# which are the evidence study's validation choices (docs/results). The learning rate stays at the
+# default 0.001: the Omniglot search (10 epochs) chose 0.003 for ProxyAnchor, but on these glyphs
+# (5 epochs) validation preferred 0.001 (2 folds, 1 seed: MAP@R 0.241 against 0.185 at 0.003).
 _PROXY = ("loss=proxy_anchor",)
-_PROXY_LINEAR = (*_PROXY, "optimizer.lr=0.003")
 _TRIPLET = ("loss=triplet", "miner=triplet_margin", "sampler=m_per_class")
 _MS = ("loss=multi_similarity", "miner=multi_similarity", "sampler=m_per_class")
 _DVML = ("embedder=dvml", "trainer=dvml")
 DEFAULT_COMPARISON: dict[str, tuple[tuple[str, ...], ...]] = {
-    "skewed_mean": (_PROXY_LINEAR, (*_PROXY_LINEAR, "regularizer=skewed_mean")),
+    "skewed_mean": (_PROXY, (*_PROXY, "regularizer=skewed_mean")),
     "jacobian_determinant": (
         (*_PROXY, "embedder=flow"),
         (*_PROXY, "embedder=flow", "regularizer=jacobian_determinant"),
-        _PROXY_LINEAR,
+        _PROXY,
     ),
     "dvml_triplet": (_TRIPLET, (*_TRIPLET, *_DVML)),
     "dvml_multi_similarity": (_MS, (*_MS, *_DVML)),

@@ -501,7 +501,7 @@ def mean_loss_curve(
 
 def plot_training_curves(
     exp_dirs: Sequence[PathLike], path: PathLike, column: str = "total_loss",
-    log_file: str = "loss_histories.csv",
+    log_file: str = "loss_histories.csv", xlabel: str = "iteration",
 ) -> None:
     """Plot one loss column against iteration, averaged over seeds, one line per experiment.
 
@@ -520,6 +520,9 @@ def plot_training_curves(
         stat name of the CSV ``log_file`` names.
     log_file : str
         The CSV to read in each run's ``logs/`` folder, as for :func:`loss_history_files`.
+    xlabel : str
+        What the CSV's first column counts: ``"iteration"``, or ``"epoch"`` for a tester's
+        accuracy CSV.
     """
     fig = Figure(figsize=(7, 4))
     ax = fig.add_subplot(1, 1, 1)
@@ -531,7 +534,7 @@ def plot_training_curves(
         iterations, mean, n = curve
         ax.plot(iterations, mean, label=f"{_experiment_name(exp_dir)} ({n} run{'s' if n > 1 else ''})")
         plotted += 1
-    ax.set_xlabel("iteration")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(column)
     ax.grid(alpha=0.3)
     if plotted:
