@@ -209,10 +209,8 @@ def run_study(
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="The evidence study: search on validation, test once, report.")
-    parser.add_argument("study", nargs="?", choices=sorted(STUDIES))
-    parser.add_argument("--list", action="store_true", help="list the studies and exit")
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The dataset, schedule and output options the experiment scripts share."""
     parser.add_argument("--dataset", default="glyphs", help="glyphs (offline default) or omniglot, ...")
     parser.add_argument("--root", help="dataset root (omniglot: the folder with the official zips)")
     parser.add_argument("--embedding-size", type=int, default=32)
@@ -220,16 +218,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/evidence"), help="experiment folders")
     parser.add_argument("--docs", type=Path, default=Path("docs/results"), help="where reports go")
     parser.add_argument("--cache", type=Path, help="dataset cache folder (default: the config's)")
+
+
+def dataset_overrides(args: argparse.Namespace) -> list[str]:
+    """Runner overrides for the dataset options of :func:`add_run_arguments`."""
+    return [f"dataset={args.dataset}"] + ([f"dataset.root={args.root}"] if args.root else [])
+
+
+def script_command(script: str, argv: list[str] | None) -> str:
+    """The command line that ran ``script``, as the reports quote it."""
+    return shlex.join(["python", script, *(argv if argv is not None else sys.argv[1:])])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The evidence study: search on validation, test once, report.")
+    parser.add_argument("study", nargs="?", choices=sorted(STUDIES))
+    parser.add_argument("--list", action="store_true", help="list the studies and exit")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     if args.list or not args.study:
         for name, study in STUDIES.items():
             print(f"{name:40s} {study.description}")
         return 0
-    dataset = [f"dataset={args.dataset}"] + ([f"dataset.root={args.root}"] if args.root else [])
-    command = shlex.join(["python", "experiments/evidence.py", *(argv if argv is not None else sys.argv[1:])])
-    print(run_study(args.study, dataset, args.size, args.embedding_size, args.out, args.docs, args.cache, command))
+    command = script_command("experiments/evidence.py", argv)
+    print(run_study(
+        args.study, dataset_overrides(args), args.size, args.embedding_size, args.out, args.docs, args.cache, command
+    ))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from evidence import SIZES, VAL_CURVE, run_named, val_score
+from evidence import SIZES, VAL_CURVE, add_run_arguments, dataset_overrides, run_named, script_command, val_score
 from pml_regularizers.bench.report import mean_loss_curve
 from pml_regularizers.functional import gram_pairwise_skewed_mean, pairwise_cosine_stats
 
@@ -130,21 +129,16 @@ def sweep(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="SkewedMeanRegularizer weight sweep on ProxyAnchor (validation only).")
-    parser.add_argument("--dataset", default="glyphs", help="glyphs (offline default) or omniglot, ...")
-    parser.add_argument("--root", help="dataset root (omniglot: the folder with the official zips)")
-    parser.add_argument("--embedding-size", type=int, default=32)
+    add_run_arguments(parser)
     parser.add_argument("--lr", type=float, default=0.003, help="Adam learning rate (the evidence study's choice)")
     parser.add_argument("--lam", type=float, default=4.0)
-    parser.add_argument("--size", choices=sorted(SIZES), default="full")
-    parser.add_argument("--out", type=Path, default=Path("runs/evidence"), help="experiment folders")
-    parser.add_argument("--docs", type=Path, default=Path("docs/results"), help="where the report goes")
-    parser.add_argument("--cache", type=Path, help="dataset cache folder (default: the config's)")
     args = parser.parse_args(argv)
-    dataset = [f"dataset={args.dataset}"] + ([f"dataset.root={args.root}"] if args.root else [])
-    command = shlex.join(["python", "experiments/skewed_mean_sweep.py", *(argv if argv is not None else sys.argv[1:])])
-    print(sweep(dataset, args.size, args.embedding_size, args.lr, args.lam, args.out, args.docs, args.cache, command))
+    command = script_command("experiments/skewed_mean_sweep.py", argv)
+    print(sweep(
+        dataset_overrides(args), args.size, args.embedding_size, args.lr, args.lam, args.out, args.docs, args.cache,
+        command,
+    ))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
