@@ -82,6 +82,7 @@ def _spawned(rank: int, world: int, size: str, init_file: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         train(rank, world, size)
+        dist.barrier()  # no rank tears gloo down while another is still in a collective
     finally:
         dist.destroy_process_group()
 
@@ -95,6 +96,7 @@ def main() -> None:
         dist.init_process_group("gloo")
         try:
             train(dist.get_rank(), dist.get_world_size(), args.size)
+            dist.barrier()
         finally:
             dist.destroy_process_group()
         return

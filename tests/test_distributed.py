@@ -45,6 +45,7 @@ def _worker(rank, init_file, out_dir):
             {"loss": loss.detach(), "emb_grad": mine.grad, "proxy_grad": loss_fn.proxies.grad},
             f"{out_dir}/rank{rank}.pt",
         )
+        dist.barrier()  # no rank tears gloo down while another is still in a collective
     finally:
         dist.destroy_process_group()
 

@@ -52,6 +52,7 @@ def _worker(rank, init_file, out_dir):
             )
             out[k] = {"value": terms[k].detach(), "feat_grad": feat_grad, "head_grad": head_grad}
         torch.save(out, f"{out_dir}/rank{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while another is still in a collective
     finally:
         dist.destroy_process_group()
 

@@ -82,6 +82,7 @@ def _worker(rank, init_file, out_dir):
         loss.backward()
         out["dueling"] = {"loss": loss.detach(), "h_grad": mine.grad, "flow_grads": grads(emb)}
         torch.save(out, f"{out_dir}/rank{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while another is still in a collective
     finally:
         dist.destroy_process_group()
 

@@ -58,6 +58,7 @@ def _worker(rank, init_file, out_dir):
         rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
         step(models, loss_funcs, miner, x[rows], y[rows])
         torch.save(grads(parts), f"{out_dir}/rank{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while another is still in a collective
     finally:
         dist.destroy_process_group()
 
