@@ -149,7 +149,7 @@ def run_study(
 ) -> str:
     study = STUDIES[study_name]
     schedule, search_seeds, final_seeds = SIZES[size]
-    data_name = next((o.split("=", 1)[1] for o in [*schedule, *dataset] if o.startswith("dataset=")), "glyphs")
+    data_name = dataset_name([*schedule, *dataset])
     tag = f"{study_name}-{data_name}-d{embedding_size}"
     common = [*schedule, *dataset, f"embedding_size={embedding_size}"]
     base = [*common, *study.base]
@@ -220,6 +220,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", type=Path, help="dataset cache folder (default: the config's)")
 
 
+def dataset_name(overrides: list[str]) -> str:
+    """The dataset an override list selects (its first ``dataset=``), else the default, glyphs."""
+    return next((o.split("=", 1)[1] for o in overrides if o.startswith("dataset=")), "glyphs")
+
+
 def dataset_overrides(args: argparse.Namespace) -> list[str]:
     """Runner overrides for the dataset options of :func:`add_run_arguments`."""
     return [f"dataset={args.dataset}"] + ([f"dataset.root={args.root}"] if args.root else [])
@@ -245,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         args.study, dataset_overrides(args), args.size, args.embedding_size, args.out, args.docs, args.cache, command
     ))
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -28,8 +27,17 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from evidence import SIZES, VAL_CURVE, add_run_arguments, dataset_overrides, run_named, script_command, val_score
-from pml_regularizers.bench.report import mean_loss_curve
+from evidence import (
+    SIZES,
+    VAL_CURVE,
+    add_run_arguments,
+    dataset_name,
+    dataset_overrides,
+    run_named,
+    script_command,
+    val_score,
+)
+from pml_regularizers.bench.report import experiment_command, mean_loss_curve, provenance_lines
 from pml_regularizers.functional import gram_pairwise_skewed_mean, pairwise_cosine_stats
 
 WEIGHTS = (0.0, 0.1, 1.0, 10.0, 100.0)
@@ -47,17 +55,12 @@ def _fold_dirs(exp_dir: Path) -> list[Path]:
     return sorted(p for p in exp_dir.glob("seed_*/fold_*") if (p / "checkpoint_best.pt").exists())
 
 
-def _run_command(exp_dir: Path) -> str:
-    """The ``pml-bench run`` command stored with an experiment's results."""
-    return json.loads((exp_dir / "results.json").read_text())["command"]
-
-
 def sweep(
     dataset: list[str], size: str, embedding_size: int, lr: float, lam: float, out: Path, docs: Path,
     cache: Path | None, command: str,
 ) -> str:
     schedule, search_seeds, _ = SIZES[size]
-    data_name = next((o.split("=", 1)[1] for o in [*schedule, *dataset] if o.startswith("dataset=")), "glyphs")
+    data_name = dataset_name([*schedule, *dataset])
     tag = f"skewed_mean_sweep-{data_name}-d{embedding_size}"
     fixed = [
         *schedule, *dataset, f"embedding_size={embedding_size}", "loss=proxy_anchor", f"optimizer.lr={lr}",
@@ -72,16 +75,7 @@ def sweep(
     lines = [
         f"# SkewedMeanRegularizer weight sweep on ProxyAnchor ({data_name}, {embedding_size}-d)",
         "",
-        "Made by:",
-        "",
-        f"```bash\n{command}\n```",
-        "",
-        "Its experiments were run by:",
-        "",
-        "```bash",
-        *(_run_command(d) for d in runs.values()),
-        "```",
-        "",
+        *provenance_lines(command, [c for c in map(experiment_command, runs.values()) if c]),
         f"Validation only ({search_seeds} seed, class-disjoint folds of the training half; the test classes are "
         f"not used). Learning rate {lr:g}, lam {lam:g}. Weight 0 logs the regularizer's statistic but adds "
         "nothing to the loss. Proxy figures: cosine similarity between different classes' proxies in each "
@@ -139,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         command,
     ))
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -37,6 +37,8 @@ __all__ = [
     "t_interval",
     "summarize",
     "markdown_table",
+    "experiment_command",
+    "provenance_lines",
     "plot_metric_comparison",
     "plot_training_curves",
     "plot_embedding_map",
@@ -105,6 +107,30 @@ def load_records(exp_dir: PathLike) -> list[dict]:
         When it is not valid JSON or lacks the expected structure; the message names the file.
     """
     return _load_results(exp_dir)[1]
+
+
+def experiment_command(exp_dir: PathLike) -> str | None:
+    """The command stored in ``exp_dir/results.json`` (the ``pml-bench run`` that made it), if any."""
+    return _read_results(exp_dir).get("command")
+
+
+def provenance_lines(command: str | None, experiment_commands: Sequence[str]) -> list[str]:
+    """Markdown lines naming the command that made a report and the commands that ran its
+    experiments; empty where there is neither.
+
+    Parameters
+    ----------
+    command : str or None
+        The command that made the report.
+    experiment_commands : sequence of str
+        The commands that ran its experiments (see :func:`experiment_command`), in order.
+    """
+    lines = []
+    if command:
+        lines += ["Made by:", "", "```bash", command, "```", ""]
+    if experiment_commands:
+        lines += ["Its experiments were run by:", "", "```bash", *experiment_commands, "```", ""]
+    return lines
 
 
 def _load_results(exp_dir: PathLike) -> tuple[str, list[dict]]:
@@ -671,11 +697,7 @@ def write_report(
         if data.get("command"):
             commands.append(data["command"])
     rows = summarize(records, baseline=baseline, split=split)
-    lines = [f"# {title}", ""]
-    if command:
-        lines += ["Made by:", "", "```bash", command, "```", ""]
-    if commands:
-        lines += ["Its experiments were run by:", "", "```bash", *commands, "```", ""]
+    lines = [f"# {title}", "", *provenance_lines(command, commands)]
     if rows:
         what = "Test split" if split == "test" else f"Split {split!r}"
         lines += [f"{what}. Mean over seeds ± half-width of the 95% Student-t interval.", ""]
