@@ -77,12 +77,19 @@ def train(rank: int, world: int, size: str) -> None:
         print(f"{world} processes; unseen classes: MAP@R {result['mean_average_precision_at_r']:.4f}, "
               f"P@1 {result['precision_at_1']:.4f}")
 
+    # Every process waits here for rank 0's evaluation, so that none leaves the job early. On gloo,
+    # monitored_barrier rather than barrier: a gloo barrier, like any collective on a tensor made in
+    # Python, hands Python objects to gloo's threads, which free them after the call returns; if
+    # that happens while Python is shutting down, the process aborts ("terminate called without
+    # an active exception"). monitored_barrier hands over none, and waits without holding the GIL,
+    # so gloo can free what the last backward() left meanwhile.
+    dist.monitored_barrier()
+
 
 def _spawned(rank: int, world: int, size: str, init_file: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         train(rank, world, size)
-        dist.barrier()  # no rank tears gloo down while another is still in a collective
     finally:
         dist.destroy_process_group()
 
@@ -96,7 +103,6 @@ def main() -> None:
         dist.init_process_group("gloo")
         try:
             train(dist.get_rank(), dist.get_world_size(), args.size)
-            dist.barrier()
         finally:
             dist.destroy_process_group()
         return

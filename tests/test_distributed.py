@@ -3,12 +3,12 @@ SkewedMeanRegularizer (as weight and as embedding regularizer) gives the same lo
 as one process on the concatenated batch, up to the wrapper's documented world_size factor."""
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from pytorch_metric_learning import losses
 from pytorch_metric_learning.utils.distributed import DistributedLossWrapper
 
 from pml_regularizers import SkewedMeanRegularizer
+
+from ._gloo import spawn_gloo
 
 WORLD, PER_RANK, DIM, CLASSES = 2, 8, 6, 5
 
@@ -32,26 +32,21 @@ def batch():
     return emb, labels
 
 
-def _worker(rank, init_file, out_dir):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
-        emb, labels = batch()
-        rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
-        mine = emb[rows].clone().requires_grad_(True)
-        loss_fn = make_loss()
-        loss = DistributedLossWrapper(loss_fn)(mine, labels[rows])
-        loss.backward()
-        torch.save(
-            {"loss": loss.detach(), "emb_grad": mine.grad, "proxy_grad": loss_fn.proxies.grad},
-            f"{out_dir}/rank{rank}.pt",
-        )
-        dist.barrier()  # no rank tears gloo down while another is still in a collective
-    finally:
-        dist.destroy_process_group()
+def _worker(rank, out_dir):
+    emb, labels = batch()
+    rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
+    mine = emb[rows].clone().requires_grad_(True)
+    loss_fn = make_loss()
+    loss = DistributedLossWrapper(loss_fn)(mine, labels[rows])
+    loss.backward()
+    torch.save(
+        {"loss": loss.detach(), "emb_grad": mine.grad, "proxy_grad": loss_fn.proxies.grad},
+        f"{out_dir}/rank{rank}.pt",
+    )
 
 
 def test_same_loss_and_gradients_as_one_process(tmp_path):
-    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    spawn_gloo(_worker, tmp_path, WORLD)
 
     emb, labels = batch()
     emb.requires_grad_(True)

@@ -3,12 +3,12 @@ each process holds half the batch; the metric terms on the gathered real and syn
 one process's on the whole batch (times the wrappers' world_size factor), and so do the gradients."""
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from pytorch_metric_learning import losses, miners
 from pytorch_metric_learning.utils.distributed import DistributedLossWrapper, DistributedMinerWrapper
 
 from pml_regularizers import DVMLEmbedder, DVMLLoss, DVMLMiner
+
+from ._gloo import spawn_gloo
 
 WORLD, PER_RANK, IN, EMB, T, CLASSES = 2, 8, 10, 4, 3, 4
 METRIC_TERMS = ("synthetic_metric_loss", "metric_loss")
@@ -37,28 +37,23 @@ def batch():
     return features, labels, noise
 
 
-def _worker(rank, init_file, out_dir):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
-        features, labels, noise = batch()
-        rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
-        mine = features[rows].clone().requires_grad_(True)
-        embedder = make_embedder()
-        terms = make_dvml(embedder, True).terms(mine, labels[rows], 2, noise=noise[rows])
-        out = {}
-        for k in METRIC_TERMS:
-            feat_grad, head_grad = torch.autograd.grad(
-                terms[k], [mine, embedder.heads.weight], retain_graph=True
-            )
-            out[k] = {"value": terms[k].detach(), "feat_grad": feat_grad, "head_grad": head_grad}
-        torch.save(out, f"{out_dir}/rank{rank}.pt")
-        dist.barrier()  # no rank tears gloo down while another is still in a collective
-    finally:
-        dist.destroy_process_group()
+def _worker(rank, out_dir):
+    features, labels, noise = batch()
+    rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
+    mine = features[rows].clone().requires_grad_(True)
+    embedder = make_embedder()
+    terms = make_dvml(embedder, True).terms(mine, labels[rows], 2, noise=noise[rows])
+    out = {}
+    for k in METRIC_TERMS:
+        feat_grad, head_grad = torch.autograd.grad(
+            terms[k], [mine, embedder.heads.weight], retain_graph=True
+        )
+        out[k] = {"value": terms[k].detach(), "feat_grad": feat_grad, "head_grad": head_grad}
+    torch.save(out, f"{out_dir}/rank{rank}.pt")
 
 
 def test_same_metric_terms_and_gradients_as_one_process(tmp_path):
-    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    spawn_gloo(_worker, tmp_path, WORLD)
 
     features, labels, noise = batch()
     features.requires_grad_(True)

@@ -5,8 +5,6 @@ wrapper's documented world_size factor (gradients of the flow's parameters: thei
 which is what DDP applies, equals the single-process gradient)."""
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from pytorch_metric_learning import losses
 from pytorch_metric_learning.utils.distributed import DistributedLossWrapper
 
@@ -17,6 +15,8 @@ from pml_regularizers import (
     JacobianDeterminantRegularizer,
 )
 from pml_regularizers import functional as F
+
+from ._gloo import spawn_gloo
 
 WORLD, PER_RANK, IN, EMB = 2, 6, 7, 4
 EPS, LAM1, LAM2 = 0.9, 0.5, 0.25
@@ -61,30 +61,25 @@ def grads(module):
     return {n: p.grad.clone() for n, p in module.named_parameters()}
 
 
-def _worker(rank, init_file, out_dir):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
-        h, labels = batch()
-        rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
-        out = {}
+def _worker(rank, out_dir):
+    h, labels = batch()
+    rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
+    out = {}
 
-        flow = make_flow()
-        mine = h[rows].clone().requires_grad_(True)
-        loss = DistributedLossWrapper(regularized_loss(flow))(flow(mine), labels[rows])
-        loss.backward()
-        out["reg"] = {"loss": loss.detach(), "h_grad": mine.grad, "flow_grads": grads(flow)}
+    flow = make_flow()
+    mine = h[rows].clone().requires_grad_(True)
+    loss = DistributedLossWrapper(regularized_loss(flow))(flow(mine), labels[rows])
+    loss.backward()
+    out["reg"] = {"loss": loss.detach(), "h_grad": mine.grad, "flow_grads": grads(flow)}
 
-        emb = make_dueling()
-        mine = h[rows].clone().requires_grad_(True)
-        z = emb(mine)
-        torch.manual_seed(100 + rank)  # this rank's interpolated points
-        loss = DistributedLossWrapper(dueling_loss(emb))(z, labels[rows])
-        loss.backward()
-        out["dueling"] = {"loss": loss.detach(), "h_grad": mine.grad, "flow_grads": grads(emb)}
-        torch.save(out, f"{out_dir}/rank{rank}.pt")
-        dist.barrier()  # no rank tears gloo down while another is still in a collective
-    finally:
-        dist.destroy_process_group()
+    emb = make_dueling()
+    mine = h[rows].clone().requires_grad_(True)
+    z = emb(mine)
+    torch.manual_seed(100 + rank)  # this rank's interpolated points
+    loss = DistributedLossWrapper(dueling_loss(emb))(z, labels[rows])
+    loss.backward()
+    out["dueling"] = {"loss": loss.detach(), "h_grad": mine.grad, "flow_grads": grads(emb)}
+    torch.save(out, f"{out_dir}/rank{rank}.pt")
 
 
 def dueling_reference(h, labels):
@@ -105,7 +100,7 @@ def dueling_reference(h, labels):
 
 
 def test_same_loss_and_gradients_as_one_process(tmp_path):
-    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    spawn_gloo(_worker, tmp_path, WORLD)
     outs = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
     h, labels = batch()

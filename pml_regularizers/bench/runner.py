@@ -71,7 +71,21 @@ class _Dist:
         return self.rank == 0
 
     def barrier(self) -> None:
-        if self.world > 1:
+        """Wait until every process gets here (nothing when not distributed).
+
+        On gloo this is :func:`torch.distributed.monitored_barrier`, not ``barrier``. A gloo
+        barrier (like any collective on a tensor made in Python) hands Python objects to gloo's
+        worker threads, which free them after the call has returned; when that happens after
+        Python has begun to shut down, the process aborts ("terminate called without an active
+        exception"). ``monitored_barrier`` hands over none and waits without holding the GIL, so
+        gloo can free what earlier collectives left meanwhile; it also names a rank that never
+        arrives.
+        """
+        if self.world == 1:
+            return
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier()
+        else:
             dist.barrier()
 
 

@@ -9,12 +9,11 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from pytorch_metric_learning import losses, miners
 
 from pml_regularizers.bench.runner import _distribute, _Dist, _Parts
 
+from .._gloo import spawn_gloo
 from .test_runner import tiny
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,23 +47,18 @@ def grads(parts):
     return {k: p.grad.clone() for k, p in named.items()}, parts.loss_funcs["metric_loss"].proxies.detach().clone()
 
 
-def _worker(rank, init_file, out_dir):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
-        parts = make_parts(loss_seed=100 + rank)
-        models, loss_funcs, miner = _distribute(parts, _Dist(rank, WORLD, 0), torch.device("cpu"))
-        assert isinstance(models["trunk"], torch.nn.parallel.DistributedDataParallel)
-        x, y = batch()
-        rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
-        step(models, loss_funcs, miner, x[rows], y[rows])
-        torch.save(grads(parts), f"{out_dir}/rank{rank}.pt")
-        dist.barrier()  # no rank tears gloo down while another is still in a collective
-    finally:
-        dist.destroy_process_group()
+def _worker(rank, out_dir):
+    parts = make_parts(loss_seed=100 + rank)
+    models, loss_funcs, miner = _distribute(parts, _Dist(rank, WORLD, 0), torch.device("cpu"))
+    assert isinstance(models["trunk"], torch.nn.parallel.DistributedDataParallel)
+    x, y = batch()
+    rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
+    step(models, loss_funcs, miner, x[rows], y[rows])
+    torch.save(grads(parts), f"{out_dir}/rank{rank}.pt")
 
 
 def test_wrapped_parts_give_the_gradients_of_the_whole_batch(tmp_path):
-    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    spawn_gloo(_worker, tmp_path, WORLD)
     single = make_parts(loss_seed=100)  # rank 0's proxies
     x, y = batch()
     step(single.models, single.loss_funcs, single.miner, x, y)
