@@ -96,3 +96,76 @@ def test_tiny_sweep_runs_every_weight_on_validation_only(sweep, tmp_path):
         assert f"\n| {w:g} | " in report
     assert "| random Gaussian 4×8 |" in report
     assert (docs / "skewed_mean_sweep-glyphs-d8" / "sweep.png").stat().st_size > 0
+
+
+@pytest.fixture(scope="module")
+def dvml_samples(evidence):
+    sys.path.insert(0, str(REPO / "experiments"))  # the script imports the evidence driver
+    spec = importlib.util.spec_from_file_location("dvml_samples", REPO / "experiments" / "dvml_samples.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield module
+    sys.path.remove(str(REPO / "experiments"))
+
+
+def test_dvml_sample_geometry_matches_loops(dvml_samples):
+    from pml_regularizers import DVMLEmbedder
+
+    torch.manual_seed(0)
+    embedder = DVMLEmbedder(6, 4)
+    features = torch.randn(12, 6)
+    labels = torch.arange(12) % 3
+    got = dvml_samples.sample_geometry(features, labels, embedder, torch.Generator().manual_seed(7))
+
+    t = dvml_samples.DRAWS
+    noise = torch.randn(12, t, 4, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        z, mu, logvar = embedder.heads(features).chunk(3, dim=1)
+    sigma = torch.exp(0.5 * logvar)
+    unit = [v / v.norm() for v in z]
+    centers = {}
+    for c in range(3):
+        mean = sum(unit[i] for i in range(12) if labels[i] == c) / 4
+        centers[c] = mean / mean.norm()
+
+    def nearest(v):
+        return max(range(3), key=lambda c: float(v / v.norm() @ centers[c]))
+
+    variation, cosines, synthetic_hits = [], [], 0
+    for i in range(12):
+        for k in range(t):
+            extra = mu[i] + sigma[i] * noise[i, k]
+            sample = z[i] + extra
+            variation.append(float(extra.norm()))
+            cosines.append(float(sample @ z[i] / (sample.norm() * z[i].norm())))
+            synthetic_hits += nearest(sample) == labels[i]
+    z_norm = sum(float(v.norm()) for v in z) / 12
+    assert got["z_I norm"] == pytest.approx(z_norm, rel=1e-5)
+    assert got["variation norm"] == pytest.approx(sum(variation) / len(variation), rel=1e-5)
+    assert got["variation / z_I"] == pytest.approx(sum(variation) / len(variation) / z_norm, rel=1e-5)
+    assert got["mu norm"] == pytest.approx(sum(float(m.norm()) for m in mu) / 12, rel=1e-5)
+    assert got["sigma (mean)"] == pytest.approx(float(sigma.mean()), rel=1e-5)
+    assert got["cos(sample, z_I)"] == pytest.approx(sum(cosines) / len(cosines), rel=1e-5)
+    assert got["center accuracy, real"] == pytest.approx(sum(nearest(z[i]) == labels[i] for i in range(12)) / 12)
+    assert got["center accuracy, synthetic"] == pytest.approx(synthetic_hits / (12 * t))
+
+
+def test_dvml_samples_reads_a_finished_dvml_run_and_refuses_others(dvml_samples, tmp_path):
+    from pml_regularizers.bench.cli import main as cli_main
+
+    from .bench.test_runner import tiny
+
+    assert cli_main(["run", *tiny(tmp_path, "embedder=dvml", "trainer=dvml", "seeds=1", "cv_folds=2", "epochs=1")]) == 0
+    (exp_dir,) = (tmp_path / "runs").iterdir()
+    out = tmp_path / "report"
+    assert dvml_samples.main([str(exp_dir), "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert f"| `{exp_dir.name}` | 2 | " in report  # one row, both folds
+    assert report.count("pml-bench run ") == 1
+    assert f"python experiments/dvml_samples.py {exp_dir}" in report
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "config.yaml").write_text((exp_dir / "config.yaml").read_text().replace("embedder: dvml", "embedder: linear"))
+    with pytest.raises(ValueError, match="not a DVML experiment"):
+        dvml_samples.experiment_geometry(plain)
