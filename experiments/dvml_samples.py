@@ -27,9 +27,10 @@ from omegaconf import OmegaConf
 
 from pml_regularizers import DVMLEmbedder
 from pml_regularizers.bench.data import TensorImageDataset, class_disjoint_split, class_kfold, load_dataset
-from pml_regularizers.bench.report import experiment_command, provenance_lines
+from pml_regularizers.bench.report import experiment_command, load_records, provenance_lines
 
 DRAWS = 20  # synthetic samples per real one, the paper's T
+PRIMARY = "mean_average_precision_at_r"
 
 
 @torch.no_grad()
@@ -103,12 +104,20 @@ def experiment_geometry(exp_dir: Path) -> tuple[dict[str, list[float]], int]:
     return values, count
 
 
+def validation_score(exp_dir: Path) -> str:
+    """Mean validation MAP@R over the seeds of a finished experiment, or "–" without one."""
+    if not (exp_dir / "results.json").exists():
+        return "–"
+    scores = [r["metrics"][PRIMARY] for r in load_records(exp_dir) if r["split"] == "val"]
+    return f"{np.mean(scores):.4f}" if scores else "–"
+
+
 def report(exp_dirs: list[Path], command: str) -> str:
     rows, names = [], None
     for exp_dir in exp_dirs:
         values, count = experiment_geometry(exp_dir)
         names = list(values)
-        rows.append(f"| `{exp_dir.name}` | {count} | " + " | ".join(
+        rows.append(f"| `{exp_dir.name}` | {validation_score(exp_dir)} | {count} | " + " | ".join(
             f"{np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.3f}" for v in values.values()
         ) + " |")
     lines = [
@@ -118,10 +127,11 @@ def report(exp_dirs: list[Path], command: str) -> str:
         "Each fold's best checkpoint, embedding the fold's own training classes (the test classes are not used), "
         f"with {DRAWS} synthetic samples per image. Mean ± standard deviation over the folds of all seeds. "
         "Variation: mu + sigma * eps, what is added to z_I to make a synthetic sample. Center accuracy: how often "
-        "the nearest class center (the class mean of the unit z_I) is the sample's own class.",
+        "the nearest class center (the class mean of the unit z_I) is the sample's own class. Validation MAP@R: "
+        "the experiment's own, mean over its seeds.",
         "",
-        "| Experiment | folds | " + " | ".join(names) + " |",
-        "|---|---|" + "---|" * len(names),
+        "| Experiment | validation MAP@R | folds | " + " | ".join(names) + " |",
+        "|---|---|---|" + "---|" * len(names),
         *rows,
         "",
     ]

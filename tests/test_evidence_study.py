@@ -160,7 +160,10 @@ def test_dvml_samples_reads_a_finished_dvml_run_and_refuses_others(dvml_samples,
     out = tmp_path / "report"
     assert dvml_samples.main([str(exp_dir), "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
-    assert f"| `{exp_dir.name}` | 2 | " in report  # one row, both folds
+    val = json.loads((exp_dir / "results.json").read_text())["records"][0]
+    assert val["split"] == "val"
+    score = val["metrics"]["mean_average_precision_at_r"]
+    assert f"| `{exp_dir.name}` | {score:.4f} | 2 | " in report  # one row: its validation score, both folds
     assert report.count("pml-bench run ") == 1
     assert f"python experiments/dvml_samples.py {exp_dir}" in report
 
