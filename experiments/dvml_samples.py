@@ -112,7 +112,7 @@ def validation_score(exp_dir: Path) -> str:
     return f"{np.mean(scores):.4f}" if scores else "–"
 
 
-def report(exp_dirs: list[Path], command: str) -> str:
+def report(exp_dirs: list[Path], command: str, title: str = "Where DVML's synthetic samples land") -> str:
     rows, names = [], None
     for exp_dir in exp_dirs:
         values, count = experiment_geometry(exp_dir)
@@ -121,7 +121,7 @@ def report(exp_dirs: list[Path], command: str) -> str:
             f"{np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.3f}" for v in values.values()
         ) + " |")
     lines = [
-        "# Where DVML's synthetic samples land",
+        f"# {title}",
         "",
         *provenance_lines(command, [c for c in map(experiment_command, exp_dirs) if c]),
         "Each fold's best checkpoint, embedding the fold's own training classes (the test classes are not used), "
@@ -142,9 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Where DVML's synthetic samples land, from finished experiments")
     parser.add_argument("experiments", nargs="+", type=Path, help="DVML experiment folders")
     parser.add_argument("--out", type=Path, required=True, help="report folder (report.md is written there)")
+    parser.add_argument("--title", default="Where DVML's synthetic samples land", help="the report's heading")
     args = parser.parse_args(argv)
     command = script_command("experiments/dvml_samples.py", argv)
-    text = report(args.experiments, command)
+    text = report(args.experiments, command, args.title)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.md").write_text(text)
     print(text)

@@ -158,8 +158,9 @@ def test_dvml_samples_reads_a_finished_dvml_run_and_refuses_others(dvml_samples,
     assert cli_main(["run", *tiny(tmp_path, "embedder=dvml", "trainer=dvml", "seeds=1", "cv_folds=2", "epochs=1")]) == 0
     (exp_dir,) = (tmp_path / "runs").iterdir()
     out = tmp_path / "report"
-    assert dvml_samples.main([str(exp_dir), "--out", str(out)]) == 0
+    assert dvml_samples.main([str(exp_dir), "--out", str(out), "--title", "Tiny DVML check"]) == 0
     report = (out / "report.md").read_text()
+    assert report.startswith("# Tiny DVML check\n")
     val = json.loads((exp_dir / "results.json").read_text())["records"][0]
     assert val["split"] == "val"
     score = val["metrics"]["mean_average_precision_at_r"]
