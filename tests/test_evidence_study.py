@@ -59,14 +59,20 @@ def test_tiny_study_searches_on_validation_and_tests_the_chosen_configs(evidence
         assert (docs / tag / f"curve_{column}.png").stat().st_size > 0
 
 
-@pytest.fixture(scope="module")
-def sweep(evidence):
-    sys.path.insert(0, str(REPO / "experiments"))  # the sweep imports the evidence driver
-    spec = importlib.util.spec_from_file_location("skewed_mean_sweep", REPO / "experiments" / "skewed_mean_sweep.py")
+def _experiment_script(name):
+    """Load ``experiments/<name>.py`` for a module's tests; it imports the evidence driver, so
+    ``experiments/`` is on ``sys.path`` meanwhile."""
+    sys.path.insert(0, str(REPO / "experiments"))
+    spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     yield module
     sys.path.remove(str(REPO / "experiments"))
+
+
+@pytest.fixture(scope="module")
+def sweep(evidence):
+    yield from _experiment_script("skewed_mean_sweep")
 
 
 @pytest.mark.parametrize("lam", [0.5, 4.0, 16.0])
@@ -100,12 +106,7 @@ def test_tiny_sweep_runs_every_weight_on_validation_only(sweep, tmp_path):
 
 @pytest.fixture(scope="module")
 def dvml_samples(evidence):
-    sys.path.insert(0, str(REPO / "experiments"))  # the script imports the evidence driver
-    spec = importlib.util.spec_from_file_location("dvml_samples", REPO / "experiments" / "dvml_samples.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    sys.path.remove(str(REPO / "experiments"))
+    yield from _experiment_script("dvml_samples")
 
 
 def test_dvml_sample_geometry_matches_loops(dvml_samples):
