@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from evidence import script_command
+from evidence import script_command, val_score
 from omegaconf import OmegaConf
 
 from pml_regularizers import DVMLEmbedder
-from pml_regularizers.bench.data import TensorImageDataset, class_disjoint_split, class_kfold, load_dataset
-from pml_regularizers.bench.report import experiment_command, load_records, provenance_lines
+from pml_regularizers.bench.data import TensorImageDataset, class_disjoint_split, class_kfold
+from pml_regularizers.bench.report import experiment_command, provenance_lines
+from pml_regularizers.bench.runner import _load_data
 
 DRAWS = 20  # synthetic samples per real one, the paper's T
-PRIMARY = "mean_average_precision_at_r"
 
 
 @torch.no_grad()
@@ -76,24 +76,19 @@ def experiment_geometry(exp_dir: Path) -> tuple[dict[str, list[float]], int]:
     cfg = OmegaConf.load(exp_dir / "config.yaml")
     if cfg.choices.embedder != "dvml":
         raise ValueError(f"{exp_dir} is not a DVML experiment (embedder={cfg.choices.embedder})")
-    d = cfg.dataset
-    data = load_dataset(
-        d.name, root=None if d.root is None else str(Path(d.root).expanduser()), size=d.size,
-        cache_dir=str(Path(d.cache_dir).expanduser()), **OmegaConf.to_container(d.options),
-    )
+    data = _load_data(cfg)  # the runner's own reading of the config's dataset
     train_classes, _ = class_disjoint_split(data.labels)
     folds = class_kfold(train_classes, cfg.cv_folds)
     values: dict[str, list[float]] = {}
     count = 0
     generator = torch.Generator().manual_seed(0)
+    trunk = instantiate(cfg.trunk).eval()
+    embedder = instantiate(cfg.embedder, in_features=trunk.output_size, out_features=cfg.embedding_size)
     for checkpoint in sorted(exp_dir.glob("seed_*/fold_*/checkpoint_best.pt")):
         fold = int(checkpoint.parent.name.split("_")[1])
         payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        trunk = instantiate(cfg.trunk)
-        embedder = instantiate(cfg.embedder, in_features=trunk.output_size, out_features=cfg.embedding_size)
         trunk.load_state_dict(payload["models"]["trunk"])
         embedder.load_state_dict(payload["models"]["embedder"])
-        trunk.eval()
         loader = torch.utils.data.DataLoader(TensorImageDataset(data.subset(folds[fold][0]), augment=False), batch_size=256)
         features, labels = zip(*((trunk(x), y) for x, y in loader))
         for k, v in sample_geometry(torch.cat(features), torch.cat(labels), embedder, generator).items():
@@ -105,11 +100,8 @@ def experiment_geometry(exp_dir: Path) -> tuple[dict[str, list[float]], int]:
 
 
 def validation_score(exp_dir: Path) -> str:
-    """Mean validation MAP@R over the seeds of a finished experiment, or "–" without one."""
-    if not (exp_dir / "results.json").exists():
-        return "–"
-    scores = [r["metrics"][PRIMARY] for r in load_records(exp_dir) if r["split"] == "val"]
-    return f"{np.mean(scores):.4f}" if scores else "–"
+    """Mean validation MAP@R over the seeds of a finished experiment, or "–" before it has finished."""
+    return f"{val_score(exp_dir):.4f}" if (exp_dir / "results.json").exists() else "–"
 
 
 def report(exp_dirs: list[Path], command: str, title: str = "Where DVML's synthetic samples land") -> str:
