@@ -115,10 +115,26 @@ def _validate(cfg: DictConfig) -> None:
     need(cfg.test or cfg.cv_folds >= 2, "cv_folds", "an int >= 2 when test=false (validation needs folds)")
     need(is_int(cfg.num_workers) and cfg.num_workers >= 0, "num_workers", "an int >= 0")
     reg = cfg.regularizer
-    if reg.get("_target_"):
+    if reg.get("_target_") and not wraps_loss(reg):
         need(reg.get("attach") in ("weight", "embedding"), "regularizer.attach", "'weight' or 'embedding'")
         weight = reg.get("weight")
         need(isinstance(weight, (int, float)) and weight >= 0, "regularizer.weight", "a number >= 0")
+
+
+def wraps_loss(reg: DictConfig) -> bool:
+    """Whether a regularizer config names a PML loss that wraps the metric loss
+    (:class:`~pml_regularizers.JacobianDeterminantLoss`) rather than a ``BaseRegularizer``.
+
+    A ``_target_`` that does not import counts as no wrapper; building the models reports it.
+    """
+    from hydra.utils import get_class
+    from pytorch_metric_learning.losses import BaseMetricLossFunction
+
+    try:
+        cls = get_class(reg._target_)
+    except Exception:  # noqa: BLE001 -- Hydra wraps import errors of any kind
+        return False
+    return isinstance(cls, type) and issubclass(cls, BaseMetricLossFunction)
 
 
 class _unlocked:

@@ -39,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..embedders import DVMLEmbedder
 from ..trainers import DVMLTrainer
-from .config import ConfigError, experiment_name
+from .config import ConfigError, experiment_name, wraps_loss
 from .data import (
     FeatureDataset,
     FeatureSet,
@@ -403,7 +403,11 @@ def _build(
 def _build_loss(
     cfg: DictConfig, num_classes: int, embedding_size: int, embedder: torch.nn.Module
 ) -> torch.nn.Module:
-    """The metric loss with its regularizer; a regularizer that takes ``flow`` gets the embedder."""
+    """The metric loss with its regularizer; a regularizer that takes ``flow`` gets the embedder.
+
+    A "regularizer" that is itself a PML loss (:class:`~pml_regularizers.JacobianDeterminantLoss`)
+    wraps the metric loss instead, and gets the embedder as ``embedder``.
+    """
     loss_cls = get_class(cfg.loss._target_)
     params = inspect.signature(loss_cls.__init__).parameters
     extra: dict[str, Any] = {}
@@ -412,6 +416,8 @@ def _build_loss(
     if "embedding_size" in params:
         extra["embedding_size"] = embedding_size
     reg_cfg = cfg.regularizer
+    if reg_cfg.get("_target_") and wraps_loss(reg_cfg):
+        return instantiate(reg_cfg, loss=instantiate(cfg.loss, **extra), embedder=embedder)
     if reg_cfg.get("_target_"):
         kwargs = {k: v for k, v in reg_cfg.items() if k not in ("weight", "attach")}
         if "flow" in inspect.signature(get_class(reg_cfg._target_).__init__).parameters:

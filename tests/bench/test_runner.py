@@ -2,6 +2,7 @@
 kill-and-resume equality, cross-validation records, evaluate-only, and config errors."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -191,6 +192,51 @@ def test_flow_embedder_with_the_jacobian_determinant_regularizer(tmp_path):
     assert any("blocks" in k for k in ckpt["models"]["embedder"])
     with pytest.raises(ConfigError, match="flow must be a FlowEmbedder"):
         run_experiment(load_config(tiny(tmp_path, "regularizer=jacobian_determinant")))
+
+
+def test_the_full_determinant_method_wraps_the_loss_with_a_dueling_flow(tmp_path):
+    full = ("embedder=dueling_flow", "regularizer=jacobian_determinant_loss")
+    exp_dir = run_experiment(load_config(tiny(tmp_path, "seeds=1", *full)))
+    assert exp_dir.name == "glyphs-proxy_anchor-jacobian_determinant_loss-dueling_flow"
+    (csv,) = (exp_dir / "seed_0" / "fold_0" / "logs").glob("metric_loss_JacobianDeterminantLoss.csv")
+    header, *rows = [line.split(",") for line in csv.read_text().splitlines()]
+    stats = dict(zip(header, rows[-1]))
+    for name in ("logdet_mean", "interpolated_logdet_mean", "branch2_logdet_mean"):
+        assert math.isfinite(float(stats[name]))
+    assert float(stats["num_interpolated"]) > 0
+    ckpt = torch.load(exp_dir / "seed_0" / "fold_0" / "checkpoint_latest.pt", weights_only=True)
+    assert list(ckpt["loss"]) == ["loss.proxies"]  # both branches live in the embedder only
+    assert {k.split(".")[0] for k in ckpt["models"]["embedder"]} == {"branch1", "branch2"}
+    with pytest.raises(ConfigError, match="reward_weight != 0 needs a DuelingFlowEmbedder"):
+        run_experiment(load_config(tiny(tmp_path, "regularizer=jacobian_determinant_loss", "embedder=flow")))
+    with pytest.raises(ConfigError, match="embedder must be a FlowEmbedder or DuelingFlowEmbedder"):
+        run_experiment(load_config(tiny(tmp_path, "regularizer=jacobian_determinant_loss")))
+
+
+def test_the_runner_builds_the_same_wrapped_loss_as_the_python_api(tmp_path):
+    from pytorch_metric_learning.losses import ProxyAnchorLoss
+
+    from pml_regularizers import DuelingFlowEmbedder, JacobianDeterminantLoss
+    from pml_regularizers.bench.runner import _build_loss
+
+    cfg = load_config(tiny(tmp_path, "embedder=dueling_flow", "regularizer=jacobian_determinant_loss",
+                           "regularizer.interpolation_eps=0.3", "regularizer.reward=signed"))
+    embedder = DuelingFlowEmbedder(6, 8, num_blocks=2, hidden_features=16)
+    built = _build_loss(cfg, num_classes=5, embedding_size=8, embedder=embedder)
+    by_hand = JacobianDeterminantLoss(
+        ProxyAnchorLoss(5, 8, margin=0.1, alpha=32), embedder, penalty_weight=0.1, reward_weight=0.1,
+        penalty="square", reward="signed", interpolation_eps=0.3,
+    )
+    by_hand.loss.proxies.data.copy_(built.loss.proxies.data)
+    x, labels = torch.randn(12, 6), torch.arange(12) % 5
+    values = []
+    for loss in (built, by_hand):
+        torch.manual_seed(0)  # the same interpolation partners and weights
+        values.append(loss(embedder(x), labels))
+    torch.testing.assert_close(values[0], values[1])
+    assert built.embedder is embedder
+    for name in ("penalty", "penalty_weight", "target", "reward", "reward_weight", "reward_target"):
+        assert getattr(built, name) == getattr(by_hand, name), name
 
 
 def test_dvml_trainer_logs_its_four_terms(tmp_path):
