@@ -75,6 +75,16 @@ _JD_GRID = (
     ("regularizer.penalty=square", "regularizer.weight=0.01"),
     ("regularizer.penalty=signed", "regularizer.weight=0.01"),
 )
+# The full method (dueling branches and interpolated points, as published) at the square penalty:
+# its weight 0.01 is the JD-on-ProxyAnchor search's Omniglot choice, 0.1 the glyph one.
+_JD_FULL_GRID = (
+    ("regularizer.penalty_weight=0.01", "regularizer.reward_weight=0.01"),
+    ("regularizer.penalty_weight=0.01", "regularizer.reward_weight=0.1"),
+    ("regularizer.penalty_weight=0.1", "regularizer.reward_weight=0.1"),
+)
+_JD_FULL_CURVES = tuple(
+    ("*_JacobianDeterminantLoss.csv", c) for c in ("logdet_mean", "branch2_logdet_mean")
+)
 _DVML_GRID = (
     ("trainer.phase2_start_epoch=2",),
     ("trainer.phase2_start_epoch=5",),
@@ -98,6 +108,12 @@ STUDIES: dict[str, Study] = {
         (*_MS, "embedder=flow"), ("regularizer=jacobian_determinant",), _JD_GRID,
         {"linear": (*_MS, "embedder=linear")},
         "JacobianDeterminantRegularizer on a flow embedder with MultiSimilarity + miner", _JD_CURVES,
+    ),
+    "jacobian_determinant_full_proxy_anchor": Study(
+        (*_PA, "embedder=flow"), ("embedder=dueling_flow", "regularizer=jacobian_determinant_loss"),
+        _JD_FULL_GRID, {"linear": (*_PA, "embedder=linear")},
+        "JacobianDeterminantLoss (dueling flows, interpolated points) against a bare flow with ProxyAnchor",
+        _JD_FULL_CURVES,
     ),
     "dvml_triplet": Study(
         _TRIPLET, ("embedder=dvml", "trainer=dvml"), _DVML_GRID, {}, "DVML on Triplet + semihard miner",

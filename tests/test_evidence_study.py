@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,6 +27,19 @@ def evidence():
 
 def splits_of(exp_dir):
     return {r["split"] for r in json.loads((exp_dir / "results.json").read_text())["records"]}
+
+
+def test_every_study_composes_valid_configs(evidence):
+    from pml_regularizers.bench.config import load_config
+
+    for name, study in evidence.STUDIES.items():
+        method = [*study.base, *study.method]
+        for overrides in (study.base, *study.extra.values(), *([*method, *point] for point in study.method_grid)):
+            cfg = load_config(list(overrides))
+            expected = dict(o.split("=", 1) for o in overrides)  # a later override of a key wins
+            for key, value in expected.items():
+                got = cfg.choices[key] if key in cfg.choices else OmegaConf.select(cfg, key)
+                assert str(got) == value, (name, key)
 
 
 def test_tiny_study_searches_on_validation_and_tests_the_chosen_configs(evidence, tmp_path, capsys):
