@@ -1,21 +1,23 @@
-# Why does SkewedMeanRegularizer not move ProxyAnchor's retrieval? A weight sweep on validation,
-# with the proxies' geometry and the regularizer's own statistic over training.
+# Why does SkewedMeanRegularizer not move retrieval? A weight sweep on validation, with the class
+# centers' geometry and the regularizer's own statistic over training.
 #
-# For one dataset and embedding size it runs, through the benchmark runner and on validation only
+# For one dataset, embedding size and loss with class centers (ProxyAnchor's proxies or
+# NormalizedSoftmax's class weights) it runs, through the benchmark runner and on validation only
 # (test=false, class-disjoint 4-fold CV on the training half, the evidence study's search seed),
-# ProxyAnchor with the regularizer at weights 0, 0.1, 1, 10 and 100 (lam fixed). Weight 0 attaches
+# the loss with the regularizer at weights 0, 0.1, 1, 10 and 100 (lam fixed). Weight 0 attaches
 # the regularizer so its statistic is logged, but adds nothing to the loss: it is the baseline.
 # For each weight the report gives
 #   - the validation MAP@R (best epoch, mean over folds) and the epoch it peaked at;
-#   - the proxies of each fold's best checkpoint: largest, mean and skewed-mean cosine similarity
-#     between different classes' proxies, next to the same figures for random Gaussian proxies of
-#     the same shape (what the proxies start from);
+#   - the class centers of each fold's best checkpoint: largest, mean and skewed-mean cosine
+#     similarity between different classes' centers, next to the same figures for random Gaussian
+#     centers of the same shape (what they start from);
 #   - plots of the skewed mean over training and of validation MAP@R per epoch.
 # Every run is resumable, like the evidence study's.
 #
 # Run (Omniglot, 32-d, the learning rate the evidence study chose):
 #     .venv/bin/python experiments/skewed_mean_sweep.py --dataset omniglot --root ../shared/omniglot \
 #         --embedding-size 32 --lr 0.003
+# The same for NormalizedSoftmax's class weights: add --loss normalized_softmax.
 # Tiny smoke run (glyphs, seconds):  ... experiments/skewed_mean_sweep.py --size tiny
 from __future__ import annotations
 
@@ -41,6 +43,11 @@ from pml_regularizers.bench.report import experiment_command, mean_loss_curve, p
 from pml_regularizers.functional import gram_pairwise_skewed_mean, pairwise_cosine_stats
 
 WEIGHTS = (0.0, 0.1, 1.0, 10.0, 100.0)
+# loss choice: (its name in titles, how its class centers are read from the loss's state dict, one row a class)
+LOSSES = {
+    "proxy_anchor": ("ProxyAnchor", lambda state: state["proxies"]),
+    "normalized_softmax": ("NormalizedSoftmax", lambda state: state["W"].t()),
+}
 _REG_CURVE = ("*_SkewedMeanRegularizer.csv", "skewed_mean")
 
 
@@ -57,13 +64,16 @@ def _fold_dirs(exp_dir: Path) -> list[Path]:
 
 def sweep(
     dataset: list[str], size: str, embedding_size: int, lr: float, lam: float, out: Path, docs: Path,
-    cache: Path | None, command: str,
+    cache: Path | None, command: str, loss: str = "proxy_anchor",
 ) -> str:
     schedule, search_seeds, _ = SIZES[size]
     data_name = dataset_name([*schedule, *dataset])
-    tag = f"skewed_mean_sweep-{data_name}-d{embedding_size}"
+    loss_title, centers_of = LOSSES[loss]
+    # ProxyAnchor's sweep keeps its first reports' name
+    study = "skewed_mean_sweep" if loss == "proxy_anchor" else f"skewed_mean_sweep_{loss}"
+    tag = f"{study}-{data_name}-d{embedding_size}"
     fixed = [
-        *schedule, *dataset, f"embedding_size={embedding_size}", "loss=proxy_anchor", f"optimizer.lr={lr}",
+        *schedule, *dataset, f"embedding_size={embedding_size}", f"loss={loss}", f"optimizer.lr={lr}",
         "regularizer=skewed_mean", f"regularizer.lam={lam}", "test=false", f"seeds={search_seeds}",
         "seed_offset=100",
     ]
@@ -73,13 +83,14 @@ def sweep(
     report_dir.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(0)
     lines = [
-        f"# SkewedMeanRegularizer weight sweep on ProxyAnchor ({data_name}, {embedding_size}-d)",
+        f"# SkewedMeanRegularizer weight sweep on {loss_title} ({data_name}, {embedding_size}-d)",
         "",
         *provenance_lines(command, [c for c in map(experiment_command, runs.values()) if c]),
         f"Validation only ({search_seeds} seed, class-disjoint folds of the training half; the test classes are "
         f"not used). Learning rate {lr:g}, lam {lam:g}. Weight 0 logs the regularizer's statistic but adds "
-        "nothing to the loss. Proxy figures: cosine similarity between different classes' proxies in each "
-        "fold's best checkpoint, mean over folds; the random row is Gaussian proxies of the same shape.",
+        "nothing to the loss. Class-center figures (ProxyAnchor's proxies, NormalizedSoftmax's class weights): "
+        "cosine similarity between different classes' centers in each fold's best checkpoint, mean over "
+        "folds; the random row is Gaussian centers of the same shape.",
         "",
         f"| weight | validation MAP@R | best epoch (per fold) | largest cosine | mean cosine | skewed mean (lam {lam:g}) |",
         "|---|---|---|---|---|---|",
@@ -89,7 +100,7 @@ def sweep(
         geometry, epochs = [], []
         for fold in _fold_dirs(exp_dir):
             state = torch.load(fold / "checkpoint_best.pt", map_location="cpu", weights_only=False)
-            proxies = state["loss"]["proxies"]
+            proxies = centers_of(state["loss"])
             shape = tuple(proxies.shape)
             geometry.append(proxy_geometry(proxies, lam))
             epochs.append(str(state["state"]["best_epoch"]))
@@ -108,7 +119,7 @@ def sweep(
             curve = mean_loss_curve(exp_dir, column, log_file)
             if curve is not None:
                 ax.plot(*curve[:2], marker="o" if ax is ax_val else None, label=f"weight {w:g}")
-    ax_reg.set(xlabel="iteration", ylabel=f"skewed mean of proxy cosines (lam {lam:g})", title="regularizer statistic, mean over folds")
+    ax_reg.set(xlabel="iteration", ylabel=f"skewed mean of class-center cosines (lam {lam:g})", title="regularizer statistic, mean over folds")
     ax_val.set(xlabel="epoch", ylabel="validation MAP@R", title="validation MAP@R, mean over folds")
     for ax in (ax_reg, ax_val):
         ax.grid(alpha=0.3)
@@ -122,15 +133,16 @@ def sweep(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="SkewedMeanRegularizer weight sweep on ProxyAnchor (validation only).")
+    parser = argparse.ArgumentParser(description="SkewedMeanRegularizer weight sweep (validation only).")
     add_run_arguments(parser)
+    parser.add_argument("--loss", choices=sorted(LOSSES), default="proxy_anchor", help="the loss whose class centers are regularized")
     parser.add_argument("--lr", type=float, default=0.003, help="Adam learning rate (the evidence study's choice)")
     parser.add_argument("--lam", type=float, default=4.0)
     args = parser.parse_args(argv)
     command = script_command("experiments/skewed_mean_sweep.py", argv)
     print(sweep(
         dataset_overrides(args), args.size, args.embedding_size, args.lr, args.lam, args.out, args.docs, args.cache,
-        command,
+        command, args.loss,
     ))
     return 0
 

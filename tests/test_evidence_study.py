@@ -100,22 +100,27 @@ def test_sweep_proxy_geometry_matches_a_loop_over_pairs(sweep, lam):
     assert skewed == pytest.approx(math.log(sum(math.exp(lam * s) for s in sims) / len(sims)) / lam, rel=1e-6)
 
 
-def test_tiny_sweep_runs_every_weight_on_validation_only(sweep, tmp_path):
+@pytest.mark.parametrize(
+    ("loss", "tag"),
+    [("proxy_anchor", "skewed_mean_sweep-glyphs-d8"), ("normalized_softmax", "skewed_mean_sweep_normalized_softmax-glyphs-d8")],
+)
+def test_tiny_sweep_runs_every_weight_on_validation_only(sweep, tmp_path, loss, tag):
     out, docs = tmp_path / "runs", tmp_path / "docs"
     argv = ["--size", "tiny", "--out", str(out), "--docs", str(docs), "--cache", str(tmp_path / "cache"),
-            "--embedding-size", "8"]
+            "--embedding-size", "8", "--loss", loss]
     assert sweep.main(argv) == 0
     runs = sorted(out.iterdir())
     assert len(runs) == len(sweep.WEIGHTS)
     for exp_dir in runs:
         assert splits_of(exp_dir) == {"val"}
-    report = (docs / "skewed_mean_sweep-glyphs-d8" / "report.md").read_text()
+    report = (docs / tag / "report.md").read_text()
     assert "python experiments/skewed_mean_sweep.py --size tiny" in report
+    assert f"loss={loss}" in report
     assert report.count("pml-bench run ") == len(sweep.WEIGHTS)
     for w in sweep.WEIGHTS:
         assert f"\n| {w:g} | " in report
-    assert "| random Gaussian 4×8 |" in report
-    assert (docs / "skewed_mean_sweep-glyphs-d8" / "sweep.png").stat().st_size > 0
+    assert "| random Gaussian 4×8 |" in report  # 4 training classes per fold, one center each
+    assert (docs / tag / "sweep.png").stat().st_size > 0
 
 
 @pytest.fixture(scope="module")
