@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -127,7 +128,6 @@ def wraps_loss(reg: DictConfig) -> bool:
 
     A ``_target_`` that does not import counts as no wrapper; building the models reports it.
     """
-    from hydra.utils import get_class
     from pytorch_metric_learning.losses import BaseMetricLossFunction
 
     try:
