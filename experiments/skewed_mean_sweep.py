@@ -100,9 +100,9 @@ def sweep(
         geometry, epochs = [], []
         for fold in _fold_dirs(exp_dir):
             state = torch.load(fold / "checkpoint_best.pt", map_location="cpu", weights_only=False)
-            proxies = centers_of(state["loss"])
-            shape = tuple(proxies.shape)
-            geometry.append(proxy_geometry(proxies, lam))
+            centers = centers_of(state["loss"])
+            shape = tuple(centers.shape)
+            geometry.append(proxy_geometry(centers, lam))
             epochs.append(str(state["state"]["best_epoch"]))
         largest, mean, skewed = np.mean(geometry, axis=0)
         lines.append(

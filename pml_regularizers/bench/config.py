@@ -126,10 +126,13 @@ def wraps_loss(reg: DictConfig) -> bool:
     """Whether a regularizer config names a PML loss that wraps the metric loss
     (:class:`~pml_regularizers.JacobianDeterminantLoss`) rather than a ``BaseRegularizer``.
 
-    A ``_target_`` that does not import counts as no wrapper; building the models reports it.
+    No ``_target_`` (``regularizer=none``) or one that does not import counts as no wrapper;
+    building the models reports the latter.
     """
     from pytorch_metric_learning.losses import BaseMetricLossFunction
 
+    if not reg.get("_target_"):
+        return False
     try:
         cls = get_class(reg._target_)
     except Exception:  # noqa: BLE001 -- Hydra wraps import errors of any kind

@@ -416,7 +416,7 @@ def _build_loss(
     if "embedding_size" in params:
         extra["embedding_size"] = embedding_size
     reg_cfg = cfg.regularizer
-    if reg_cfg.get("_target_") and wraps_loss(reg_cfg):
+    if wraps_loss(reg_cfg):
         return instantiate(reg_cfg, loss=instantiate(cfg.loss, **extra), embedder=embedder)
     if reg_cfg.get("_target_"):
         kwargs = {k: v for k, v in reg_cfg.items() if k not in ("weight", "attach")}
