@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 from pml_regularizers import DVMLEmbedder
 from pml_regularizers.bench.data import TensorImageDataset, class_disjoint_split, class_kfold
 from pml_regularizers.bench.report import experiment_command, provenance_lines
-from pml_regularizers.bench.runner import _load_data
+from pml_regularizers.bench.runner import load_experiment_data
 
 DRAWS = 20  # synthetic samples per real one, the paper's T
 
@@ -76,7 +76,7 @@ def experiment_geometry(exp_dir: Path) -> tuple[dict[str, list[float]], int]:
     cfg = OmegaConf.load(exp_dir / "config.yaml")
     if cfg.choices.embedder != "dvml":
         raise ValueError(f"{exp_dir} is not a DVML experiment (embedder={cfg.choices.embedder})")
-    data = _load_data(cfg)  # the runner's own reading of the config's dataset
+    data = load_experiment_data(cfg)
     train_classes, _ = class_disjoint_split(data.labels)
     folds = class_kfold(train_classes, cfg.cv_folds)
     values: dict[str, list[float]] = {}

@@ -52,7 +52,7 @@ from .data import (
 from .io import atomic_torch_save, atomic_write, write_json
 from .metrics import BenchAccuracyCalculator
 
-__all__ = ["run_experiment"]
+__all__ = ["load_experiment_data", "run_experiment"]
 
 LOGGER = logging.getLogger(__name__)
 PRIMARY = "mean_average_precision_at_r"
@@ -133,7 +133,7 @@ def run_experiment(cfg: DictConfig, evaluate_only: bool = False, command: str | 
     if results_path.exists() and not evaluate_only:
         LOGGER.info("%s is finished; not recomputed", exp_dir)
         return exp_dir
-    data = _load_data(cfg)
+    data = load_experiment_data(cfg)
     train_classes, test_classes = class_disjoint_split(data.labels)
     _build(cfg, data, num_classes=len(train_classes), device=torch.device("cpu"))  # config check
     device = _device(cfg.device, ddp)
@@ -451,7 +451,20 @@ def _optimizers(cfg: DictConfig, parts: _Parts) -> dict[str, torch.optim.Optimiz
     return out
 
 
-def _load_data(cfg: DictConfig) -> ImageSet | FeatureSet:
+def load_experiment_data(cfg: DictConfig) -> ImageSet | FeatureSet:
+    """The whole data set an experiment's config names, read as :func:`run_experiment` reads it.
+
+    Parameters
+    ----------
+    cfg
+        A composed config (:func:`~pml_regularizers.bench.config.load_config`) or an experiment
+        folder's saved ``config.yaml``; only its ``dataset`` group is read.
+
+    Returns
+    -------
+    ImageSet or FeatureSet
+        All classes, before the class-disjoint split; ``~`` in ``root`` and ``cache_dir`` is expanded.
+    """
     d = cfg.dataset
     root = None if d.root is None else str(Path(d.root).expanduser())
     return load_dataset(

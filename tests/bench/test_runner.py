@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from pml_regularizers.bench.cli import main as cli_main
 from pml_regularizers.bench.config import ConfigError, load_config
-from pml_regularizers.bench.runner import run_experiment
+from pml_regularizers.bench.data import class_disjoint_split
+from pml_regularizers.bench.runner import load_experiment_data, run_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -108,6 +110,16 @@ def test_evaluate_only_reproduces_the_test_metrics(tmp_path):
     before = metrics_of(exp_dir)
     run_experiment(cfg, evaluate_only=True)
     assert metrics_of(exp_dir) == before
+
+
+def test_load_experiment_data_reads_a_saved_config_as_the_run_did(tmp_path):
+    exp_dir = run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=1")))
+    data = load_experiment_data(OmegaConf.load(exp_dir / "config.yaml"))
+    assert sorted(set(data.labels.tolist())) == list(range(16))
+    assert len(data.labels) == 16 * 6
+    test = torch.load(exp_dir / "seed_0" / "test_embeddings.pt", weights_only=True)
+    _, test_classes = class_disjoint_split(data.labels)
+    assert torch.equal(test["labels"], data.subset(test_classes).labels)
 
 
 def test_sigkill_mid_run_then_resume_gives_the_same_metrics(tmp_path):
