@@ -14,6 +14,8 @@
 # Run (Omniglot from ../shared/omniglot, 32-d embeddings, ProxyAnchor +- SkewedMeanRegularizer):
 #     .venv/bin/python experiments/evidence.py skewed_mean_proxy_anchor --dataset omniglot \
 #         --root ../shared/omniglot --embedding-size 32
+# On the offline glyphs at the main command's 10 instances per class (report tag ...-glyphs-n10-d32):
+#     .venv/bin/python experiments/evidence.py skewed_mean_proxy_anchor --per-class 10
 # List the studies:  .venv/bin/python experiments/evidence.py --list
 # Tiny smoke run (seconds, glyphs, what CI runs):  ... experiments/evidence.py skewed_mean_proxy_anchor --size tiny
 from __future__ import annotations
@@ -234,16 +236,30 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/evidence"), help="experiment folders")
     parser.add_argument("--docs", type=Path, default=Path("docs/results"), help="where reports go")
     parser.add_argument("--cache", type=Path, help="dataset cache folder (default: the config's)")
+    parser.add_argument(
+        "--per-class", type=int, metavar="N",
+        help="glyphs only: N instances per class (the data set's default is 20; the main command uses 10)",
+    )
 
 
 def dataset_name(overrides: list[str]) -> str:
-    """The dataset an override list selects (its first ``dataset=``), else the default, glyphs."""
-    return next((o.split("=", 1)[1] for o in overrides if o.startswith("dataset=")), "glyphs")
+    """The dataset an override list selects (its first ``dataset=``, else the default, glyphs), with
+    ``-n<N>`` when it sets ``dataset.options.per_class=N`` (the last such override wins)."""
+    name = next((o.split("=", 1)[1] for o in overrides if o.startswith("dataset=")), "glyphs")
+    per_class = [o.split("=", 1)[1] for o in overrides if o.startswith("dataset.options.per_class=")]
+    return f"{name}-n{per_class[-1]}" if per_class else name
 
 
 def dataset_overrides(args: argparse.Namespace) -> list[str]:
     """Runner overrides for the dataset options of :func:`add_run_arguments`."""
-    return [f"dataset={args.dataset}"] + ([f"dataset.root={args.root}"] if args.root else [])
+    out = [f"dataset={args.dataset}"] + ([f"dataset.root={args.root}"] if args.root else [])
+    if args.per_class is not None:
+        if args.dataset != "glyphs":
+            raise SystemExit(f"--per-class applies to --dataset glyphs only, not {args.dataset!r}")
+        if args.per_class < 2:
+            raise SystemExit(f"--per-class must be at least 2 (a class needs a positive pair), got {args.per_class}")
+        out.append(f"dataset.options.per_class={args.per_class}")
+    return out
 
 
 def script_command(script: str, argv: list[str] | None) -> str:

@@ -47,7 +47,7 @@ def test_tiny_study_searches_on_validation_and_tests_the_chosen_configs(evidence
     argv = ["skewed_mean_proxy_anchor", "--size", "tiny", "--out", str(out), "--docs", str(docs),
             "--cache", str(tmp_path / "cache"), "--embedding-size", "8"]
     assert evidence.main(argv) == 0
-    tag = "skewed_mean_proxy_anchor-glyphs-d8"
+    tag = "skewed_mean_proxy_anchor-glyphs-n6-d8"
     searches = sorted(p for p in out.iterdir() if "-search" in p.name)
     assert len(searches) == len(evidence.LR_GRID) + len(evidence.STUDIES["skewed_mean_proxy_anchor"].method_grid)
     for exp_dir in searches:
@@ -71,6 +71,22 @@ def test_tiny_study_searches_on_validation_and_tests_the_chosen_configs(evidence
     for column in ("mean_average_precision_at_r_level0", "skewed_mean"):
         assert f"![{column} over training](curve_{column}.png)" in report
         assert (docs / tag / f"curve_{column}.png").stat().st_size > 0
+
+
+def test_per_class_sets_the_glyph_option_and_names_the_data(evidence):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    evidence.add_run_arguments(parser)
+    overrides = evidence.dataset_overrides(parser.parse_args(["--per-class", "10"]))
+    assert overrides == ["dataset=glyphs", "dataset.options.per_class=10"]
+    assert evidence.dataset_name(overrides) == "glyphs-n10"
+    assert evidence.dataset_name(["dataset=glyphs", "dataset.options.per_class=6", *overrides]) == "glyphs-n10"
+    assert evidence.dataset_name(["dataset=omniglot", "dataset.root=x"]) == "omniglot"
+    with pytest.raises(SystemExit, match="--per-class applies to --dataset glyphs only"):
+        evidence.dataset_overrides(parser.parse_args(["--dataset", "omniglot", "--per-class", "10"]))
+    with pytest.raises(SystemExit, match="--per-class must be at least 2"):
+        evidence.dataset_overrides(parser.parse_args(["--per-class", "1"]))
 
 
 def _experiment_script(name):
@@ -102,7 +118,7 @@ def test_sweep_proxy_geometry_matches_a_loop_over_pairs(sweep, lam):
 
 @pytest.mark.parametrize(
     ("loss", "tag"),
-    [("proxy_anchor", "skewed_mean_sweep-glyphs-d8"), ("normalized_softmax", "skewed_mean_sweep_normalized_softmax-glyphs-d8")],
+    [("proxy_anchor", "skewed_mean_sweep-glyphs-n6-d8"), ("normalized_softmax", "skewed_mean_sweep_normalized_softmax-glyphs-n6-d8")],
 )
 def test_tiny_sweep_runs_every_weight_on_validation_only(sweep, tmp_path, loss, tag):
     out, docs = tmp_path / "runs", tmp_path / "docs"
