@@ -324,14 +324,14 @@ def _fit(
         state["epoch"] = epoch
         stop = cfg.patience is not None and epoch - state["best_epoch"] >= cfg.patience
         state["done"] = stop or epoch == cfg.epochs
-        if ddp.world > 1:
+        if ddp.world > 1:  # only rank 0 validates: every rank stops when rank 0 does
             shared = [state]
             dist.broadcast_object_list(shared, src=0)
             state.update(shared[0])
         if ddp.main:
             record_keeper.save_records()
             _save_checkpoint(latest, parts, optimizers, state)
-        if stop:
+        if state["done"]:
             break
 
 

@@ -72,12 +72,15 @@ def test_wrapped_parts_give_the_gradients_of_the_whole_batch(tmp_path):
 
 
 def test_torchrun_with_two_gloo_processes_runs_an_experiment(tmp_path):
-    args = tiny(tmp_path, "seeds=1", "cv_folds=2", "sampler=m_per_class", "miner=multi_similarity", "device=cpu")
+    # patience=1: only rank 0 validates, so every rank must take its early-stopping decision from
+    # rank 0's state; one deciding from its own copy would leave after epoch 1 and hang the others.
+    args = tiny(tmp_path, "seeds=1", "cv_folds=2", "sampler=m_per_class", "miner=multi_similarity", "device=cpu",
+                "patience=1")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          "-m", "pml_regularizers.bench", "run", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("# Benchmark report") == 1  # only rank 0 reports

@@ -104,6 +104,16 @@ def test_train_with_classifier_trains_and_logs_the_classifier_loss(tmp_path):
     assert metrics_of(exp_dir)[0, "single"]["precision_at_1"] > 0
 
 
+def test_patience_stops_a_fold_that_stops_improving(tmp_path):
+    # lr 0 with frozen batch-norm statistics: the model never changes, so validation MAP@R never
+    # beats epoch 1 and patience 1 ends each fold after epoch 2 of 4.
+    frozen = ("optimizer.lr=0", "optimizer.loss_lr=0", "freeze_trunk_bn=true")
+    exp_dir = run_experiment(load_config(tiny(tmp_path, "seeds=1", "cv_folds=2", "epochs=4", "patience=1", *frozen)))
+    for fold in (0, 1):
+        state = torch.load(exp_dir / "seed_0" / f"fold_{fold}" / "checkpoint_latest.pt", weights_only=True)["state"]
+        assert (state["done"], state["epoch"], state["best_epoch"]) == (True, 2, 1)
+
+
 def test_evaluate_only_reproduces_the_test_metrics(tmp_path):
     cfg = load_config(tiny(tmp_path, "seeds=1"))
     exp_dir = run_experiment(cfg)
@@ -158,6 +168,8 @@ def test_config_errors_name_the_problem(tmp_path, capsys):
         load_config(["dataset=omniglot"])
     with pytest.raises(ConfigError, match="seeds must be an int >= 1"):
         load_config(["seeds=0"])
+    with pytest.raises(ConfigError, match=r"patience must be null when cv_folds=0 .*, got 2"):
+        load_config(["cv_folds=0", "patience=2"])
     with pytest.raises(ConfigError, match="regularizer.attach=weight needs a loss with class weights"):
         run_experiment(load_config(tiny(tmp_path, "loss=contrastive", "regularizer=skewed_mean")))
     assert cli_main(["run", "loss=no_such_loss"]) == 2
