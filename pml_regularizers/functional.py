@@ -29,6 +29,8 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from ._checks import is_positive_int
+
 __all__ = [
     "at_least_float32",
     "skewed_mean",
@@ -63,6 +65,24 @@ def _check_lam(lam: float, allow_inf: bool) -> float:
         expected = "a real number (inf allowed)" if allow_inf else "a finite real number"
         raise ValueError(f"lam must be {expected}, got {lam}")
     return lam
+
+
+def _check_grouped_rows(x: Tensor, group_size: int, block_size: int | None, name: str = "x") -> None:
+    """Raise ValueError unless ``x`` is ``(R, D)`` with ``R`` a multiple of ``group_size`` and at least
+    two groups (so that pairs of different groups exist), and ``block_size`` is None or an int >= 1."""
+    if not isinstance(x, Tensor) or x.ndim != 2:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be a 2-D tensor of shape (rows, dim), got {shape}")
+    if not is_positive_int(group_size):
+        raise ValueError(f"group_size must be an int >= 1, got {group_size!r}")
+    rows = x.shape[0]
+    if rows % group_size != 0 or rows // group_size < 2:
+        raise ValueError(
+            f"the rows of {name} ({rows}) must be a multiple of group_size ({group_size}) "
+            "and hold at least 2 groups"
+        )
+    if block_size is not None and not is_positive_int(block_size):
+        raise ValueError(f"block_size must be an int >= 1 or None, got {block_size!r}")
 
 
 def _reduced_dims(x: Tensor, dim: int | Sequence[int] | None) -> tuple[int, ...]:
@@ -174,6 +194,8 @@ def pair_mask(row_ids: Tensor, col_ids: Tensor, group_size: int, upper: bool = F
     Tensor
         Boolean matrix of shape ``(len(row_ids), len(col_ids))``.
     """
+    if not is_positive_int(group_size):
+        raise ValueError(f"group_size must be an int >= 1, got {group_size!r}")
     rg = (row_ids // group_size).unsqueeze(1)
     cg = (col_ids // group_size).unsqueeze(0)
     return cg > rg if upper else cg != rg
@@ -218,7 +240,7 @@ def row_skewed_means(
     Parameters
     ----------
     x : Tensor
-        Rows, shape ``(R, D)``.
+        Rows, shape ``(R, D)``, with ``R`` a multiple of ``group_size`` and at least two groups.
     pair_value : callable
         ``pair_value(query, ref)`` returns the ``(len(query), len(ref))`` matrix of pair values.
     lam : float
@@ -235,6 +257,7 @@ def row_skewed_means(
         skewed mean of this vector (same ``lam``) is the skewed mean over all pairs.
     """
     lam = _check_lam(lam, allow_inf=False)
+    _check_grouped_rows(x, group_size, block_size)
     n = x.shape[0]
     block = block_size or default_block_size(n)
     out = []
@@ -356,7 +379,8 @@ def gram_pairwise_skewed_mean(
     Parameters
     ----------
     u : Tensor
-        Rows, shape ``(R, D)``; unit rows for ``"neg_chord"``.
+        Rows, shape ``(R, D)``, with ``R`` a multiple of ``group_size`` and at least two groups;
+        unit rows for ``"neg_chord"``.
     lam : float
         Finite skew; 0 gives the arithmetic mean.
     group_size : int
@@ -374,6 +398,7 @@ def gram_pairwise_skewed_mean(
         0-dim tensor in ``u``'s dtype, differentiable with respect to ``u``.
     """
     lam = _check_lam(lam, allow_inf=False)
+    _check_grouped_rows(u, group_size, block_size, "u")
     if transform not in ("similarity", "neg_chord"):
         raise ValueError(f"transform must be 'similarity' or 'neg_chord', got {transform!r}")
     block = block_size or default_block_size(u.shape[0])
@@ -390,11 +415,21 @@ def pairwise_cosine_stats(
     :math:`\\sum_{i \\ne j} s_{ij} = \\lVert\\sum_i u_i\\rVert^2 - \\sum_i \\lVert u_i\\rVert^2`
     per group; the largest needs the pair matrix and streams it in row blocks.
 
+    Parameters
+    ----------
+    x : Tensor
+        Rows, shape ``(R, D)``, with ``R`` a multiple of ``group_size`` and at least two groups.
+    group_size : int
+        Rows per group; pairs inside a group are skipped.
+    block_size : int, optional
+        Rows per block of the streamed maximum; :func:`default_block_size` by default.
+
     Returns
     -------
     (float, float)
         ``(max_similarity, mean_similarity)``.
     """
+    _check_grouped_rows(x, group_size, block_size)
     u = torch.nn.functional.normalize(at_least_float32(x), dim=1)
     n = u.shape[0]
     groups = u.view(n // group_size, group_size, -1).sum(dim=1)

@@ -199,6 +199,33 @@ def test_pairwise_cosine_stats():
     assert mean == pytest.approx(s.mean().item(), rel=1e-12)
 
 
+def _dot(q, r):
+    return q @ r.T
+
+
+@pytest.mark.parametrize(
+    "call",
+    [F.gram_pairwise_skewed_mean, lambda x, **kw: F.row_skewed_means(x, _dot, **kw),
+     lambda x, **kw: F.pairwise_cosine_stats(x, **{k: v for k, v in kw.items() if k != "lam"})],
+    ids=["gram_pairwise_skewed_mean", "row_skewed_means", "pairwise_cosine_stats"],
+)
+@pytest.mark.parametrize(
+    "rows, kwargs, match",
+    [
+        (5, {"group_size": 2}, r"rows of \w+ \(5\) must be a multiple of group_size \(2\)"),
+        (3, {"group_size": 3}, "at least 2 groups"),
+        (1, {}, "at least 2 groups"),
+        (4, {"group_size": 0}, "group_size must be an int >= 1, got 0"),
+        (4, {"block_size": -2}, "block_size must be an int >= 1 or None, got -2"),
+        (None, {}, r"must be a 2-D tensor of shape \(rows, dim\), got \(3,\)"),
+    ],
+)
+def test_grouped_row_functions_reject_bad_shapes(call, rows, kwargs, match):
+    x = torch.randn(3) if rows is None else torch.randn(rows, 3)
+    with pytest.raises(ValueError, match=match):
+        call(x, lam=2.0, **kwargs)
+
+
 def test_default_block_size():
     assert F.default_block_size(100) == 64
     assert F.default_block_size(11318) == (1 << 21) // 11318

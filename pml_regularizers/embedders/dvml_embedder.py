@@ -7,6 +7,7 @@ from typing import NamedTuple
 from torch import Tensor, nn
 
 from .. import functional as F
+from .._checks import is_positive_int
 
 
 class DVMLOutput(NamedTuple):
@@ -90,7 +91,7 @@ class DVMLEmbedder(nn.Module):
             ("out_features", out_features),
             ("decoder_hidden", decoder_hidden),
         ]:
-            if not _is_positive_int(value):
+            if not is_positive_int(value):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.in_features = in_features
         self.out_features = out_features
@@ -213,10 +214,7 @@ class DVMLEmbedder(nn.Module):
 
 def check_num_samples(num_samples: object) -> int:
     """Return ``num_samples`` if it is an int >= 1, else raise ValueError."""
-    if not _is_positive_int(num_samples):
+    if not is_positive_int(num_samples):
         raise ValueError(f"num_samples (T) must be an int >= 1, got {num_samples!r}")
     return num_samples  # type: ignore[return-value]
 
-
-def _is_positive_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0

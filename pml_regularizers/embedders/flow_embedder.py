@@ -21,6 +21,8 @@ from zuko.transforms import (
     MonotonicAffineTransform,
 )
 
+from .._checks import is_positive_int
+
 Coupling = Literal["affine", "additive"]
 COUPLINGS: tuple[str, ...] = ("affine", "additive")
 
@@ -118,16 +120,16 @@ class FlowEmbedder(nn.Module):
         clamp: float = 2.0,
     ) -> None:
         super().__init__()
-        if not _is_positive_int(in_features):
+        if not is_positive_int(in_features):
             raise ValueError(f"in_features must be a positive int, got {in_features!r}")
-        if not (_is_positive_int(out_features) and out_features >= 2):
+        if not (is_positive_int(out_features) and out_features >= 2):
             raise ValueError(f"out_features must be an int >= 2, got {out_features!r}")
-        if not _is_positive_int(num_blocks):
+        if not is_positive_int(num_blocks):
             raise ValueError(f"num_blocks must be a positive int, got {num_blocks!r}")
         if coupling not in COUPLINGS:
             raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
         hidden = (hidden_features,) if isinstance(hidden_features, int) else tuple(hidden_features)
-        if not hidden or not all(_is_positive_int(w) for w in hidden):
+        if not hidden or not all(is_positive_int(w) for w in hidden):
             raise ValueError(
                 "hidden_features must be a positive int or a non-empty sequence of them, "
                 f"got {hidden_features!r}"
@@ -343,6 +345,3 @@ def check_rows(x: object, name: str, width: int, width_name: str) -> None:
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains non-finite values (nan or inf)")
 
-
-def _is_positive_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0

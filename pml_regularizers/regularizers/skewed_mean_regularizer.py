@@ -16,6 +16,7 @@ from pytorch_metric_learning.utils import common_functions as c_f
 from torch import Tensor
 
 from .. import functional as F
+from .._checks import is_positive_int
 
 Form = Literal["pairwise", "rowwise"]
 
@@ -102,11 +103,11 @@ class SkewedMeanRegularizer(BaseRegularizer):
             raise ValueError(f"lam must be a finite real number, got {lam}")
         if form not in ("pairwise", "rowwise"):
             raise ValueError(f"form must be 'pairwise' or 'rowwise', got {form!r}")
-        if not _is_positive_int(centers_per_class):
+        if not is_positive_int(centers_per_class):
             raise ValueError(f"centers_per_class must be a positive int, got {centers_per_class!r}")
-        if num_classes is not None and not (_is_positive_int(num_classes) and num_classes >= 2):
+        if num_classes is not None and not (is_positive_int(num_classes) and num_classes >= 2):
             raise ValueError(f"num_classes must be an int >= 2 or None, got {num_classes!r}")
-        if block_size is not None and not _is_positive_int(block_size):
+        if block_size is not None and not is_positive_int(block_size):
             raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
         self.lam = lam
         self.form = form
@@ -207,6 +208,3 @@ class SkewedMeanRegularizer(BaseRegularizer):
 def _already_reduced(value: Tensor) -> dict:
     return {"losses": value, "indices": None, "reduction_type": "already_reduced"}
 
-
-def _is_positive_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0
