@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from ._checks import is_positive_int
+from ._checks import check_num_samples, is_positive_int
 
 __all__ = [
     "at_least_float32",
@@ -525,6 +525,8 @@ def same_class_interpolation(h: Tensor, labels: Tensor, eps: float) -> tuple[Ten
         raise ValueError(
             f"labels must have shape ({h.shape[0]},) to match h, got shape {tuple(labels.shape)}"
         )
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
     n = h.shape[0]
     same = labels.unsqueeze(0) == labels.unsqueeze(1)
     same.fill_diagonal_(False)
@@ -558,6 +560,8 @@ def gaussian_kl_to_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
     Tensor
         Shape ``(...)``: one divergence per row, summed over the last dimension.
     """
+    if mu.shape != logvar.shape:
+        raise ValueError(f"mu and logvar must have the same shape, got {tuple(mu.shape)} and {tuple(logvar.shape)}")
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
 
 
@@ -588,9 +592,21 @@ def reparameterized_samples(
     Tensor
         Shape ``(B * T, D)``, source-major: row ``i * T + t`` is draw ``t`` of row ``i``.
     """
+    check_num_samples(num_samples)
+    if mu.ndim != 2:
+        raise ValueError(f"mu must be 2-D with shape (B, D), got shape {tuple(mu.shape)}")
+    for name, t in (("center", center), ("logvar", logvar)):
+        if t.shape != mu.shape:
+            raise ValueError(f"{name} must have mu's shape {tuple(mu.shape)}, got {tuple(t.shape)}")
     rows, dim = mu.shape
     if noise is None:
         noise = torch.randn(rows, num_samples, dim, dtype=mu.dtype, device=mu.device)
+    elif noise.shape != (rows, num_samples, dim):
+        raise ValueError(
+            f"noise must have shape (B, T, D) = {(rows, num_samples, dim)}, got {tuple(noise.shape)}"
+        )
+    elif noise.dtype != mu.dtype or noise.device != mu.device:
+        raise ValueError(f"noise must be {mu.dtype} on {mu.device} like mu, got {noise.dtype} on {noise.device}")
     sigma = torch.exp(0.5 * logvar)
     samples = (center + mu).unsqueeze(1) + sigma.unsqueeze(1) * noise
     return samples.reshape(rows * num_samples, dim)
@@ -615,7 +631,14 @@ def reconstruction_error(target: Tensor, reconstruction: Tensor) -> Tensor:
     Tensor
         0-dim: the squared error summed over features, averaged over the ``B * T`` rows.
     """
+    if target.ndim != 2 or target.shape[0] == 0:
+        raise ValueError(f"target must be 2-D with shape (B, F), B >= 1, got shape {tuple(target.shape)}")
     rows, features = target.shape
+    if reconstruction.ndim != 2 or reconstruction.shape[1] != features or reconstruction.shape[0] % rows:
+        raise ValueError(
+            f"reconstruction must have shape (B * T, F) with B = {rows} and F = {features}, "
+            f"got shape {tuple(reconstruction.shape)}"
+        )
     decoded = reconstruction.reshape(rows, -1, features)
     return (decoded - target.unsqueeze(1)).pow(2).sum(dim=-1).mean()
 
@@ -646,6 +669,9 @@ def draw_aligned_triplets(
         Anchor indices into the real batch and positive and negative indices into the synthetic
         batch, draw-major (all triplets of draw 0 first).
     """
+    check_num_samples(num_samples)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D with shape (B,), got shape {tuple(labels.shape)}")
     same = labels.unsqueeze(1) == labels.unsqueeze(0)
     positive = same.clone()
     if exclude_own:

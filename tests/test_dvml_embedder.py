@@ -100,6 +100,33 @@ def test_full_step_output():
     assert out.reconstruction.shape == (18, 8)
 
 
+def test_functional_pieces_reject_mismatched_shapes():
+    mu, logvar = torch.zeros(5, 4), torch.zeros(5, 4)
+    with pytest.raises(ValueError, match=r"mu and logvar must have the same shape, got \(2, 3\) and \(3,\)"):
+        F.gaussian_kl_to_standard_normal(torch.zeros(2, 3), torch.zeros(3))
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match=r"num_samples \(T\) must be an int >= 1"):
+            F.reparameterized_samples(mu, mu, logvar, bad)
+        with pytest.raises(ValueError, match=r"num_samples \(T\) must be an int >= 1"):
+            F.draw_aligned_triplets(torch.arange(4), bad)
+    with pytest.raises(ValueError, match=r"mu must be 2-D with shape \(B, D\)"):
+        F.reparameterized_samples(mu[0], mu[0], logvar[0], 2)
+    with pytest.raises(ValueError, match=r"center must have mu's shape \(5, 4\), got \(5, 3\)"):
+        F.reparameterized_samples(mu[:, :3], mu, logvar, 2)
+    with pytest.raises(ValueError, match=r"noise must have shape \(B, T, D\) = \(5, 2, 4\)"):
+        F.reparameterized_samples(mu, mu, logvar, 2, torch.zeros(5, 3, 4))
+    with pytest.raises(ValueError, match="noise must be torch.float32"):
+        F.reparameterized_samples(mu, mu, logvar, 2, torch.zeros(5, 2, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"reconstruction must have shape \(B \* T, F\) with B = 5 and F = 4"):
+        F.reconstruction_error(mu, torch.zeros(7, 4))
+    with pytest.raises(ValueError, match="reconstruction must have shape"):
+        F.reconstruction_error(mu, torch.zeros(10, 3))
+    with pytest.raises(ValueError, match=r"target must be 2-D with shape \(B, F\)"):
+        F.reconstruction_error(torch.zeros(4), torch.zeros(8, 1))
+    with pytest.raises(ValueError, match=r"labels must be 1-D with shape \(B,\)"):
+        F.draw_aligned_triplets(torch.zeros(2, 2), 2)
+
+
 def test_input_errors():
     emb = DVMLEmbedder(in_features=8, out_features=4)
     with pytest.raises(ValueError, match=r"x must be trunk features of shape \(B, in_features=8\)"):
@@ -120,6 +147,10 @@ def test_input_errors():
         emb.sample(z, mu, logvar[:3], 2)
     with pytest.raises(ValueError, match="noise needs num_samples"):
         emb(torch.randn(5, 8), noise=torch.randn(5, 2, 4))
+    with pytest.raises(ValueError, match="invariant must have mu's shape"):
+        emb.sample(z[:3], mu, logvar, 2)
+    with pytest.raises(ValueError, match="x must have a floating-point dtype, got torch.int64"):
+        emb(torch.zeros(5, 8, dtype=torch.long))
     with pytest.raises(ValueError, match=r"z must have shape \(N, out_features=4\)"):
         emb.decode(torch.randn(5, 3))
     for kwargs in ({"in_features": 0, "out_features": 4}, {"in_features": 8, "out_features": 2.5},

@@ -204,7 +204,8 @@ def test_dueling_branches():
         ({"hidden_features": ()}, "hidden_features must be a positive int or a non-empty"),
         ({"hidden_features": (8, 0)}, "hidden_features must be"),
         ({"clamp": 0.0}, "clamp must be a finite positive number"),
-        ({"clamp": math.inf}, "clamp must be a finite positive number"),
+        ({"clamp": math.inf}, "clamp must be a finite real number, got inf"),
+        ({"clamp": "large"}, "clamp must be a finite real number, got 'large'"),
     ],
 )
 def test_bad_arguments(kwargs, match):

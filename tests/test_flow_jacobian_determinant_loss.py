@@ -89,6 +89,9 @@ def test_interpolation_is_differentiable_and_checks_shapes():
         F.same_class_interpolation(h, labels[:3], 1.0)
     with pytest.raises(ValueError, match="h must be 2-D"):
         F.same_class_interpolation(h[0], labels, 1.0)
+    for eps in (0.0, -0.5, math.nan, math.inf):
+        with pytest.raises(ValueError, match="eps must be a finite number > 0"):
+            F.same_class_interpolation(h, labels, eps)
 
 
 # the loss -----------------------------------------------------------------------------------------
@@ -215,6 +218,10 @@ def test_also_takes_a_single_flow_and_an_embedding_regularizer():
         ({"interpolation_eps": 0.0}, "interpolation_eps must be a finite number > 0"),
         ({"penalty_weight": math.inf}, "penalty_weight must be a finite"),
         ({"reward_target": math.nan}, "reward_target must be a finite"),
+        ({"penalty_weight": -0.1}, r"penalty_weight must be >= 0 \(a negative weight flips the objective\), got -0.1"),
+        ({"reward_weight": -1.0}, "reward_weight must be >= 0"),
+        ({"reward_weight": "high"}, "reward_weight must be a finite real number, got 'high'"),
+        ({"interpolation_eps": "half"}, "interpolation_eps must be a finite real number, got 'half'"),
     ],
 )
 def test_bad_arguments(kwargs, match):

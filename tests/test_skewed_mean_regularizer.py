@@ -178,6 +178,7 @@ def test_half_input_is_computed_in_float32():
     [
         ({"lam": math.inf}, "lam must be a finite"),
         ({"lam": math.nan}, "lam must be a finite"),
+        ({"lam": "four"}, "lam must be a finite real number, got 'four'"),
         ({"form": "both"}, "form must be"),
         ({"centers_per_class": 0}, "centers_per_class must be a positive int"),
         ({"centers_per_class": 2.0}, "centers_per_class must be a positive int"),

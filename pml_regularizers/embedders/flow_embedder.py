@@ -21,7 +21,7 @@ from zuko.transforms import (
     MonotonicAffineTransform,
 )
 
-from .._checks import is_positive_int
+from .._checks import finite_float, is_positive_int
 
 Coupling = Literal["affine", "additive"]
 COUPLINGS: tuple[str, ...] = ("affine", "additive")
@@ -134,8 +134,8 @@ class FlowEmbedder(nn.Module):
                 "hidden_features must be a positive int or a non-empty sequence of them, "
                 f"got {hidden_features!r}"
             )
-        clamp = float(clamp)
-        if not (math.isfinite(clamp) and clamp > 0):
+        clamp = finite_float("clamp", clamp)
+        if clamp <= 0:
             raise ValueError(f"clamp must be a finite positive number, got {clamp}")
         self.in_features = in_features
         self.out_features = out_features

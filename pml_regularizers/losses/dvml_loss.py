@@ -11,7 +11,8 @@ from pytorch_metric_learning.utils.distributed import DistributedMinerWrapper
 from torch import Tensor, nn
 
 from .. import functional as F
-from ..embedders.dvml_embedder import DVMLEmbedder, DVMLOutput, check_num_samples
+from .._checks import check_num_samples
+from ..embedders.dvml_embedder import DVMLEmbedder, DVMLOutput
 from ..miners.dvml_miner import DVMLMiner
 
 TERM_NAMES = ("kl_loss", "reconstruction_loss", "synthetic_metric_loss", "metric_loss")

@@ -10,6 +10,7 @@ from pytorch_metric_learning.losses import BaseMetricLossFunction
 from torch import Tensor
 
 from .. import functional as F
+from .._checks import finite_float
 from ..embedders.dueling_flow_embedder import DuelingFlowEmbedder
 from ..embedders.flow_embedder import (
     FlowEmbedder,
@@ -120,14 +121,13 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
                 "embedder must be a FlowEmbedder or DuelingFlowEmbedder, "
                 f"got {type(embedder).__name__}"
             )
-        for name, value in [
-            ("penalty_weight", penalty_weight),
-            ("reward_weight", reward_weight),
-            ("target", target),
-            ("reward_target", reward_target),
-        ]:
-            if not math.isfinite(float(value)):
-                raise ValueError(f"{name} must be a finite real number, got {value}")
+        penalty_weight = finite_float("penalty_weight", penalty_weight)
+        reward_weight = finite_float("reward_weight", reward_weight)
+        for name, value in (("penalty_weight", penalty_weight), ("reward_weight", reward_weight)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0 (a negative weight flips the objective), got {value}")
+        target = finite_float("target", target)
+        reward_target = finite_float("reward_target", reward_target)
         if reward_weight != 0 and not isinstance(embedder, DuelingFlowEmbedder):
             raise ValueError(
                 "reward_weight != 0 needs a DuelingFlowEmbedder (branch 2 is rewarded)"
@@ -137,19 +137,19 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
         if reward not in _REWARDS:
             raise ValueError(f"reward must be one of {_REWARDS}, got {reward!r}")
         if interpolation_eps is not None and not (
-            math.isfinite(float(interpolation_eps)) and interpolation_eps > 0
+            finite_float("interpolation_eps", interpolation_eps) > 0
         ):
             raise ValueError(
                 f"interpolation_eps must be a finite number > 0 or None, got {interpolation_eps}"
             )
         self.loss = loss
         self._embedder = ModuleReference(embedder)
-        self.penalty_weight = float(penalty_weight)
-        self.reward_weight = float(reward_weight)
+        self.penalty_weight = penalty_weight
+        self.reward_weight = reward_weight
         self.penalty = penalty
-        self.target = float(target)
+        self.target = target
         self.reward = reward
-        self.reward_target = float(reward_target)
+        self.reward_target = reward_target
         self.interpolation_eps = None if interpolation_eps is None else float(interpolation_eps)
         self.add_to_recordable_attributes(
             list_of_names=["penalty_weight", "reward_weight"], is_stat=False

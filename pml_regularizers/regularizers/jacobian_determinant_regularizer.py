@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 from pytorch_metric_learning.regularizers import BaseRegularizer
 from pytorch_metric_learning.utils import common_functions as c_f
 from torch import Tensor
 
 from .. import functional as F
+from .._checks import finite_float
 from ..embedders.dueling_flow_embedder import DuelingFlowEmbedder
 from ..embedders.flow_embedder import FlowEmbedder, ModuleReference, check_rows
 
@@ -83,9 +82,7 @@ class JacobianDeterminantRegularizer(BaseRegularizer):
             )
         if penalty not in F.LOGDET_PENALTIES:
             raise ValueError(f"penalty must be one of {F.LOGDET_PENALTIES}, got {penalty!r}")
-        target = float(target)
-        if not math.isfinite(target):
-            raise ValueError(f"target must be a finite real number, got {target}")
+        target = finite_float("target", target)
         self._flow = ModuleReference(flow)
         self.penalty = penalty
         self.target = target

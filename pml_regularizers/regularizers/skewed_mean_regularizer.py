@@ -16,7 +16,7 @@ from pytorch_metric_learning.utils import common_functions as c_f
 from torch import Tensor
 
 from .. import functional as F
-from .._checks import is_positive_int
+from .._checks import finite_float, is_positive_int
 
 Form = Literal["pairwise", "rowwise"]
 
@@ -98,9 +98,7 @@ class SkewedMeanRegularizer(BaseRegularizer):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        lam = float(lam)
-        if not math.isfinite(lam):
-            raise ValueError(f"lam must be a finite real number, got {lam}")
+        lam = finite_float("lam", lam)
         if form not in ("pairwise", "rowwise"):
             raise ValueError(f"form must be 'pairwise' or 'rowwise', got {form!r}")
         if not is_positive_int(centers_per_class):
