@@ -127,7 +127,7 @@ def skewed_mean(
     Returns
     -------
     Tensor
-        The skewed mean, in ``x``'s dtype.
+        The skewed mean, in ``x``'s dtype (computed in float32 for float16 and bfloat16).
 
     Notes
     -----
@@ -150,14 +150,15 @@ def skewed_mean(
     elif mask.dtype != torch.bool:
         raise ValueError(f"mask must be a boolean tensor, got dtype {mask.dtype}")
     mask = mask.expand_as(x)
+    out_dtype, x = x.dtype, at_least_float32(x)  # half types: counts and sums overflow at 65504
     count = mask.sum(dim=dims, keepdim=True).to(x.dtype)
     if bool((count == 0).any()):
         raise ValueError("mask leaves no entry in some reduced slice")
 
     def finish(value: Tensor) -> Tensor:
-        return value if keepdim else value.squeeze(dims)
+        return (value if keepdim else value.squeeze(dims)).to(out_dtype)
 
-    tiny = torch.finfo(torch.promote_types(x.dtype, torch.float32)).tiny
+    tiny = torch.finfo(x.dtype).tiny
     if abs(lam) < math.sqrt(tiny):  # lam * (x - m) would be subnormal: SM_lam = mean to resolution
         return finish(x.masked_fill(~mask, 0).sum(dim=dims, keepdim=True) / count)
     fill = -math.inf if lam > 0 else math.inf

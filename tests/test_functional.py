@@ -115,6 +115,17 @@ def test_mask_equals_the_subset():
     torch.testing.assert_close(got, expected, rtol=1e-13, atol=1e-14)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("lam", [3.0, 0.0, -2.0])
+def test_half_types_reduce_more_entries_than_their_largest_number(dtype, lam):
+    # 70000 entries: more than float16 can count (65504), so counts and sums must not stay in it
+    x = (torch.rand(70000, generator=torch.Generator().manual_seed(0)) - 0.25).to(dtype)  # mean 0.25
+    expected = F.skewed_mean(x.double(), lam)
+    got = F.skewed_mean(x, lam)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.double(), expected, rtol=1e-2, atol=1e-3)
+
+
 def test_keepdim_and_dims():
     x = torch.randn(3, 4, 5, dtype=torch.float64)
     assert F.skewed_mean(x, 1.0, dim=(0, 2), keepdim=True).shape == (1, 4, 1)

@@ -47,6 +47,14 @@ COMPARE_DEFAULTS: tuple[str, ...] = ("output_dir=runs/compare", "dataset.options
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``pml-bench`` with ``argv`` (``sys.argv[1:]`` when None).
+
+    Returns
+    -------
+    int
+        The exit status: 0 on success, 2 for a config error or a missing dataset folder (the
+        message goes to stderr).
+    """
     parser = argparse.ArgumentParser(prog="pml-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in [

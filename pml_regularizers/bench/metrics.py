@@ -121,7 +121,14 @@ class BenchAccuracyCalculator(AccuracyCalculator):
         available = num_reference_embeddings - int(ref_includes_query)
         return max(base, min(max(wanted), available))
 
-    def _recall(self, k, knn_labels, query_labels, not_lone_query_mask, label_counts):
+    def _recall(
+        self,
+        k: int,
+        knn_labels: Tensor,
+        query_labels: Tensor,
+        not_lone_query_mask: Tensor,
+        label_counts: tuple[Tensor, Tensor],
+    ) -> float | list[float]:
         knn_labels, query_labels = try_getting_not_lone_labels(
             knn_labels, query_labels, not_lone_query_mask
         )
@@ -137,25 +144,45 @@ class BenchAccuracyCalculator(AccuracyCalculator):
         )
 
     def calculate_recall_at_1(
-        self, knn_labels, query_labels, not_lone_query_mask, label_counts, **kwargs
-    ):
+        self,
+        knn_labels: Tensor,
+        query_labels: Tensor,
+        not_lone_query_mask: Tensor,
+        label_counts: tuple[Tensor, Tensor],
+        **kwargs: object,
+    ) -> float | list[float]:
         """Recall@1 (see the class docstring)."""
         return self._recall(1, knn_labels, query_labels, not_lone_query_mask, label_counts)
 
     def calculate_recall_at_2(
-        self, knn_labels, query_labels, not_lone_query_mask, label_counts, **kwargs
-    ):
+        self,
+        knn_labels: Tensor,
+        query_labels: Tensor,
+        not_lone_query_mask: Tensor,
+        label_counts: tuple[Tensor, Tensor],
+        **kwargs: object,
+    ) -> float | list[float]:
         """Recall@2 (see the class docstring)."""
         return self._recall(2, knn_labels, query_labels, not_lone_query_mask, label_counts)
 
     def calculate_recall_at_4(
-        self, knn_labels, query_labels, not_lone_query_mask, label_counts, **kwargs
-    ):
+        self,
+        knn_labels: Tensor,
+        query_labels: Tensor,
+        not_lone_query_mask: Tensor,
+        label_counts: tuple[Tensor, Tensor],
+        **kwargs: object,
+    ) -> float | list[float]:
         """Recall@4 (see the class docstring)."""
         return self._recall(4, knn_labels, query_labels, not_lone_query_mask, label_counts)
 
     def calculate_recall_at_8(
-        self, knn_labels, query_labels, not_lone_query_mask, label_counts, **kwargs
-    ):
+        self,
+        knn_labels: Tensor,
+        query_labels: Tensor,
+        not_lone_query_mask: Tensor,
+        label_counts: tuple[Tensor, Tensor],
+        **kwargs: object,
+    ) -> float | list[float]:
         """Recall@8 (see the class docstring)."""
         return self._recall(8, knn_labels, query_labels, not_lone_query_mask, label_counts)

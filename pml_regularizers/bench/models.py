@@ -6,13 +6,12 @@ of those features), which the runner uses to size the embedder.
 
 from __future__ import annotations
 
-import types
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Conv4", "SmallResNet", "MLP", "timm_trunk", "freeze_batchnorm"]
+__all__ = ["Conv4", "SmallResNet", "MLP", "timm_trunk"]
 
 TIMM_MISSING_MESSAGE = "timm trunks need timm (and torchvision); pip install timm"
 
@@ -228,33 +227,3 @@ def timm_trunk(
     head_hidden_size = getattr(model, "head_hidden_size", None)
     model.output_size = int(head_hidden_size if head_hidden_size else model.num_features)
     return model
-
-
-def _train_but_keep_eval(self: nn.Module, mode: bool = True) -> nn.Module:
-    """Replacement ``train`` for a frozen BatchNorm layer: it stays in eval mode."""
-    return nn.Module.train(self, False)
-
-
-def freeze_batchnorm(module: nn.Module) -> None:
-    """Freeze every BatchNorm layer of ``module`` (``module`` itself included).
-
-    Each layer is put in eval mode, so it normalizes with its running statistics and no longer
-    updates them, and its affine parameters stop requiring gradients. The freeze survives later
-    ``module.train()`` calls: each BatchNorm instance gets its own ``train`` method (an instance
-    attribute bound to the layer, which ``nn.Module.train`` calls on every child) that always
-    sets eval mode. So ``layer.training`` stays ``False`` at all times.
-
-    Parameters
-    ----------
-    module : torch.nn.Module
-        The network whose BatchNorm layers (``BatchNorm1d/2d/3d``, ``SyncBatchNorm``, lazy
-        variants) are frozen in place.
-    """
-    if not isinstance(module, nn.Module):
-        raise ValueError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-    for layer in module.modules():
-        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
-            layer.train = types.MethodType(_train_but_keep_eval, layer)
-            layer.eval()
-            for param in layer.parameters(recurse=False):
-                param.requires_grad_(False)

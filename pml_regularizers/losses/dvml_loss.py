@@ -162,6 +162,11 @@ class DVMLLoss(nn.Module):
             The current epoch (from 1); it picks the phase.
         noise : Tensor, optional
             The standard normal draws, shape ``(B, T, D)``; ``torch.randn`` when omitted.
+
+        Returns
+        -------
+        dict of str to Tensor
+            Each term as a 0-dim tensor, before the phase weights of :meth:`weights` are applied.
         """
         phase = self.phase(epoch)
         if not isinstance(labels, Tensor) or labels.ndim != 1 or len(labels) != len(features):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pytorch_metric_learning.trainers import MetricLossOnly
+from torch import Tensor
 
 from ..losses.dvml_loss import (
     PAPER_PHASE1_WEIGHTS,
@@ -115,7 +116,8 @@ class DVMLTrainer(MetricLossOnly):
         for k in TERM_NAMES:
             self.loss_weights[k] = self.base_loss_weights[k] * phase_weights[k]
 
-    def calculate_loss(self, curr_batch) -> None:
+    def calculate_loss(self, curr_batch: tuple[Tensor, Tensor]) -> None:
+        """Fill ``self.losses`` with the four DVML terms of the batch ``(data, labels)``."""
         data, labels = curr_batch
         features = self.get_trunk_output(data)
         self.losses.update(self.dvml_loss.terms(features, labels, self.epoch))

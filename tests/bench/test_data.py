@@ -423,6 +423,10 @@ def test_glyphs_other_size(tmp_path):
         ({"per_class": 0}, "per_class"),
         ({"size": 4}, "size"),
         ({"size": 8, "num_classes": 5000}, "exceeds"),
+        ({"num_classes": 12.5}, r"num_classes must be an int >= 2, got 12.5"),
+        ({"per_class": 2.5}, r"per_class must be an int >= 1, got 2.5"),
+        ({"size": None}, r"size must be a positive number of pixels, got None"),
+        ({"size": float("inf")}, r"size must be a positive number of pixels, got inf"),
     ],
 )
 def test_glyphs_reject_bad_parameters(tmp_path, kwargs, message):

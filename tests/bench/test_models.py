@@ -1,7 +1,6 @@
 """Benchmark trunks: shapes against output_size, parameter counts by hand, timm handling, and
 frozen BatchNorm."""
 
-import copy
 import importlib.util
 import sys
 import types
@@ -10,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from pml_regularizers.bench.models import MLP, Conv4, SmallResNet, freeze_batchnorm, timm_trunk
+from pml_regularizers.bench.models import MLP, Conv4, SmallResNet, timm_trunk
 
 
 @pytest.mark.parametrize("image_size", [16, 28, 32, 64, 84])
@@ -126,75 +125,3 @@ def test_real_timm_trunk_output_size():
         pytest.skip(f"timm not importable: {err}")
     out = model(torch.randn(2, 1, 64, 64))
     assert out.shape == (2, model.output_size)
-
-
-def _bn_state(model):
-    return [
-        (m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
-        for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm)
-    ]
-
-
-def _assert_same(before, after):
-    for (m0, v0, n0), (m1, v1, n1) in zip(before, after, strict=True):
-        assert torch.equal(m0, m1) and torch.equal(v0, v1) and torch.equal(n0, n1)
-
-
-def test_freeze_batchnorm_keeps_running_stats_through_train_calls():
-    model = Conv4(image_size=16)
-    model.train()
-    model(torch.randn(8, 1, 16, 16) * 3 + 1)  # unfrozen: stats move
-    freeze_batchnorm(model)
-    before = _bn_state(model)
-    model(torch.randn(8, 1, 16, 16) * 3 + 1)
-    _assert_same(before, _bn_state(model))
-    model.train()
-    assert model.training
-    assert all(not m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))
-    assert all(m.training for m in model.modules() if isinstance(m, nn.Conv2d))
-    model(torch.randn(8, 1, 16, 16) * 3 + 1)
-    _assert_same(before, _bn_state(model))
-
-
-def test_freeze_batchnorm_stops_gradients_and_uses_running_stats():
-    model = SmallResNet(widths=(4, 8), blocks_per_stage=1)
-    freeze_batchnorm(model)
-    model.train()
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    bn_params = {id(p) for m in bns for p in m.parameters()}
-    assert bn_params
-    model(torch.randn(4, 1, 8, 8)).sum().backward()
-    for p in model.parameters():
-        if id(p) in bn_params:
-            assert not p.requires_grad and p.grad is None
-        else:
-            assert p.requires_grad and p.grad is not None
-    # eval-mode BN normalizes with running stats, so one sample's output does not depend on the batch
-    x = torch.randn(4, 1, 8, 8)
-    assert torch.allclose(model(x)[:1], model(x[:1]), atol=1e-6)
-
-
-def test_unfrozen_batchnorm_would_update_stats():
-    """Control for the tests above: the same forward without freezing does move the stats."""
-    model = Conv4(image_size=16).train()
-    before = _bn_state(model)
-    model(torch.randn(8, 1, 16, 16) * 3 + 1)
-    assert not torch.equal(before[0][0], _bn_state(model)[0][0])
-
-
-def test_freeze_batchnorm_survives_deepcopy_and_covers_a_bare_layer():
-    bn = nn.BatchNorm1d(5)
-    freeze_batchnorm(bn)
-    clone = copy.deepcopy(nn.Sequential(bn))
-    clone.train()
-    assert not clone[0].training and clone[0] is not bn
-    clone(torch.randn(6, 5))
-    assert torch.equal(clone[0].running_mean, torch.zeros(5))
-    bn.train()
-    assert not bn.training
-
-
-def test_freeze_batchnorm_rejects_non_module():
-    with pytest.raises(ValueError, match="module"):
-        freeze_batchnorm("conv4")

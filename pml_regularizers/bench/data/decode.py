@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +21,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 def check_size(size: int) -> int:
     """Return ``size`` as an int, or raise ValueError when it is not a positive pixel count."""
-    if int(size) != size or size < 1:
+    ok = isinstance(size, numbers.Real) and not isinstance(size, bool) and math.isfinite(size)
+    if not ok or int(size) != size or size < 1:
         raise ValueError(f"size must be a positive number of pixels, got {size!r}")
     return int(size)
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..._checks import is_positive_int
 from .cache import load_image_set, save_image_set
 from .decode import check_size
 from .images import ImageSet
@@ -137,10 +138,10 @@ def load_glyphs(
 
 
 def _check_parameters(num_classes: int, per_class: int, size: int) -> None:
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    if per_class < 1:
-        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    if not (is_positive_int(num_classes) and num_classes >= 2):
+        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    if not is_positive_int(per_class):
+        raise ValueError(f"per_class must be an int >= 1, got {per_class!r}")
     if check_size(size) < 8:
         raise ValueError(f"size must be >= 8 pixels for legible glyphs, got {size}")
 
