@@ -12,27 +12,20 @@ from .._checks import is_positive_int
 
 class DVMLOutput(NamedTuple):
     """Everything one DVML training step needs from the embedder (see
-    :meth:`DVMLEmbedder.forward`).
-
-    Attributes
-    ----------
-    invariant : Tensor
-        :math:`z_I`, shape ``(B, D)``: the class-center embedding, the one used at test time.
-    mu, logvar : Tensor
-        Mean and log-variance of the intra-class variation :math:`z_V`, shape ``(B, D)`` each.
-    samples : Tensor
-        Synthetic embeddings :math:`\\hat z_{i,t} = z_{I,i} + \\mu_i + \\sigma_i\\epsilon_{i,t}`,
-        shape ``(B * T, D)``, source-major (row ``i * T + t``).
-    reconstruction : Tensor
-        The decoder's reconstruction of the trunk feature from each synthetic embedding, shape
-        ``(B * T, in_features)``, in the same row order as ``samples``.
-    """
+    :meth:`DVMLEmbedder.forward`)."""
 
     invariant: Tensor
+    """:math:`z_I`, shape ``(B, D)``: the class-center embedding, the one used at test time."""
     mu: Tensor
+    """Mean of the intra-class variation :math:`z_V`, shape ``(B, D)``."""
     logvar: Tensor
+    """Log-variance of the intra-class variation :math:`z_V`, shape ``(B, D)``."""
     samples: Tensor
+    """Synthetic embeddings :math:`\\hat z_{i,t} = z_{I,i} + \\mu_i + \\sigma_i\\epsilon_{i,t}`, shape
+    ``(B * T, D)``, source-major (row ``i * T + t``)."""
     reconstruction: Tensor
+    """The decoder's reconstruction of the trunk feature from each synthetic embedding, shape
+    ``(B * T, in_features)``, in the same row order as ``samples``."""
 
 
 class DVMLEmbedder(nn.Module):
