@@ -73,6 +73,32 @@ def recall_at_k(
     return maybe_get_avg_of_avgs(hit, query_labels, avg_of_avgs, return_per_class)
 
 
+def _recall_metric(k: int) -> Callable[..., float | list[float]]:
+    """The ``calculate_recall_at_<k>`` method of :class:`BenchAccuracyCalculator`."""
+
+    def calculate(
+        self: AccuracyCalculator,
+        knn_labels: Tensor,
+        query_labels: Tensor,
+        not_lone_query_mask: Tensor,
+        label_counts: tuple[Tensor, Tensor],
+        **kwargs: object,
+    ) -> float | list[float]:
+        knn_labels, query_labels = try_getting_not_lone_labels(
+            knn_labels, query_labels, not_lone_query_mask
+        )
+        if knn_labels is None:
+            return nan_accuracy(label_counts[0], self.return_per_class)
+        return recall_at_k(
+            knn_labels, query_labels, k, self.avg_of_avgs, self.return_per_class, self.label_comparison_fn
+        )
+
+    calculate.__name__ = f"calculate_recall_at_{k}"
+    calculate.__qualname__ = f"BenchAccuracyCalculator.{calculate.__name__}"
+    calculate.__doc__ = f"Recall@{k} (see the class docstring)."
+    return calculate
+
+
 class BenchAccuracyCalculator(AccuracyCalculator):
     """PML's ``AccuracyCalculator`` plus ``recall_at_1``, ``_2``, ``_4`` and ``_8``.
 
@@ -121,68 +147,7 @@ class BenchAccuracyCalculator(AccuracyCalculator):
         available = num_reference_embeddings - int(ref_includes_query)
         return max(base, min(max(wanted), available))
 
-    def _recall(
-        self,
-        k: int,
-        knn_labels: Tensor,
-        query_labels: Tensor,
-        not_lone_query_mask: Tensor,
-        label_counts: tuple[Tensor, Tensor],
-    ) -> float | list[float]:
-        knn_labels, query_labels = try_getting_not_lone_labels(
-            knn_labels, query_labels, not_lone_query_mask
-        )
-        if knn_labels is None:
-            return nan_accuracy(label_counts[0], self.return_per_class)
-        return recall_at_k(
-            knn_labels,
-            query_labels,
-            k,
-            self.avg_of_avgs,
-            self.return_per_class,
-            self.label_comparison_fn,
-        )
-
-    def calculate_recall_at_1(
-        self,
-        knn_labels: Tensor,
-        query_labels: Tensor,
-        not_lone_query_mask: Tensor,
-        label_counts: tuple[Tensor, Tensor],
-        **kwargs: object,
-    ) -> float | list[float]:
-        """Recall@1 (see the class docstring)."""
-        return self._recall(1, knn_labels, query_labels, not_lone_query_mask, label_counts)
-
-    def calculate_recall_at_2(
-        self,
-        knn_labels: Tensor,
-        query_labels: Tensor,
-        not_lone_query_mask: Tensor,
-        label_counts: tuple[Tensor, Tensor],
-        **kwargs: object,
-    ) -> float | list[float]:
-        """Recall@2 (see the class docstring)."""
-        return self._recall(2, knn_labels, query_labels, not_lone_query_mask, label_counts)
-
-    def calculate_recall_at_4(
-        self,
-        knn_labels: Tensor,
-        query_labels: Tensor,
-        not_lone_query_mask: Tensor,
-        label_counts: tuple[Tensor, Tensor],
-        **kwargs: object,
-    ) -> float | list[float]:
-        """Recall@4 (see the class docstring)."""
-        return self._recall(4, knn_labels, query_labels, not_lone_query_mask, label_counts)
-
-    def calculate_recall_at_8(
-        self,
-        knn_labels: Tensor,
-        query_labels: Tensor,
-        not_lone_query_mask: Tensor,
-        label_counts: tuple[Tensor, Tensor],
-        **kwargs: object,
-    ) -> float | list[float]:
-        """Recall@8 (see the class docstring)."""
-        return self._recall(8, knn_labels, query_labels, not_lone_query_mask, label_counts)
+    calculate_recall_at_1 = _recall_metric(1)
+    calculate_recall_at_2 = _recall_metric(2)
+    calculate_recall_at_4 = _recall_metric(4)
+    calculate_recall_at_8 = _recall_metric(8)
