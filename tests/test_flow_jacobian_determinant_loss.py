@@ -83,8 +83,14 @@ def test_interpolation_is_differentiable_and_checks_shapes():
     h = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     labels = torch.tensor([0, 0, 1, 1])
     points, _ = F.same_class_interpolation(h, labels, 1.0)
-    points.sum().backward()
-    torch.testing.assert_close(h.grad.sum(), torch.tensor(12.0, dtype=torch.float64))
+    # point 0 = h_0 + w (h_1 - h_0), with its only partner h_1 and w = eps * u in (0, 1)
+    (grad,) = torch.autograd.grad(points[0].sum(), h)
+    w = ((points[0] - h[0]) / (h[1] - h[0])).detach()
+    torch.testing.assert_close(w, w[0].expand(3))  # one step for all coordinates
+    assert 0 < w[0] < 1
+    torch.testing.assert_close(grad[1], w)
+    torch.testing.assert_close(grad[0], 1 - w)
+    assert torch.equal(grad[2:], torch.zeros(2, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"labels must have shape \(4,\)"):
         F.same_class_interpolation(h, labels[:3], 1.0)
     with pytest.raises(ValueError, match="h must be 2-D"):
@@ -131,6 +137,21 @@ def test_value_equals_brute_force(interpolation_eps, penalty, reward):
     rho2 = r2.clamp_min(0) if reward == "hinge" else r2
     expected = inner(emb.branch1.forward_and_logdet(x)[0], labels) + lam1 * rho1.mean() + lam2 * rho2.mean()
     assert value.item() == pytest.approx(expected.item(), rel=1e-10)
+
+
+def test_reference_embeddings_reach_the_inner_loss_and_zero_penalty_weight_drops_the_penalty():
+    emb = make_dueling()
+    x, ref = torch.randn(6, 8, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)
+    labels, ref_labels = torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 1, 2, 2])
+    inner = losses.ContrastiveLoss()
+    loss_fn = JacobianDeterminantLoss(inner, emb, penalty_weight=0.0, reward_weight=0.4, reward="signed",
+                                      reward_target=1.0)
+    z = emb(x)
+    value = loss_fn(z, labels, None, ref, ref_labels)
+    reward = 0.4 * (1.0 - brute_force_logdets(emb.branch2, x)).mean()
+    expected = inner(z, labels, None, ref, ref_labels) + reward
+    assert value.item() == pytest.approx(expected.item(), rel=1e-10)
+    assert inner(z, labels).item() != pytest.approx(inner(z, labels, None, ref, ref_labels).item())
 
 
 def test_gradcheck_float64_with_dueling_and_interpolation():

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from pml_regularizers import functional as F
 
-from .conftest import TEST_DTYPES
+from .conftest import TEST_DTYPES, rtol_for
 
 
 def unit_rows(n, d, dtype=torch.float64):
@@ -101,9 +101,13 @@ def test_gradient_is_softmax_and_gradcheck():
 def test_large_lam_does_not_overflow():
     for dtype in TEST_DTYPES:
         x = (10 * torch.randn(100)).to(dtype)
-        for lam in [1e4, -1e4]:
-            v = F.skewed_mean(x, lam).float().item()
-            assert math.isfinite(v) and x.min().item() - 1e-3 <= v <= x.max().item() + 1e-3
+        xd = x.double()
+        for lam in [1e4, -1e4, 30.0]:
+            v = F.skewed_mean(x, lam).double()
+            # float64 log-sum-exp of the same (rounded) entries: (logsumexp(lam x) - log N) / lam
+            expected = (torch.logsumexp(lam * xd, 0) - math.log(len(xd))) / lam
+            assert math.isfinite(v.item())
+            torch.testing.assert_close(v, expected, rtol=rtol_for(dtype), atol=1e-6)
 
 
 def test_mask_equals_the_subset():
@@ -128,8 +132,12 @@ def test_half_types_reduce_more_entries_than_their_largest_number(dtype, lam):
 
 def test_keepdim_and_dims():
     x = torch.randn(3, 4, 5, dtype=torch.float64)
-    assert F.skewed_mean(x, 1.0, dim=(0, 2), keepdim=True).shape == (1, 4, 1)
-    assert F.skewed_mean(x, 1.0, dim=-1).shape == (3, 4)
+    got = F.skewed_mean(x, 1.0, dim=(0, 2), keepdim=True)
+    assert got.shape == (1, 4, 1)
+    for j in range(4):  # each kept index reduces over its own 3 x 5 slice
+        expected = torch.logsumexp(x[:, j, :].reshape(-1), 0) - math.log(15)
+        torch.testing.assert_close(got[0, j, 0], expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(F.skewed_mean(x, 1.0, dim=-1), torch.logsumexp(x, -1) - math.log(5))
     assert F.skewed_mean(x, 1.0).shape == ()
 
 
@@ -183,8 +191,10 @@ def test_gram_kernel_coincident_rows_give_finite_gradients():
 def test_gram_kernel_stays_accurate_for_tiny_lam_in_float32():
     u = unit_rows(300, 8, dtype=torch.float32)
     expected = upper_pairs(u.double() @ u.double().T).mean().item()
+    pairs = upper_pairs(u.double() @ u.double().T)
+    expected += 1e-4 * pairs.var(unbiased=False).item() / 2  # SM_lam = mean + lam var / 2 + O(lam^2)
     got = F.gram_pairwise_skewed_mean(u, 1e-4).item()
-    assert got == pytest.approx(expected, abs=2e-3)
+    assert got == pytest.approx(expected, abs=1e-4)
 
 
 def test_row_skewed_means_matches_loops_and_checkpointing_keeps_gradients():

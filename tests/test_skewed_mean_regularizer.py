@@ -18,6 +18,7 @@ from .conftest import TEST_DTYPES, rtol_for
 
 DISTANCES = {
     "cosine": CosineSimilarity,
+    "cosine_squared": lambda: CosineSimilarity(power=2),  # no streaming form: the row-block path
     "dot": lambda: DotProductSimilarity(normalize_embeddings=False),
     "l2": LpDistance,
     "l2_squared": lambda: LpDistance(power=2),

@@ -1,5 +1,4 @@
-"""Benchmark trunks: shapes against output_size, parameter counts by hand, timm handling, and
-frozen BatchNorm."""
+"""Benchmark trunks: shapes against output_size, parameter counts by hand, and timm handling."""
 
 import importlib.util
 import sys
