@@ -146,15 +146,17 @@ def test_minimising_spreads_the_closest_pair_more_than_the_plain_mean():
     assert min_dist[8.0] > 5 * min_dist[0.0]  # measured 0.022 at lam = 0
 
 
-def test_stats_are_recorded_and_correct():
+@pytest.mark.parametrize("form", ["pairwise", "rowwise"])
+def test_stats_are_recorded_and_correct(form):
     x = torch.randn(12, 5, dtype=torch.float64)
-    reg = SkewedMeanRegularizer(lam=2.0, centers_per_class=2, collect_stats=True)
-    value = reg(x)
+    reg = SkewedMeanRegularizer(lam=2.0, form=form, centers_per_class=2, collect_stats=True)
+    reg(x)
     assert set(["skewed_mean", "min_distance", "mean_similarity"]) <= set(reg._record_these_stats)
     u = torch.nn.functional.normalize(x, dim=1)
     g = torch.arange(12) // 2
     keep = g.unsqueeze(1) < g.unsqueeze(0)
-    assert reg.skewed_mean == pytest.approx(value.item())
+    expected = brute_force(x, 2.0, CosineSimilarity(), group_size=2, rowwise=form == "rowwise")
+    assert reg.skewed_mean == pytest.approx(expected.item(), rel=1e-12)  # rowwise: the mean over rows
     assert reg.mean_similarity == pytest.approx((u @ u.T)[keep].mean().item(), rel=1e-12)
     assert reg.min_distance == pytest.approx(torch.cdist(u, u)[keep].min().item(), rel=1e-9)
 
