@@ -135,11 +135,16 @@ def test_miner_wiring():
     explicit = DVMLMiner(exclude_own_samples=False)
     assert split_miners(plain, explicit) == (plain, explicit)
 
-    wrapped = DistributedMinerWrapper(plain)
-    real, synthetic = split_miners(wrapped, None)
-    assert real is wrapped and isinstance(synthetic, DistributedMinerWrapper)
-    assert isinstance(synthetic.miner, DVMLMiner)
-    assert isinstance(synthetic.miner.miner, miners.MultiSimilarityMiner)
+    for efficient in (False, True):
+        wrapped = DistributedMinerWrapper(plain, efficient=efficient)
+        real, synthetic = split_miners(wrapped, None)
+        assert real is wrapped and isinstance(synthetic, DistributedMinerWrapper)
+        assert synthetic.efficient is efficient  # the wrapper's settings carry over
+        assert isinstance(synthetic.miner, DVMLMiner)
+        assert isinstance(synthetic.miner.miner, miners.MultiSimilarityMiner)
+        real, synthetic = split_miners(DistributedMinerWrapper(DVMLMiner(plain), efficient=efficient), None)
+        assert isinstance(real, DistributedMinerWrapper) and real.efficient is efficient
+        assert isinstance(real.miner, miners.MultiSimilarityMiner) and real.miner is not plain
 
     with pytest.raises(ValueError, match="synthetic_miner must be a DVMLMiner"):
         split_miners(None, plain)
