@@ -42,6 +42,31 @@ def _check_plain_loop(stdout: str, folder: Path) -> None:
     assert "paired difference" in stdout
 
 
+def _check_flow_trainer(stdout: str, folder: Path) -> None:
+    rows = {line.split("|")[1].strip(): line.split("|")[2:5] for line in stdout.splitlines()
+            if line.startswith("| with") or line.startswith("| without")}
+    without = rows["without regularizer"]
+    regularized = rows["with JacobianDeterminantRegularizer (square, weight 0.1)"]
+    for p_at_1, map_at_r, _ in (without, regularized):
+        assert 0 < float(p_at_1) <= 1 and 0 < float(map_at_r) <= 1
+    # the square penalty pulls the log-determinant towards its target, 0
+    assert abs(float(regularized[2])) < abs(float(without[2]))
+    assert "log-det stats logged by record-keeper" in stdout and "logdet_mean" in stdout
+
+
+def _check_dvml(stdout: str, folder: Path) -> None:
+    lines = stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["epoch", "phase"])
+    assert lines[header].split()[2:] == ["kl_loss", "reconstruction_loss", "synthetic_metric_loss", "metric_loss"]
+    epochs = [line.split() for line in lines[header + 1 : header + 3]]
+    assert [e[:2] for e in epochs] == [["1", "1"], ["2", "2"]]  # tiny: phase 2 from epoch 2
+    assert epochs[0][7] == "(x0.1)" and epochs[1][7] == "(x0.2)"  # the synthetic loss's weight
+    final = lines[-1]
+    assert final.startswith("test classes") and "embedding z_I" in final
+    p_at_1, map_at_r = float(final.split("Precision@1 ")[1].split(",")[0]), float(final.split("MAP@R ")[1])
+    assert 0 < p_at_1 <= 1 and 0 < map_at_r <= 1
+
+
 def _check_benchmark_runner(stdout: str, folder: Path) -> None:
     out_dir = folder / "runs" / "examples" / "04_tiny"  # the default --output-dir
     base, method = "glyphs-proxy_anchor-linear", "glyphs-proxy_anchor-skewed_mean-linear"
@@ -58,6 +83,8 @@ def _check_benchmark_runner(stdout: str, folder: Path) -> None:
 # What some examples promise to print or write, checked after their tiny run.
 OUTPUT_CHECKS = {
     "01_plain_loop.py": _check_plain_loop,
+    "02_flow_trainer.py": _check_flow_trainer,
+    "03_dvml.py": _check_dvml,
     "04_benchmark_runner.py": _check_benchmark_runner,
 }
 
