@@ -236,6 +236,8 @@ def test_also_takes_a_single_flow_and_an_embedding_regularizer():
         ({"embedder": "flow", "reward_weight": 1.0}, r"reward_weight != 0 needs a DuelingFlowEmbedder"),
         ({"penalty": "abs"}, "penalty must be one of"),
         ({"reward": "square"}, "reward must be one of"),
+        ({"reward": "hinge", "reward_weight": 0.5}, r"reward='hinge' needs reward_target > 0, got 0.0"),
+        ({"reward": "hinge", "reward_weight": 0.5, "reward_target": -1.0}, "needs reward_target > 0"),
         ({"interpolation_eps": 0.0}, "interpolation_eps must be a finite number > 0"),
         ({"penalty_weight": math.inf}, "penalty_weight must be a finite"),
         ({"reward_target": math.nan}, "reward_target must be a finite"),

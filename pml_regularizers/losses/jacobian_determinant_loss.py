@@ -76,7 +76,9 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
         The form :math:`\\rho_2`. Default ``"signed"``.
     reward_target : float
         :math:`\\tau_2`: with ``"hinge"``, branch 2 is rewarded until its log-determinant
-        reaches it. Default 0.
+        reaches it, so it must then be > 0 (with a non-zero ``reward_weight``): branch 2 starts
+        as the identity, log-determinant 0, and only the reward trains it, so a hinge at or below
+        0 would never act. Default 0.
     interpolation_eps : float, optional
         :math:`\\varepsilon > 0`; ``None`` (default) uses the batch points only.
     **kwargs
@@ -136,6 +138,11 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
             raise ValueError(f"penalty must be one of {F.LOGDET_PENALTIES}, got {penalty!r}")
         if reward not in _REWARDS:
             raise ValueError(f"reward must be one of {_REWARDS}, got {reward!r}")
+        if reward == "hinge" and reward_weight != 0 and reward_target <= 0:
+            raise ValueError(
+                f"reward='hinge' needs reward_target > 0, got {reward_target}: branch 2 starts as "
+                "the identity (log-det 0) and only the reward trains it, so the hinge would never act"
+            )
         if interpolation_eps is not None and not (
             finite_float("interpolation_eps", interpolation_eps) > 0
         ):

@@ -228,9 +228,14 @@ def test_the_full_determinant_method_wraps_the_loss_with_a_dueling_flow(tmp_path
     for name in ("logdet_mean", "interpolated_logdet_mean", "branch2_logdet_mean"):
         assert math.isfinite(float(stats[name]))
     assert float(stats["num_interpolated"]) > 0
+    # branch 2 starts as the identity (log-det exactly 0) and only the reward trains it
+    assert [float(r[header.index("branch2_logdet_mean")]) for r in rows[:1]] == [0.0]
+    assert float(stats["branch2_logdet_mean"]) > 0
     ckpt = torch.load(exp_dir / "seed_0" / "fold_0" / "checkpoint_latest.pt", weights_only=True)
     assert list(ckpt["loss"]) == ["loss.proxies"]  # both branches live in the embedder only
     assert {k.split(".")[0] for k in ckpt["models"]["embedder"]} == {"branch1", "branch2"}
+    with pytest.raises(ConfigError, match="reward='hinge' needs reward_target > 0, got 0.0"):
+        run_experiment(load_config(tiny(tmp_path, *full, "regularizer.reward=hinge", "experiment=hinge")))
     with pytest.raises(ConfigError, match="reward_weight != 0 needs a DuelingFlowEmbedder"):
         run_experiment(load_config(tiny(tmp_path, "regularizer=jacobian_determinant_loss", "embedder=flow")))
     with pytest.raises(ConfigError, match="embedder must be a FlowEmbedder or DuelingFlowEmbedder"):
