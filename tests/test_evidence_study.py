@@ -101,6 +101,36 @@ def _experiment_script(name):
 
 
 @pytest.fixture(scope="module")
+def summary(evidence):
+    yield from _experiment_script("evidence_summary")
+
+
+def test_summary_quotes_each_studys_own_report(evidence, summary, tmp_path):
+    out, docs = tmp_path / "runs", tmp_path / "docs"
+    with pytest.raises(FileNotFoundError, match="no finished evidence study"):
+        summary.write_summary(out, docs, "python experiments/evidence_summary.py")
+    argv = ["jacobian_determinant_proxy_anchor", "--size", "tiny", "--out", str(out), "--docs", str(docs),
+            "--cache", str(tmp_path / "cache"), "--embedding-size", "8"]
+    assert evidence.main(argv) == 0
+    tag = "jacobian_determinant_proxy_anchor-glyphs-n6-d8"
+    study_report = (docs / tag / "report.md").read_text()
+    text = summary.write_summary(out, docs, "python experiments/evidence_summary.py")
+    assert text == (docs / "evidence_summary" / "report.md").read_text()
+    assert "pml-bench run" in text  # names the commands that ran its experiments
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith(f"| jacobian_determinant_proxy_anchor")]
+    assert [r[3] for r in rows] == ["method", "linear"]
+    for row in rows:
+        # the study's report has the same separated MAP@R and paired difference in its table
+        table_row = next(line for line in study_report.splitlines()
+                         if line.startswith(f"| {tag}-{row[3]} | separated |"))
+        assert f"{row[5]} (Δ {row[6]})" in table_row
+        assert row[8].rstrip(" |") in ("higher", "lower", "no measurable difference", "n/a")
+    (out / f"{tag}-linear" / "results.json").unlink()  # an unfinished comparator is left out
+    text = summary.write_summary(out, docs, "python experiments/evidence_summary.py")
+    assert [line.split(" | ")[3] for line in text.splitlines() if line.startswith("| jacobian")] == ["method"]
+
+
+@pytest.fixture(scope="module")
 def sweep(evidence):
     yield from _experiment_script("skewed_mean_sweep")
 
