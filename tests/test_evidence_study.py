@@ -117,7 +117,7 @@ def test_summary_quotes_each_studys_own_report(evidence, summary, tmp_path):
     text = summary.write_summary(out, docs, "python experiments/evidence_summary.py")
     assert text == (docs / "evidence_summary" / "report.md").read_text()
     assert "pml-bench run" in text  # names the commands that ran its experiments
-    rows = [line.split(" | ") for line in text.splitlines() if line.startswith(f"| jacobian_determinant_proxy_anchor")]
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| jacobian_determinant_proxy_anchor")]
     assert [r[3] for r in rows] == ["method", "linear"]
     for row in rows:
         # the study's report has the same separated MAP@R and paired difference in its table
