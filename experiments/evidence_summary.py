@@ -95,7 +95,6 @@ def write_summary(out: Path, docs: Path, command: str) -> str:
     lines = [
         "# The evidence at a glance",
         "",
-        *provenance_lines(command, [c for *_, dirs in studies for d in dirs if (c := experiment_command(d))]),
         "Test MAP@R on the held-out classes, mean over seeds ± half-width of the 95% Student-t "
         "interval; Δ is the difference to the study's baseline paired by seed, with its 95% interval. "
         "Each study's own report (`docs/results/<study>-<dataset>-d<size>/`) has every metric, the "
@@ -115,7 +114,9 @@ def write_summary(out: Path, docs: Path, command: str) -> str:
                 f"| {study} | {data} | {size} | {role} | {_value(base.get('separated'))} | {_value(sep)} "
                 f"| {_difference(sep)} | {_difference(cat)} | {_verdict(sep)} |"
             )
-    text = "\n".join(lines) + "\n"
+    commands = [c for *_, dirs in studies for d in dirs if (c := experiment_command(d))]
+    lines += ["", *provenance_lines(command, commands)]
+    text = "\n".join(lines).rstrip("\n") + "\n"
     report_dir = docs / "evidence_summary"
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "report.md").write_text(text)
