@@ -78,12 +78,11 @@ def summary_rows(dirs: list[Path]) -> list[tuple[str, dict[str, SummaryRow], dic
     rows = summarize([r for d in dirs for r in load_records(d)], baseline=baseline, split="test")
     by = {(r.experiment, r.embedding): r for r in rows if r.metric == PRIMARY}
     tag = baseline.removesuffix("-baseline")
+    base = {e: by[baseline, e] for e in EMBEDDINGS if (baseline, e) in by}
     out = []
     for d in dirs[1:]:
-        role = d.name.removeprefix(f"{tag}-")
-        base = {e: by[baseline, e] for e in EMBEDDINGS if (baseline, e) in by}
         other = {e: by[d.name, e] for e in EMBEDDINGS if (d.name, e) in by}
-        out.append((role, base, other))
+        out.append((d.name.removeprefix(f"{tag}-"), base, other))
     return out
 
 
