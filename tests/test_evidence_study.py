@@ -5,6 +5,7 @@ its budget, the paired test table and the command that made it."""
 import importlib.util
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -107,16 +108,19 @@ def summary(evidence):
 
 def test_summary_quotes_each_studys_own_report(evidence, summary, tmp_path):
     out, docs = tmp_path / "runs", tmp_path / "docs"
-    with pytest.raises(FileNotFoundError, match="no finished evidence study"):
-        summary.write_summary(out, docs, "python experiments/evidence_summary.py")
+    with pytest.raises(FileNotFoundError, match="no evidence study report"):
+        summary.write_summary(docs, "python experiments/evidence_summary.py")
     argv = ["jacobian_determinant_proxy_anchor", "--size", "tiny", "--out", str(out), "--docs", str(docs),
             "--cache", str(tmp_path / "cache"), "--embedding-size", "8"]
     assert evidence.main(argv) == 0
     tag = "jacobian_determinant_proxy_anchor-glyphs-n6-d8"
     study_report = (docs / tag / "report.md").read_text()
-    text = summary.write_summary(out, docs, "python experiments/evidence_summary.py")
+    shutil.rmtree(out)  # the published reports are all it reads
+    (docs / "skewed_mean_sweep-glyphs-n6-d8").mkdir()  # not a study: left out
+    (docs / "skewed_mean_sweep-glyphs-n6-d8" / "report.md").write_text("# a sweep\n")
+    text = summary.write_summary(docs, "python experiments/evidence_summary.py")
     assert text == (docs / "evidence_summary" / "report.md").read_text()
-    assert "pml-bench run" in text  # names the commands that ran its experiments
+    assert "python experiments/evidence.py jacobian_determinant_proxy_anchor --size tiny" in text
     rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| jacobian_determinant_proxy_anchor")]
     assert [r[3] for r in rows] == ["method", "linear"]
     for row in rows:
@@ -124,9 +128,13 @@ def test_summary_quotes_each_studys_own_report(evidence, summary, tmp_path):
         table_row = next(line for line in study_report.splitlines()
                          if line.startswith(f"| {tag}-{row[3]} | separated |"))
         assert f"{row[5]} (Δ {row[6]})" in table_row
-        assert row[8].rstrip(" |") in ("higher", "lower", "no measurable difference", "n/a")
-    (out / f"{tag}-linear" / "results.json").unlink()  # an unfinished comparator is left out
-    text = summary.write_summary(out, docs, "python experiments/evidence_summary.py")
+        mean, half = (float(x) for x in row[6].split(" ± "))
+        verdict = "higher" if mean - half > 0 else "lower" if mean + half < 0 else "no measurable difference"
+        assert row[8].rstrip(" |") == verdict
+    # a comparator missing from a report's table is left out
+    trimmed = "\n".join(line for line in study_report.splitlines() if not line.startswith(f"| {tag}-linear |"))
+    (docs / tag / "report.md").write_text(trimmed)
+    text = summary.write_summary(docs, "python experiments/evidence_summary.py")
     assert [line.split(" | ")[3] for line in text.splitlines() if line.startswith("| jacobian")] == ["method"]
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "t_interval",
     "summarize",
     "markdown_table",
+    "read_report_table",
     "experiment_command",
     "provenance_lines",
     "plot_metric_comparison",
@@ -345,6 +346,90 @@ def markdown_table(rows: Sequence[SummaryRow], metrics: Sequence[str] | None = N
         cells += [_cell(by_metric[m]) if m in by_metric else "–" for m in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+_NUMBER = r"n/a|[-+]?\d+\.\d+"
+_CELL = re.compile(
+    rf"^(?P<mean>{_NUMBER}) ± (?P<hw>{_NUMBER})"
+    rf"(?: \((?:Δ (?P<diff>{_NUMBER}) ± (?P<diff_hw>{_NUMBER})(?:, (?P<pairs>\d+) pairs)?"
+    rf"|(?P<unpaired>Δ n/a: no shared seed))\))?$"
+)
+_BASELINE_SUFFIX = re.compile(r" \(Δ vs (?P<baseline>[^)]+)\)$")
+
+
+def _split_heading(split: str) -> str:
+    what = "Test split" if split == "test" else f"Split {split!r}"
+    return f"{what}. Mean over seeds ± half-width of the 95% Student-t interval."
+
+
+def _number(text: str) -> float:
+    return math.nan if text == "n/a" else float(text)
+
+
+def read_report_table(text: str, split: str = "test") -> list[SummaryRow]:
+    """Read back the summary table that :func:`write_report` put in a ``report.md``.
+
+    The inverse of :func:`markdown_table` for the table that follows the report's line for
+    ``split``: one :class:`SummaryRow` per metric cell, with the values as printed (4 decimals,
+    ``n/a`` read as nan). It lets a published report be quoted without its experiment folders.
+
+    Parameters
+    ----------
+    text : str
+        The text of a ``report.md``.
+    split : str
+        The split whose table to read: ``"test"`` or the split given to :func:`write_report`.
+
+    Returns
+    -------
+    list of SummaryRow
+
+    Raises
+    ------
+    ValueError
+        If ``text`` has no table for ``split`` or a cell is not in :func:`markdown_table`'s form.
+    """
+    lines = text.splitlines()
+    heading = _split_heading(split)
+    if heading not in lines:
+        raise ValueError(f"text must hold a report table for split {split!r} (the line {heading!r}), found none")
+    start = next(i for i in range(lines.index(heading), len(lines)) if lines[i].startswith("| "))
+    table = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        table.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    header, body = table[0], table[2:]
+    by_label = {label: metric for metric, label in METRIC_LABELS.items()}
+    with_split = header[1] == "Split"
+    first_metric = 4 if with_split else 3
+    metrics, baselines = [], set()
+    for label in header[first_metric:]:
+        match = _BASELINE_SUFFIX.search(label)
+        if match is not None:
+            baselines.add(match["baseline"])
+            label = label[: match.start()]
+        metrics.append(by_label.get(label, label))
+    baseline = baselines.pop() if len(baselines) == 1 else None
+    rows = []
+    for cells in body:
+        experiment, embedding, seeds = cells[0], cells[first_metric - 2], int(cells[first_metric - 1])
+        row_split = cells[1] if with_split else split
+        for metric, cell in zip(metrics, cells[first_metric:]):
+            if cell == "–":
+                continue
+            match = _CELL.match(cell)
+            if match is None:
+                raise ValueError(f"report cell for {experiment} {metric} must read 'mean ± half-width', got {cell!r}")
+            paired = match["diff"] is not None
+            rows.append(SummaryRow(
+                experiment, row_split, embedding, metric, _number(match["mean"]), _number(match["hw"]), seeds,
+                diff_mean=_number(match["diff"]) if paired else None,
+                diff_half_width=_number(match["diff_hw"]) if paired else None,
+                n_pairs=(int(match["pairs"]) if match["pairs"] else seeds) if paired else 0,
+                baseline=baseline if paired or match["unpaired"] else None,
+            ))
+    return rows
 
 
 def _save(fig: Figure, path: PathLike) -> None:
@@ -699,8 +784,7 @@ def write_report(
     rows = summarize(records, baseline=baseline, split=split)
     lines = [f"# {title}", "", *provenance_lines(command, commands)]
     if rows:
-        what = "Test split" if split == "test" else f"Split {split!r}"
-        lines += [f"{what}. Mean over seeds ± half-width of the 95% Student-t interval.", ""]
+        lines += [_split_heading(split), ""]
         if baseline is not None:
             lines += [f"Δ: difference to `{baseline}` paired by seed, with its 95% interval.", ""]
         lines += [markdown_table(rows)]

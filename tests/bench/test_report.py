@@ -19,6 +19,7 @@ from pml_regularizers.bench.report import (
     plot_embedding_map,
     plot_metric_comparison,
     plot_training_curves,
+    read_report_table,
     summarize,
     t_interval,
     write_report,
@@ -172,6 +173,48 @@ def test_markdown_negative_difference_sign():
             r["metrics"][MAP] -= 0.1
     text = markdown_table(summarize(records, baseline="base"), metrics=[MAP])
     assert "(Δ -0.0733 ± 0.0143, 3 pairs)" in text
+
+
+def _rounded(row):
+    """``row`` with its numbers as the markdown table prints them (4 decimals)."""
+    def r(x):
+        return x if x is None or math.isnan(x) else round(x, 4)
+    return (row.experiment, row.split, row.embedding, row.metric, r(row.mean), r(row.half_width), row.n,
+            r(row.diff_mean), r(row.diff_half_width), row.n_pairs, row.baseline)
+
+
+def _as_tuples(rows):
+    return [tuple("nan" if isinstance(x, float) and math.isnan(x) else x for x in _rounded(row)) for row in rows]
+
+
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_read_report_table_inverts_write_report(tmp_path, split):
+    recs = fake_records()
+    # "lone" has one seed (n/a half-widths), no seed shared with the baseline and an unknown metric
+    recs.append({"experiment": "lone", "seed": 7, "split": split, "embedding": "concatenated",
+                 "metrics": {MAP: 0.3, P1: 0.5, "my_metric": 0.125}})
+    dirs = [write_experiment(tmp_path, name, [r for r in recs if r["experiment"] == name])
+            for name in ("base", "reg", "lone")]
+    text = write_report(dirs, tmp_path / "report", baseline="base", split=split, command="pml-bench report x")
+    expected = summarize(recs, baseline="base", split=split)
+    assert "| lone | concatenated | 1 | 0.3000 ± n/a (Δ n/a: no shared seed) |" in text
+    assert "| – |" in text  # the unknown metric is missing for base and reg
+    assert _as_tuples(read_report_table(text, split)) == _as_tuples(expected)
+
+
+def test_read_report_table_negative_differences_and_bad_input(tmp_path):
+    recs = fake_records()
+    for r in recs:
+        if r["experiment"] == "reg":
+            r["metrics"][MAP] -= 0.1
+    dirs = [write_experiment(tmp_path, name, [r for r in recs if r["experiment"] == name]) for name in ("base", "reg")]
+    text = write_report(dirs, tmp_path / "report", baseline="base")
+    reg_map = next(r for r in read_report_table(text) if r.experiment == "reg" and r.metric == MAP)
+    assert (reg_map.diff_mean, reg_map.diff_half_width, reg_map.n_pairs) == (-0.0733, 0.0143, 3)
+    with pytest.raises(ValueError, match="split 'val'"):
+        read_report_table(text, "val")
+    with pytest.raises(ValueError, match="mean ± half-width"):
+        read_report_table(text.replace("0.4200 ± 0.0497", "0.42"))
 
 
 # load_records ---------------------------------------------------------------------------------
