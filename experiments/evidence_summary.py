@@ -41,6 +41,8 @@ def made_by(text: str) -> str | None:
     if "Made by:" not in lines:
         return None
     block = lines[lines.index("Made by:") + 1:]
+    if "```bash" not in block:
+        return None
     return next((line for line in block[block.index("```bash") + 1:] if line.strip()), None)
 
 

@@ -121,6 +121,9 @@ def test_summary_quotes_each_studys_own_report(evidence, summary, tmp_path):
     text = summary.write_summary(docs, "python experiments/evidence_summary.py")
     assert text == (docs / "evidence_summary" / "report.md").read_text()
     assert "python experiments/evidence.py jacobian_determinant_proxy_anchor --size tiny" in text
+    assert summary.made_by(study_report).startswith("python experiments/evidence.py jacobian_determinant_proxy_anchor")
+    assert summary.made_by("# a report\n\nMade by:\n\nno command block\n") is None
+    assert summary.made_by("# a report without provenance\n") is None
     rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| jacobian_determinant_proxy_anchor")]
     assert [r[3] for r in rows] == ["method", "linear"]
     for row in rows:
