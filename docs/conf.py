@@ -67,7 +67,7 @@ _EXAMPLES_MARKER = "% examples-list:"
 _INVENTORY_FAILURE = "failed to reach any of the inventories"
 _RESULTS_DOC = "results"
 _LOGGER = sphinx_logging.getLogger("docs.conf")
-_REPORT_COMMANDS = ("pml-bench ", "python -m pml_regularizers.bench ", "torchrun ")
+_REPORT_COMMANDS = ("pml-bench ", "python -m pml_regularizers.bench ", "torchrun ", "python experiments/")
 _NO_RESULTS = (
     "No reports have been generated into `docs/results/` yet, so this page has no tables or "
     "plots to show."

@@ -71,10 +71,15 @@ def test_python_blocks_of_the_page_run(page, tmp_path):
 def test_a_report_must_name_the_command_that_made_it(tmp_path, monkeypatch):
     conf = _load_docs_conf()
     monkeypatch.setattr(conf, "DOCS", tmp_path)
-    for name, text in [("named", "Command: `torchrun --nproc_per_node=2 -m x`"), ("typed", "| 0.5 |")]:
+    for name, text in [("named", "Command: `torchrun --nproc_per_node=2 -m x`"), ("typed", "| 0.5 |"),
+                       ("script", "python experiments/evidence_summary.py"), ("other", "python make_up.py")]:
         (tmp_path / "results" / name).mkdir(parents=True)
         (tmp_path / "results" / name / "report.md").write_text(f"# {name}\n\n{text}\n")
-    assert conf.reports_without_command() == ["results/typed/report"]
+    assert conf.reports_without_command() == ["results/other/report", "results/typed/report"]
+
+
+def test_every_published_report_names_the_command_that_made_it():
+    assert _load_docs_conf().reports_without_command() == []
 
 
 def test_results_page_without_reports_says_so(tmp_path, monkeypatch):
