@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from evidence import PRIMARY, STUDIES, script_command
-from pml_regularizers.bench.report import SummaryRow, read_report_table
+from pml_regularizers.bench.report import SummaryRow, provenance_lines, read_report_command, read_report_table
 
 EMBEDDINGS = ("separated", "concatenated")
 _TAG = re.compile(r"^(?P<study>[a-z_]+)-(?P<data>.+)-d(?P<size>\d+)$")
@@ -33,17 +33,6 @@ def study_reports(docs: Path) -> list[tuple[str, str, int, Path]]:
         if match is not None and match["study"] in STUDIES:
             found.append((match["study"], match["data"], int(match["size"]), report))
     return sorted(found, key=lambda s: (s[0], s[1], s[2]))
-
-
-def made_by(text: str) -> str | None:
-    """The command a report names under ``Made by:``, if any."""
-    lines = text.splitlines()
-    if "Made by:" not in lines:
-        return None
-    block = lines[lines.index("Made by:") + 1:]
-    if "```bash" not in block:
-        return None
-    return next((line for line in block[block.index("```bash") + 1:] if line.strip()), None)
 
 
 def _value(row: SummaryRow | None) -> str:
@@ -112,9 +101,9 @@ def write_summary(docs: Path, command: str) -> str:
                 f"| {study} | {data} | {size} | {role} | {_value(base.get('separated'))} | {_value(sep)} "
                 f"| {_difference(sep)} | {_difference(cat)} | {_verdict(sep)} |"
             )
-        if (made := made_by(text)) is not None:
+        if (made := read_report_command(text)) is not None:
             commands.append(made)
-    lines += ["", "Made by:", "", "```bash", command, "```", ""]
+    lines += ["", *provenance_lines(command, [])]
     if commands:
         lines += ["The study reports it quotes were made by:", "", "```bash", *commands, "```", ""]
     text = "\n".join(lines).rstrip("\n") + "\n"

@@ -40,6 +40,7 @@ __all__ = [
     "read_report_table",
     "experiment_command",
     "provenance_lines",
+    "read_report_command",
     "plot_metric_comparison",
     "plot_training_curves",
     "plot_embedding_map",
@@ -49,6 +50,7 @@ __all__ = [
 PathLike = str | os.PathLike
 RECORD_KEYS = ("seed", "split", "embedding", "metrics")
 ITERATION_HEADERS = ("~iteration~", "iteration")
+_MADE_BY = "Made by:"
 SEED_DIR = re.compile(r"^seed_(\d+)$")
 
 
@@ -128,10 +130,22 @@ def provenance_lines(command: str | None, experiment_commands: Sequence[str]) ->
     """
     lines = []
     if command:
-        lines += ["Made by:", "", "```bash", command, "```", ""]
+        lines += [_MADE_BY, "", "```bash", command, "```", ""]
     if experiment_commands:
         lines += ["Its experiments were run by:", "", "```bash", *experiment_commands, "```", ""]
     return lines
+
+
+def read_report_command(text: str) -> str | None:
+    """The command that made a report, read back from the lines :func:`provenance_lines` wrote in
+    its ``text``; ``None`` where it names none."""
+    lines = text.splitlines()
+    if _MADE_BY not in lines:
+        return None
+    block = lines[lines.index(_MADE_BY) + 1:]
+    if "```bash" not in block:
+        return None
+    return next((line for line in block[block.index("```bash") + 1:] if line.strip()), None)
 
 
 def _load_results(exp_dir: PathLike) -> tuple[str, list[dict]]:

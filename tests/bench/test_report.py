@@ -19,6 +19,8 @@ from pml_regularizers.bench.report import (
     plot_embedding_map,
     plot_metric_comparison,
     plot_training_curves,
+    provenance_lines,
+    read_report_command,
     read_report_table,
     summarize,
     t_interval,
@@ -215,6 +217,14 @@ def test_read_report_table_negative_differences_and_bad_input(tmp_path):
         read_report_table(text, "val")
     with pytest.raises(ValueError, match="mean ± half-width"):
         read_report_table(text.replace("0.4200 ± 0.0497", "0.42"))
+
+
+def test_read_report_command_inverts_provenance_lines():
+    text = "\n".join(["# a report", "", *provenance_lines("pml-bench report a b", ["pml-bench run x"]), "| 0.5 |"])
+    assert read_report_command(text) == "pml-bench report a b"
+    assert read_report_command("\n".join(["# a report", "", *provenance_lines(None, ["pml-bench run x"])])) is None
+    assert read_report_command("# a report\n\nMade by:\n\nno command block\n") is None
+    assert read_report_command("# a report without provenance\n") is None
 
 
 # load_records ---------------------------------------------------------------------------------
