@@ -77,8 +77,8 @@ _JD_GRID = (
     ("regularizer.penalty=square", "regularizer.weight=0.01"),
     ("regularizer.penalty=signed", "regularizer.weight=0.01"),
 )
-# The square penalty, the one the searches above chose in four of five studies, with its weight
-# searched; weight 0.1 won both follow-up runs after those searches (see docs/results.md).
+# The square penalty, which most searches over _JD_GRID chose, with its weight searched; weight 0.1
+# won both follow-up runs made after those searches (see docs/results.md).
 _JD_SQUARE_GRID = tuple(
     ("regularizer.penalty=square", f"regularizer.weight={w}") for w in ("0.01", "0.1", "1.0")
 )
