@@ -34,6 +34,7 @@ __all__ = [
     "load_loss_history",
     "loss_history_files",
     "mean_loss_curve",
+    "validation_curve_table",
     "t_interval",
     "summarize",
     "markdown_table",
@@ -52,6 +53,9 @@ RECORD_KEYS = ("seed", "split", "embedding", "metrics")
 ITERATION_HEADERS = ("~iteration~", "iteration")
 _MADE_BY = "Made by:"
 SEED_DIR = re.compile(r"^seed_(\d+)$")
+# What PML's tester logs after each epoch of a run with validation: one CSV per tester level.
+VAL_LOG = "accuracies_*_VAL_vs_self.csv"
+VAL_MAP_AT_R = "mean_average_precision_at_r_level0"
 
 
 @dataclass
@@ -624,6 +628,48 @@ def mean_loss_curve(
         return iterations, np.nanmean(stacked, axis=0), len(curves)
 
 
+def validation_curve_table(
+    exp_dirs: Sequence[PathLike], column: str = VAL_MAP_AT_R, log_file: str = VAL_LOG
+) -> str | None:
+    """A markdown table of validation accuracy after each epoch, one row per experiment.
+
+    Each cell is the mean over the experiment's training runs (seeds and folds) that validated at
+    that epoch, from the tester's accuracy CSV in each run's ``logs/`` folder; the last column
+    counts the runs. An epoch some runs did not reach (early stopping) averages the others.
+
+    Parameters
+    ----------
+    exp_dirs : sequence of path
+        Experiment folders.
+    column : str
+        The accuracy column, by default MAP@R of the tester's first level.
+    log_file : str
+        The accuracy CSV's name in each ``logs/`` folder (a glob pattern).
+
+    Returns
+    -------
+    str or None
+        The table, or ``None`` when no experiment logged the column.
+    """
+    curves = []
+    for exp_dir in exp_dirs:
+        curve = mean_loss_curve(exp_dir, column, log_file)
+        if curve is not None:
+            curves.append((_experiment_name(exp_dir), dict(zip(curve[0], curve[1])), curve[2]))
+    if not curves:
+        return None
+    epochs = sorted(set().union(*(c[1] for c in curves)))
+    lines = [
+        "| Experiment | " + " | ".join(f"{e:g}" for e in epochs) + " | runs |",
+        "|---|" + "---|" * (len(epochs) + 1),
+    ]
+    for name, by_epoch, n in curves:
+        cells = [_fmt(by_epoch[e]) if e in by_epoch and not math.isnan(by_epoch[e]) else ""
+                 for e in epochs]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {n} |")
+    return "\n".join(lines)
+
+
 def plot_training_curves(
     exp_dirs: Sequence[PathLike], path: PathLike, column: str = "total_loss",
     log_file: str = "loss_histories.csv", xlabel: str = "iteration",
@@ -756,7 +802,8 @@ def write_report(
     """Write ``report.md`` and its figures for a set of experiments.
 
     Writes ``metrics.png`` (test metrics per experiment), ``training_curves.png``
-    (``total_loss`` over iterations) and, for each experiment with a
+    (``total_loss`` over iterations), a table of validation MAP@R after each epoch when the runs
+    logged one (:func:`validation_curve_table`) and, for each experiment with a
     ``seed_<s>/test_embeddings.pt`` (the lowest such seed), ``embeddings_<experiment>.png``.
 
     Parameters
@@ -808,6 +855,11 @@ def write_report(
         lines += [f"No {split} records found.", ""]
     plot_training_curves(exp_dirs, out / "training_curves.png")
     lines += ["## Training curves", "", "![training curves](training_curves.png)", ""]
+    val_table = validation_curve_table(exp_dirs)
+    if val_table is not None:
+        lines += ["## Validation MAP@R after each epoch", "",
+                  "Mean over each experiment's training runs (seeds and folds); the columns are epochs.",
+                  "", val_table, ""]
     for exp_dir, name in zip(exp_dirs, names):
         found = _first_embeddings(exp_dir)
         if found is None:

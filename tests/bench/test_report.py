@@ -24,6 +24,7 @@ from pml_regularizers.bench.report import (
     read_report_table,
     summarize,
     t_interval,
+    validation_curve_table,
     write_report,
 )
 
@@ -350,6 +351,31 @@ def test_mean_curve_of_a_regularizer_stat_log(tmp_path):
     assert_png(tmp_path / "logdet.png")
 
 
+def _write_val_log(exp, seed, fold, values):
+    logs = exp / f"seed_{seed}" / f"fold_{fold}" / "logs"
+    logs.mkdir(parents=True)
+    rows = "".join(f"{e},{e},{v},{e},{v}\n" for e, v in enumerate(values, start=1))
+    (logs / "accuracies_normalized_GlobalEmbeddingSpaceTester_level_0_VAL_vs_self.csv").write_text(
+        "~iteration~,epoch,mean_average_precision_at_r_level0,best_epoch,best_accuracy\n" + rows
+    )
+
+
+def test_validation_curve_table_means_over_runs_and_early_stopping(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    _write_val_log(a, 0, 0, [0.1, 0.3, 0.5])
+    _write_val_log(a, 0, 1, [0.3, 0.5])  # stopped early: epoch 3 averages the other run only
+    _write_val_log(a, 1, 0, [0.2, 0.4, 0.8])
+    _write_val_log(b, 0, 0, [0.25])
+    assert validation_curve_table([a, b]).splitlines() == [
+        "| Experiment | 1 | 2 | 3 | runs |",
+        "|---|---|---|---|---|",
+        "| a | 0.2000 | 0.4000 | 0.6500 | 3 |",
+        "| b | 0.2500 |  |  | 1 |",
+    ]
+    (tmp_path / "none").mkdir()
+    assert validation_curve_table([tmp_path / "none"]) is None
+
+
 # plots and report -----------------------------------------------------------------------------
 
 
@@ -401,5 +427,10 @@ def test_write_report(tmp_path):
         assert f"]({name})" in text
         assert_png(out / name)
     assert not (out / "embeddings_base.png").exists()
+    assert "Validation MAP@R after each epoch" not in text  # no run logged validation
+    _write_val_log(reg, 0, 0, [0.5, 0.7])
+    text = write_report([base, reg], out, baseline="base")
+    assert "## Validation MAP@R after each epoch" in text
+    assert "| reg | 0.5000 | 0.7000 | 1 |" in text
     with pytest.raises(ValueError, match="distinct"):
         write_report([base, base], out)

@@ -1,6 +1,7 @@
 """The benchmark runner end to end on a tiny offline glyph set: configs, outputs, no recomputation,
 kill-and-resume equality, cross-validation records, evaluate-only, and config errors."""
 
+import csv
 import json
 import math
 import os
@@ -17,6 +18,7 @@ from omegaconf import OmegaConf
 from pml_regularizers.bench.cli import main as cli_main
 from pml_regularizers.bench.config import ConfigError, load_config
 from pml_regularizers.bench.data import class_disjoint_split
+from pml_regularizers.bench.report import validation_curve_table
 from pml_regularizers.bench.runner import load_experiment_data, run_experiment
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,6 +76,17 @@ def test_cross_validation_reports_separated_and_concatenated(tmp_path):
     val = metrics_of(exp_dir, "val")
     assert set(val) == {(0, "separated")}
     assert val[0, "separated"]["mean_average_precision_at_r"] == pytest.approx(sum(best_scores) / 2)
+    # the report's per-epoch validation table averages the two folds' tester logs
+    per_epoch = {}
+    for fold in (0, 1):
+        (log,) = (exp_dir / "seed_0" / f"fold_{fold}" / "logs").glob("accuracies_*_VAL_vs_self.csv")
+        for row in csv.DictReader(log.open()):
+            per_epoch.setdefault(row["epoch"], []).append(float(row["mean_average_precision_at_r_level0"]))
+    table = validation_curve_table([exp_dir]).splitlines()
+    assert table[0] == "| Experiment | " + " | ".join(per_epoch) + " | runs |"
+    expected = [f"{sum(v) / len(v):.4f}" for v in per_epoch.values()]
+    assert table[2] == f"| {exp_dir.name} | " + " | ".join(expected) + " | 2 |"
+    assert max(max(v) for v in per_epoch.values()) >= max(best_scores) - 1e-12
 
 
 def test_validation_only_run_never_touches_the_test_classes(tmp_path, monkeypatch):
