@@ -18,12 +18,18 @@
 #     .venv/bin/python experiments/evidence.py skewed_mean_proxy_anchor --per-class 10
 # List the studies:  .venv/bin/python experiments/evidence.py --list
 # Tiny smoke run (seconds, glyphs, what CI runs):  ... experiments/evidence.py skewed_mean_proxy_anchor --size tiny
+# --jobs N runs up to N independent experiments at once, each in its own process: the baseline's
+# and the comparators' searches, then the method's search, then the final runs. The results are
+# those of a sequential run; only the order of work changes.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import shlex
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -158,22 +164,42 @@ def val_score(exp_dir: Path) -> float:
     return float(np.mean([r["metrics"][PRIMARY] for r in records if r["split"] == "val"]))
 
 
-def _search(
-    tag: str, fixed: list[str], grid: tuple[tuple[str, ...], ...], seeds: int, out: Path, cache: Path | None
-) -> tuple[tuple[str, ...], list[tuple[str, Path, float]]]:
-    """Validation-only runs of ``fixed + point`` for each grid point; the best point and all scores."""
-    rows = []
+def run_all(runs: list[tuple[str, list[str]]], out: Path, cache: Path | None, jobs: int = 1) -> list[Path]:
+    """:func:`run_named` for each ``(name, overrides)``, up to ``jobs`` at once in their own processes;
+    the experiment folders in the order given."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if jobs == 1 or len(runs) == 1:
+        return [run_named(name, overrides, out, cache) for name, overrides in runs]
+    context = multiprocessing.get_context("spawn")  # no forked copies of torch's thread pools
+    with ProcessPoolExecutor(max_workers=min(jobs, len(runs)), mp_context=context) as pool:
+        names, overrides = zip(*runs)
+        return list(pool.map(run_named, names, overrides, repeat(out), repeat(cache)))
+
+
+def _search_runs(
+    tag: str, fixed: list[str], grid: tuple[tuple[str, ...], ...], seeds: int
+) -> list[tuple[str, list[str]]]:
+    """The validation-only runs of ``fixed + point``, one for each grid point."""
+    runs = []
     for point in grid:
         slug = "_".join(o.split("=", 1)[0].rsplit(".", 1)[-1] + o.split("=", 1)[1] for o in point)
-        exp = run_named(f"{tag}-search-{slug}", [*fixed, *point, "test=false", f"seeds={seeds}", "seed_offset=100"], out, cache)
-        rows.append((" ".join(point), exp, val_score(exp)))
+        runs.append((f"{tag}-search-{slug}", [*fixed, *point, "test=false", f"seeds={seeds}", "seed_offset=100"]))
+    return runs
+
+
+def _best(
+    grid: tuple[tuple[str, ...], ...], dirs: list[Path]
+) -> tuple[tuple[str, ...], list[tuple[str, Path, float]]]:
+    """The grid point whose run scored best on validation, and every point's (label, folder, score)."""
+    rows = [(" ".join(point), exp, val_score(exp)) for point, exp in zip(grid, dirs)]
     best = max(range(len(grid)), key=lambda k: rows[k][2])
     return grid[best], rows
 
 
 def run_study(
     study_name: str, dataset: list[str], size: str, embedding_size: int, out: Path, docs: Path,
-    cache: Path | None, command: str,
+    cache: Path | None, command: str, jobs: int = 1,
 ) -> str:
     study = STUDIES[study_name]
     schedule, search_seeds, final_seeds = SIZES[size]
@@ -181,20 +207,25 @@ def run_study(
     tag = f"{study_name}-{data_name}-d{embedding_size}"
     common = [*schedule, *dataset, f"embedding_size={embedding_size}"]
     base = [*common, *study.base]
+    lr_grid = tuple((p,) for p in LR_GRID)
 
-    lr, base_rows = _search(f"{tag}-baseline", base, tuple((p,) for p in LR_GRID), search_seeds, out, cache)
-    method_fixed = [*base, *lr, *study.method]
-    point, method_rows = _search(f"{tag}-method", method_fixed, study.method_grid, search_seeds, out, cache)
-    searches = {"baseline": base_rows, "method": method_rows}
-    finals = {"baseline": [*base, *lr], "method": [*method_fixed, *point]}
-    for extra_name, fixed in study.extra.items():
-        extra_fixed = [*common, *fixed]
-        extra_lr, searches[extra_name] = _search(
-            f"{tag}-{extra_name}", extra_fixed, tuple((p,) for p in LR_GRID), search_seeds, out, cache
-        )
-        finals[extra_name] = [*extra_fixed, *extra_lr]
+    # The learning-rate searches (baseline and comparators) are independent; the method's search
+    # needs the baseline's choice.
+    lr_searches = {"baseline": base} | {name: [*common, *fixed] for name, fixed in study.extra.items()}
+    runs = {role: _search_runs(f"{tag}-{role}", fixed, lr_grid, search_seeds) for role, fixed in lr_searches.items()}
+    dirs = iter(run_all([r for role_runs in runs.values() for r in role_runs], out, cache, jobs))
+    points, searches, finals = {}, {}, {}
+    for role, fixed in lr_searches.items():
+        points[role], searches[role] = _best(lr_grid, [next(dirs) for _ in lr_grid])
+        finals[role] = [*fixed, *points[role]]
+    method_fixed = [*finals["baseline"], *study.method]
+    method_dirs = run_all(_search_runs(f"{tag}-method", method_fixed, study.method_grid, search_seeds), out, cache, jobs)
+    points["method"], searches["method"] = _best(study.method_grid, method_dirs)
+    finals["method"] = [*method_fixed, *points["method"]]
+    roles = ("baseline", "method", *study.extra)
+    finals, searches = {r: finals[r] for r in roles}, {r: searches[r] for r in roles}
 
-    dirs = [run_named(f"{tag}-{role}", [*o, f"seeds={final_seeds}"], out, cache) for role, o in finals.items()]
+    dirs = run_all([(f"{tag}-{role}", [*o, f"seeds={final_seeds}"]) for role, o in finals.items()], out, cache, jobs)
     report_dir = docs / tag
     text = write_report(
         dirs, report_dir, baseline=f"{tag}-baseline", title=f"{study.description} ({data_name}, {embedding_size}-d)",
@@ -211,12 +242,10 @@ def run_study(
         "| side | configuration | validation MAP@R | chosen |",
         "|---|---|---|---|",
     ]
-    chosen = {"baseline": " ".join(lr), "method": " ".join(point)}
     for role, rows in searches.items():
-        best = max(rows, key=lambda r: r[2])
-        chosen.setdefault(role, best[0])
+        chosen = " ".join(points[role])
         for label, _, score in rows:
-            lines.append(f"| {role} | `{label}` | {score:.4f} | {'yes' if label == chosen[role] else ''} |")
+            lines.append(f"| {role} | `{label}` | {score:.4f} | {'yes' if label == chosen else ''} |")
     val_records = [r for d in dirs for r in load_records(d)]
     val_rows = summarize(val_records, baseline=f"{tag}-baseline", split="val")
     lines += ["", "Validation MAP@R of the final runs:", "", markdown_table(val_rows), ""]
@@ -281,15 +310,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The evidence study: search on validation, test once, report.")
     parser.add_argument("study", nargs="?", choices=sorted(STUDIES))
     parser.add_argument("--list", action="store_true", help="list the studies and exit")
+    parser.add_argument(
+        "--jobs", type=int, default=1, metavar="N",
+        help="run up to N independent experiments at once, each in its own process (default 1)",
+    )
     add_run_arguments(parser)
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     if args.list or not args.study:
         for name, study in STUDIES.items():
             print(f"{name:40s} {study.description}")
         return 0
     command = script_command("experiments/evidence.py", argv)
     print(run_study(
-        args.study, dataset_overrides(args), args.size, args.embedding_size, args.out, args.docs, args.cache, command
+        args.study, dataset_overrides(args), args.size, args.embedding_size, args.out, args.docs, args.cache, command,
+        args.jobs,
     ))
     return 0
 

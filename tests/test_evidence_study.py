@@ -76,6 +76,30 @@ def test_tiny_study_searches_on_validation_and_tests_the_chosen_configs(evidence
         assert (docs / tag / f"curve_{column}.png").stat().st_size > 0
 
 
+def test_parallel_jobs_give_the_sequential_results(evidence, tmp_path, monkeypatch):
+    """--jobs runs the same experiments in worker processes: same folders, same metrics, same report
+    tables; a study with an extra comparator covers the searches that run side by side."""
+    monkeypatch.syspath_prepend(str(REPO / "experiments"))  # spawned workers import the module by name
+    reports = {}
+    for jobs in (1, 3):
+        out, docs = tmp_path / f"runs{jobs}", tmp_path / f"docs{jobs}"
+        argv = ["jacobian_determinant_proxy_anchor", "--size", "tiny", "--out", str(out), "--docs", str(docs),
+                "--cache", str(tmp_path / "cache"), "--embedding-size", "4", "--jobs", str(jobs)]
+        assert evidence.main(argv) == 0
+        reports[jobs] = {
+            p.name: json.loads((p / "results.json").read_text())["records"] for p in sorted(out.iterdir())
+        }
+        (report_dir,) = docs.iterdir()
+        text = (report_dir / "report.md").read_text()
+        reports[jobs]["tables"] = text[text.index("Test split."):text.index("## Over training")]
+    assert len(reports[1]) == 2 * 3 + 3 + 3 + 1  # lr searches of baseline and linear, the method's, 3 finals, tables
+    assert reports[3] == reports[1]
+    with pytest.raises(SystemExit):
+        evidence.main(["skewed_mean_proxy_anchor", "--size", "tiny", "--jobs", "0"])
+    with pytest.raises(ValueError, match="jobs must be >= 1, got 0"):
+        evidence.run_all([], tmp_path, None, jobs=0)
+
+
 def test_per_class_sets_the_glyph_option_and_names_the_data(evidence):
     import argparse
 

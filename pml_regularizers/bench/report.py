@@ -41,6 +41,7 @@ __all__ = [
     "read_report_table",
     "experiment_command",
     "provenance_lines",
+    "device_lines",
     "read_report_command",
     "plot_metric_comparison",
     "plot_training_curves",
@@ -138,6 +139,18 @@ def provenance_lines(command: str | None, experiment_commands: Sequence[str]) ->
     if experiment_commands:
         lines += ["Its experiments were run by:", "", "```bash", *experiment_commands, "```", ""]
     return lines
+
+
+def device_lines(devices: Sequence[str | None]) -> list[str]:
+    """A markdown line saying which devices ran a report's experiments (``None``: not recorded, as
+    in results written before the runner recorded it); empty when none is recorded."""
+    if all(d is None for d in devices):
+        return []
+    counts: dict[str, int] = {}
+    for d in devices:
+        counts[d or "not recorded"] = counts.get(d or "not recorded", 0) + 1
+    parts = [f"{d} ({n} experiment{'s' if n > 1 else ''})" for d, n in counts.items()]
+    return [f"Run on: {', '.join(parts)}.", ""]
 
 
 def read_report_command(text: str) -> str | None:
@@ -832,7 +845,7 @@ def write_report(
         raise ValueError("exp_dirs must name at least one experiment folder, got none")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    records, names, commands = [], [], []
+    records, names, commands, devices = [], [], [], []
     for exp_dir in exp_dirs:
         data = _read_results(exp_dir)
         name = data["experiment"]
@@ -842,8 +855,9 @@ def write_report(
         records += data["records_with_name"]
         if data.get("command"):
             commands.append(data["command"])
+        devices.append(data.get("device"))
     rows = summarize(records, baseline=baseline, split=split)
-    lines = [f"# {title}", "", *provenance_lines(command, commands)]
+    lines = [f"# {title}", "", *provenance_lines(command, commands), *device_lines(devices)]
     if rows:
         lines += [_split_heading(split), ""]
         if baseline is not None:

@@ -121,8 +121,9 @@ def run_experiment(cfg: DictConfig, evaluate_only: bool = False, command: str | 
     Returns
     -------
     Path
-        The experiment folder, holding ``config.yaml``, ``results.json`` and one ``seed_<s>``
-        folder per seed (record-keeper logs, checkpoints, test embeddings).
+        The experiment folder, holding ``config.yaml``, ``results.json`` (with the device that
+        finished the experiment, :func:`device_label`) and one ``seed_<s>`` folder per seed
+        (record-keeper logs, checkpoints, test embeddings).
     """
     ddp = _init_distributed(cfg)
     exp_dir = Path(cfg.output_dir).expanduser() / experiment_name(cfg)
@@ -151,6 +152,7 @@ def run_experiment(cfg: DictConfig, evaluate_only: bool = False, command: str | 
                 "config": OmegaConf.to_container(cfg),
                 "command": command,
                 "world_size": ddp.world,
+                "device": device_label(device),
                 "records": records,
             },
         )
@@ -508,6 +510,13 @@ def _reseed(seed: int, fold: int, epoch: int, rank: int = 0) -> None:
     random.seed(s)
     np.random.seed(s)
     c_f.NUMPY_RANDOM.seed(s)  # PML's samplers draw from this module-level generator
+
+
+def device_label(device: torch.device) -> str:
+    """What ran an experiment, as ``results.json`` records it: ``"cpu"``, or ``"cuda: <GPU name>"``."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return device.type
 
 
 def _device(spec: str, ddp: _Dist) -> torch.device:

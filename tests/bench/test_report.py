@@ -11,6 +11,7 @@ from pytorch_metric_learning import losses, trainers
 from pytorch_metric_learning.utils import logging_presets
 
 from pml_regularizers.bench.report import (
+    device_lines,
     load_loss_history,
     load_records,
     loss_history_files,
@@ -231,6 +232,18 @@ def test_read_report_command_inverts_provenance_lines():
 # load_records ---------------------------------------------------------------------------------
 
 
+def test_device_lines_count_devices_and_unrecorded_ones(tmp_path):
+    assert device_lines([None, None]) == []
+    assert device_lines(["cpu", "cuda: NVIDIA H100", "cpu", None]) == [
+        "Run on: cpu (2 experiments), cuda: NVIDIA H100 (1 experiment), not recorded (1 experiment).", "",
+    ]
+    exp = write_experiment(tmp_path, "gpu", fake_records()[:2])
+    data = json.loads((exp / "results.json").read_text())
+    (exp / "results.json").write_text(json.dumps({**data, "device": "cuda: NVIDIA H100"}))
+    text = write_report([exp], tmp_path / "report")
+    assert "Run on: cuda: NVIDIA H100 (1 experiment)." in text
+
+
 def test_load_records_adds_experiment(tmp_path):
     exp = write_experiment(tmp_path, "base", [r for r in fake_records() if r["experiment"] == "base"])
     records = load_records(exp)
@@ -428,6 +441,7 @@ def test_write_report(tmp_path):
         assert_png(out / name)
     assert not (out / "embeddings_base.png").exists()
     assert "Validation MAP@R after each epoch" not in text  # no run logged validation
+    assert "Run on:" not in text  # neither results.json records a device
     _write_val_log(reg, 0, 0, [0.5, 0.7])
     text = write_report([base, reg], out, baseline="base")
     assert "## Validation MAP@R after each epoch" in text

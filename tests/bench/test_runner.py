@@ -73,6 +73,8 @@ def test_cross_validation_reports_separated_and_concatenated(tmp_path):
         assert (exp_dir / "seed_0" / f"fold_{fold}" / "checkpoint_best.pt").exists()
         state = torch.load(exp_dir / "seed_0" / f"fold_{fold}" / "checkpoint_latest.pt", weights_only=True)
         best_scores.append(state["state"]["best_score"])
+    expected_device = "cpu" if not torch.cuda.is_available() else f"cuda: {torch.cuda.get_device_name(0)}"
+    assert json.loads((exp_dir / "results.json").read_text())["device"] == expected_device  # device=auto
     val = metrics_of(exp_dir, "val")
     assert set(val) == {(0, "separated")}
     assert val[0, "separated"]["mean_average_precision_at_r"] == pytest.approx(sum(best_scores) / 2)
