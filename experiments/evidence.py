@@ -36,6 +36,8 @@ import numpy as np
 
 from pml_regularizers.bench.config import load_config
 from pml_regularizers.bench.report import (
+    VAL_LOG,
+    VAL_MAP_AT_R,
     load_records,
     markdown_table,
     plot_training_curves,
@@ -61,7 +63,7 @@ class Study:
     curves: tuple[tuple[str, str], ...] = ()  # (log file glob, column) plotted over training
 
 
-VAL_CURVE = ("accuracies_*_VAL_vs_self.csv", f"{PRIMARY}_level0")
+VAL_CURVE = (VAL_LOG, VAL_MAP_AT_R)
 _SM_CURVES = (("*_SkewedMeanRegularizer.csv", "skewed_mean"),)
 _JD_CURVES = (("*_JacobianDeterminantRegularizer.csv", "logdet_mean"),)
 _DVML_CURVES = tuple(
@@ -169,7 +171,7 @@ def run_all(runs: list[tuple[str, list[str]]], out: Path, cache: Path | None, jo
     the experiment folders in the order given."""
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    if jobs == 1 or len(runs) == 1:
+    if jobs == 1 or len(runs) <= 1:
         return [run_named(name, overrides, out, cache) for name, overrides in runs]
     context = multiprocessing.get_context("spawn")  # no forked copies of torch's thread pools
     with ProcessPoolExecutor(max_workers=min(jobs, len(runs)), mp_context=context) as pool:

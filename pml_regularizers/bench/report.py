@@ -15,6 +15,7 @@ import math
 import os
 import re
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,9 +147,7 @@ def device_lines(devices: Sequence[str | None]) -> list[str]:
     in results written before the runner recorded it); empty when none is recorded."""
     if all(d is None for d in devices):
         return []
-    counts: dict[str, int] = {}
-    for d in devices:
-        counts[d or "not recorded"] = counts.get(d or "not recorded", 0) + 1
+    counts = Counter(d or "not recorded" for d in devices)
     parts = [f"{d} ({n} experiment{'s' if n > 1 else ''})" for d, n in counts.items()]
     return [f"Run on: {', '.join(parts)}.", ""]
 
