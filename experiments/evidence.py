@@ -129,6 +129,12 @@ STUDIES: dict[str, Study] = {
         "JacobianDeterminantRegularizer, square penalty, weight searched, on a flow embedder with ProxyAnchor",
         _JD_CURVES,
     ),
+    "jacobian_determinant_square_multi_similarity": Study(
+        (*_MS, "embedder=flow"), ("regularizer=jacobian_determinant",), _JD_SQUARE_GRID, {},
+        "JacobianDeterminantRegularizer, square penalty, weight searched, on a flow embedder with "
+        "MultiSimilarity + miner",
+        _JD_CURVES,
+    ),
     "jacobian_determinant_full_proxy_anchor": Study(
         (*_PA, "embedder=flow"), ("embedder=dueling_flow", "regularizer=jacobian_determinant_loss"),
         _JD_FULL_GRID, {"linear": (*_PA, "embedder=linear")},
@@ -321,8 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     if args.list or not args.study:
+        width = max(map(len, STUDIES))
         for name, study in STUDIES.items():
-            print(f"{name:40s} {study.description}")
+            print(f"{name:{width}s}  {study.description}")
         return 0
     command = script_command("experiments/evidence.py", argv)
     print(run_study(
