@@ -269,8 +269,91 @@ def test_dvml_samples_reads_a_finished_dvml_run_and_refuses_others(dvml_samples,
     assert report.count("pml-bench run ") == 1
     assert f"python experiments/dvml_samples.py {exp_dir}" in report
 
+    assert_refuses_a_linear_run(dvml_samples.experiment_geometry, exp_dir, tmp_path, "dvml", "not a DVML experiment")
+
+
+def assert_refuses_a_linear_run(figures, exp_dir, tmp_path, embedder, match):
+    """``figures`` of a copy of ``exp_dir``'s config with ``embedder=linear`` raises, matching ``match``."""
     plain = tmp_path / "plain"
     plain.mkdir()
-    (plain / "config.yaml").write_text((exp_dir / "config.yaml").read_text().replace("embedder: dvml", "embedder: linear"))
-    with pytest.raises(ValueError, match="not a DVML experiment"):
-        dvml_samples.experiment_geometry(plain)
+    config = (exp_dir / "config.yaml").read_text()
+    assert f"embedder: {embedder}" in config
+    (plain / "config.yaml").write_text(config.replace(f"embedder: {embedder}", "embedder: linear"))
+    with pytest.raises(ValueError, match=match):
+        figures(plain)
+
+
+@pytest.fixture(scope="module")
+def flow_volume(evidence):
+    yield from _experiment_script("flow_volume")
+
+
+def test_flow_volume_matches_per_row_jacobians(flow_volume):
+    import numpy as np
+
+    from pml_regularizers import FlowEmbedder
+
+    torch.manual_seed(0)
+    flow = FlowEmbedder(7, 4, num_blocks=3, hidden_features=16)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.normal_(0.0, 0.5)  # far from the identity it starts as
+    features = torch.randn(9, 7)
+    got = flow_volume.volume_change(flow, features)
+
+    reference = FlowEmbedder(7, 4, num_blocks=3, hidden_features=16).double()
+    reference.load_state_dict(flow.state_dict())
+    logdets, largest, smallest, ratios = [], [], [], []
+    for x in features.double():
+        with torch.no_grad():
+            h = reference.projection(x)
+            z = reference(x.unsqueeze(0))[0]
+        jac = torch.autograd.functional.jacobian(reference.transform(), h).numpy()
+        logdets.append(np.linalg.slogdet(jac)[1])
+        singular = np.linalg.svd(jac, compute_uv=False)
+        largest.append(singular.max())
+        smallest.append(singular.min())
+        ratios.append(float(z.norm() / h.norm()))
+    logdets = np.array(logdets)
+    assert np.abs(logdets).max() > 0.5 and max(largest) > 1.5  # a map that changes volume and shape
+    assert got["log-det mean"] == pytest.approx(logdets.mean(), rel=1e-4)
+    assert got["log-det std"] == pytest.approx(logdets.std(ddof=1), rel=1e-4)
+    assert got["log-det min"] == pytest.approx(logdets.min(), rel=1e-4)
+    assert got["log-det max"] == pytest.approx(logdets.max(), rel=1e-4)
+    assert got["singular-value geometric mean"] == pytest.approx(np.exp(logdets / 4).mean(), rel=1e-4)
+    assert got["largest singular value"] == pytest.approx(np.mean(largest), rel=1e-4)
+    assert got["smallest singular value"] == pytest.approx(np.mean(smallest), rel=1e-4)
+    assert got["norm ratio"] == pytest.approx(np.mean(ratios), rel=1e-4)
+
+
+def test_flow_volume_of_a_new_flow_is_the_identity(flow_volume):
+    from pml_regularizers import FlowEmbedder
+
+    got = flow_volume.volume_change(FlowEmbedder(5, 5, hidden_features=8), torch.randn(300, 5))  # > one chunk
+    assert got["log-det mean"] == got["log-det min"] == got["log-det max"] == got["log-det std"] == 0.0
+    for name in ("singular-value geometric mean", "largest singular value", "smallest singular value", "norm ratio"):
+        assert got[name] == pytest.approx(1.0, abs=1e-6), name
+    with pytest.raises(TypeError, match="flow must be a FlowEmbedder, got Linear"):
+        flow_volume.volume_change(torch.nn.Linear(5, 5), torch.randn(3, 5))
+
+
+def test_flow_volume_reads_a_finished_flow_run_and_refuses_others(flow_volume, tmp_path):
+    from pml_regularizers.bench.cli import main as cli_main
+
+    from .bench.test_runner import tiny
+
+    assert cli_main(["run", *tiny(tmp_path, "embedder=flow", "seeds=1", "cv_folds=2", "epochs=1")]) == 0
+    (exp_dir,) = (tmp_path / "runs").iterdir()
+    out = tmp_path / "report"
+    assert flow_volume.main([str(exp_dir), "--out", str(out), "--title", "Tiny flow check"]) == 0
+    report = (out / "report.md").read_text()
+    assert report.startswith("# Tiny flow check\n")
+    score = json.loads((exp_dir / "results.json").read_text())["records"][0]["metrics"]["mean_average_precision_at_r"]
+    (row,) = [line for line in report.splitlines() if line.startswith(f"| `{exp_dir.name}` |")]
+    cells = row.strip("|").split("|")
+    assert cells[1].strip() == f"{score:.4f}" and cells[2].strip() == "2"  # its validation score, both folds
+    assert len(cells) == 3 + 8 and float(cells[3].split("±")[0]) != 0.0  # trained: no longer the identity
+    assert report.count("pml-bench run ") == 1
+    assert f"python experiments/flow_volume.py {exp_dir}" in report
+
+    assert_refuses_a_linear_run(flow_volume.experiment_volume, exp_dir, tmp_path, "flow", "not a flow experiment")
