@@ -1,7 +1,7 @@
 # How much does a trained flow metric layer change volume? A look inside finished flow experiments.
 #
 # For every finished fold of the given experiments (folders made by experiments/evidence.py or
-# pml-bench with embedder=flow), it loads the fold's best checkpoint, embeds the fold's own training
+# pml-bench with embedder=flow), it loads the fold's tested models, embeds the fold's own training
 # classes (the test classes are not used) and measures, per image, the log|det J| of the flow's
 # coupling blocks (the term JacobianDeterminantRegularizer penalises):
 #   - its mean, standard deviation, minimum and maximum over the images;

@@ -2,7 +2,8 @@
 # models (dvml_samples.py, flow_volume.py).
 #
 # For every finished fold of an experiment folder (made by experiments/evidence.py or pml-bench) it
-# rebuilds the trunk and embedder from the folder's config, loads the fold's best checkpoint and
+# rebuilds the trunk and embedder from the folder's config, loads the models the runner tested
+# (the best validation epoch's, or the last epoch's in a run without cross-validation) and
 # embeds the fold's own training classes with the trunk, so the test classes are never used. A
 # measurement is a function of (embedder, trunk features, labels) that returns named figures; the
 # report has one row per experiment with each figure's mean and standard deviation over its folds.
@@ -18,12 +19,24 @@ from evidence import script_command, val_score
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from pml_regularizers.bench.data import TensorImageDataset, class_disjoint_split, class_kfold
-from pml_regularizers.bench.report import experiment_command, provenance_lines
+from pml_regularizers.bench.data import TensorImageDataset, class_disjoint_split, training_folds
+from pml_regularizers.bench.report import experiment_command, load_records, provenance_lines
 from pml_regularizers.bench.runner import load_experiment_data
 
 Measure = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], dict[str, float]]
 Figures = Callable[[Path], tuple[dict[str, list[float]], int]]
+
+
+def tested_checkpoint(fold_dir: Path, validated: bool) -> Path | None:
+    """The checkpoint of ``fold_dir`` whose models the runner tested, or None before the fold finished.
+
+    That is the best validation epoch's (``checkpoint_best.pt``) for a ``validated`` fold, as the
+    runner keeps it, and otherwise the last epoch's (``checkpoint_latest.pt``).
+    """
+    latest, best = fold_dir / "checkpoint_latest.pt", fold_dir / "checkpoint_best.pt"
+    if not latest.exists() or not torch.load(latest, map_location="cpu", weights_only=True)["state"]["done"]:
+        return None
+    return best if validated and best.exists() else latest
 
 
 @torch.no_grad()
@@ -38,13 +51,16 @@ def measure_folds(exp_dir: Path, embedder: str, kind: str, measure: Measure) -> 
         raise ValueError(f"{exp_dir} is not a {kind} experiment (embedder={cfg.choices.embedder})")
     data = load_experiment_data(cfg)
     train_classes, _ = class_disjoint_split(data.labels)
-    folds = class_kfold(train_classes, cfg.cv_folds)
+    folds = training_folds(train_classes, cfg.cv_folds)
     trunk = instantiate(cfg.trunk).eval()
     model = instantiate(cfg.embedder, in_features=trunk.output_size, out_features=cfg.embedding_size).eval()
     values: dict[str, list[float]] = {}
     count = 0
-    for checkpoint in sorted(exp_dir.glob("seed_*/fold_*/checkpoint_best.pt")):
-        fold = int(checkpoint.parent.name.split("_")[1])
+    for fold_dir in sorted(exp_dir.glob("seed_*/fold_*")):
+        checkpoint = tested_checkpoint(fold_dir, validated=bool(cfg.cv_folds))
+        if checkpoint is None:
+            continue
+        fold = int(fold_dir.name.split("_")[1])
         payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
         trunk.load_state_dict(payload["models"]["trunk"])
         model.load_state_dict(payload["models"]["embedder"])
@@ -56,13 +72,16 @@ def measure_folds(exp_dir: Path, embedder: str, kind: str, measure: Measure) -> 
             values.setdefault(name, []).append(value)
         count += 1
     if not count:
-        raise FileNotFoundError(f"no finished fold (seed_*/fold_*/checkpoint_best.pt) in {exp_dir}")
+        raise FileNotFoundError(f"no finished fold (seed_*/fold_*/ with a finished checkpoint_latest.pt) in {exp_dir}")
     return values, count
 
 
 def validation_score(exp_dir: Path) -> str:
-    """Mean validation MAP@R over the seeds of a finished experiment, or "–" before it has finished."""
-    return f"{val_score(exp_dir):.4f}" if (exp_dir / "results.json").exists() else "–"
+    """Mean validation MAP@R over the seeds of a finished experiment, or "–" before it has finished
+    and for a run without cross-validation."""
+    finished = (exp_dir / "results.json").exists()
+    validated = finished and any(r["split"] == "val" for r in load_records(exp_dir))
+    return f"{val_score(exp_dir):.4f}" if validated else "–"
 
 
 def fold_report(
@@ -85,8 +104,8 @@ def fold_report(
         f"# {title}",
         "",
         *provenance_lines(command, [c for c in map(experiment_command, exp_dirs) if c]),
-        "Each fold's best checkpoint, embedding the fold's own training classes (the test classes are not "
-        "used). Mean ± standard deviation over the folds of all seeds. Validation MAP@R: the experiment's "
+        "Each fold's tested models (its best validation epoch's, or its last epoch's without cross-validation), "
+        "embedding the fold's own training classes (the test classes are not used). Mean ± standard deviation over the folds of all seeds. Validation MAP@R: the experiment's "
         f"own, mean over its seeds. {note}",
         "",
         "| Experiment | validation MAP@R | folds | " + " | ".join(names) + " |",

@@ -357,3 +357,35 @@ def test_flow_volume_reads_a_finished_flow_run_and_refuses_others(flow_volume, t
     assert f"python experiments/flow_volume.py {exp_dir}" in report
 
     assert_refuses_a_linear_run(flow_volume.experiment_volume, exp_dir, tmp_path, "flow", "not a flow experiment")
+
+
+def test_flow_volume_reads_a_run_without_cross_validation(flow_volume, tmp_path):
+    from pml_regularizers.bench.cli import main as cli_main
+
+    from .bench.test_runner import tiny
+
+    assert cli_main(["run", *tiny(tmp_path, "embedder=flow", "epochs=1")]) == 0  # cv_folds=0: one fold a seed
+    (exp_dir,) = (tmp_path / "runs").iterdir()
+    assert not list(exp_dir.glob("seed_*/fold_*/checkpoint_best.pt"))
+    values, count = flow_volume.experiment_volume(exp_dir)
+    assert count == 2 and len(values["log-det mean"]) == 2  # the last epoch's models of both seeds
+    out = tmp_path / "report"
+    assert flow_volume.main([str(exp_dir), "--out", str(out)]) == 0
+    assert f"| `{exp_dir.name}` | – | 2 | " in (out / "report.md").read_text()  # no validation score
+
+
+@pytest.fixture(scope="module")
+def trained_folds(evidence):
+    yield from _experiment_script("trained_folds")
+
+
+def test_tested_checkpoint_is_the_one_the_runner_tested(trained_folds, tmp_path):
+    fold_dir = tmp_path / "seed_0" / "fold_0"
+    fold_dir.mkdir(parents=True)
+    assert trained_folds.tested_checkpoint(fold_dir, validated=True) is None  # not started
+    torch.save({"state": {"done": False}}, fold_dir / "checkpoint_latest.pt")
+    torch.save({"state": {"done": False}}, fold_dir / "checkpoint_best.pt")
+    assert trained_folds.tested_checkpoint(fold_dir, validated=True) is None  # still training
+    torch.save({"state": {"done": True}}, fold_dir / "checkpoint_latest.pt")
+    assert trained_folds.tested_checkpoint(fold_dir, validated=True) == fold_dir / "checkpoint_best.pt"
+    assert trained_folds.tested_checkpoint(fold_dir, validated=False) == fold_dir / "checkpoint_latest.pt"

@@ -46,8 +46,8 @@ from .data import (
     ImageSet,
     TensorImageDataset,
     class_disjoint_split,
-    class_kfold,
     load_dataset,
+    training_folds,
 )
 from .io import atomic_torch_save, atomic_write, write_json
 from .metrics import BenchAccuracyCalculator
@@ -174,7 +174,7 @@ def _run_seed(
     result_path = seed_dir / "result.json"
     if result_path.exists() and not evaluate_only:
         return json.loads(result_path.read_text())["records"]
-    folds = class_kfold(train_classes, cfg.cv_folds) if cfg.cv_folds else [(train_classes, [])]
+    folds = training_folds(train_classes, cfg.cv_folds)
     test_set = _torch_dataset(data.subset(test_classes), augment=False) if cfg.test else None
     calc = BenchAccuracyCalculator()
     embeddings, labels, val_scores = [], None, []

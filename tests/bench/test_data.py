@@ -46,6 +46,7 @@ from pml_regularizers.bench.data import (
     load_omniglot,
     load_sop,
     safe_extract_zip,
+    training_folds,
 )
 
 SHARED_OMNIGLOT = Path(__file__).resolve().parents[2].parent / "shared" / "omniglot"
@@ -249,6 +250,13 @@ def test_class_kfold_rejects_bad_arguments():
     with pytest.raises(ValueError, match="distinct"):
         class_kfold([0, 1, 1, 2], 2)
     assert class_kfold(range(8), 4)[1] == ([0, 1, 4, 5, 6, 7], [2, 3])
+
+
+def test_training_folds_are_the_runners_folds():
+    assert training_folds([5, 2, 9], 0) == [([2, 5, 9], [])]  # no CV: one fold, all classes, no validation
+    assert training_folds(range(8), 4) == class_kfold(range(8), 4)
+    with pytest.raises(ValueError, match="k must be between 2"):
+        training_folds([0, 1, 2], 1)
 
 
 # ---------------------------------------------------------------------------------------------

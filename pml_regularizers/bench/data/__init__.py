@@ -13,7 +13,7 @@ from .images import FeatureDataset, FeatureSet, ImageSet, TensorImageDataset
 from .omniglot import load_omniglot
 from .pml_folders import load_cars196, load_cub, load_sop
 from .registry import dataset_names, load_dataset
-from .splits import class_disjoint_split, class_kfold
+from .splits import class_disjoint_split, class_kfold, training_folds
 
 __all__ = [
     "FeatureDataset",
@@ -22,6 +22,7 @@ __all__ = [
     "TensorImageDataset",
     "class_disjoint_split",
     "class_kfold",
+    "training_folds",
     "dataset_names",
     "download_file",
     "load_cars196",

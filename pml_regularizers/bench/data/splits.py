@@ -71,3 +71,24 @@ def class_kfold(class_ids: Sequence[int], k: int) -> list[tuple[list[int], list[
         folds.append((classes[:start] + classes[stop:], classes[start:stop]))
         start = stop
     return folds
+
+
+def training_folds(class_ids: Sequence[int], cv_folds: int) -> list[tuple[list[int], list[int]]]:
+    """The runner's folds of the training classes: :func:`class_kfold` for ``cv_folds >= 2``, and
+    for ``cv_folds == 0`` one fold that trains on every class and validates on none.
+
+    Parameters
+    ----------
+    class_ids : sequence of int
+        Distinct class ids.
+    cv_folds : int
+        0, or the number of folds (2 to ``len(class_ids)``).
+
+    Returns
+    -------
+    list of tuple of list of int
+        Pairs ``(train_classes, val_classes)``, each sorted; fold ``i`` is the runner's ``fold_i``.
+    """
+    if cv_folds == 0:
+        return [(sorted(int(c) for c in class_ids), [])]
+    return class_kfold(class_ids, cv_folds)
