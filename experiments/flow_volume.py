@@ -15,7 +15,8 @@
 # Bare flows log no log-determinant while they train, so this is how their volume change is seen.
 #
 # Run (on the flow-depth follow-up's experiments, see docs/results.md):
-#     .venv/bin/python experiments/flow_volume.py runs/followup/jacobian_determinant_flow_depth2_validation-omniglot-d32-baseline \
+#     .venv/bin/python experiments/flow_volume.py \
+#         runs/followup/jacobian_determinant_flow_depth2_validation-omniglot-d32-baseline \
 #         runs/followup/jacobian_determinant_flow_depth2_validation-omniglot-d32-method \
 #         --out docs/results/jacobian_determinant_flow_volume-omniglot-d32
 from __future__ import annotations

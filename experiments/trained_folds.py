@@ -104,9 +104,10 @@ def fold_report(
         f"# {title}",
         "",
         *provenance_lines(command, [c for c in map(experiment_command, exp_dirs) if c]),
-        "Each fold's tested models (its best validation epoch's, or its last epoch's without cross-validation), "
-        "embedding the fold's own training classes (the test classes are not used). Mean ± standard deviation over the folds of all seeds. Validation MAP@R: the experiment's "
-        f"own, mean over its seeds. {note}",
+        "Each fold's tested models (its best validation epoch's, or its last epoch's without "
+        "cross-validation), embedding the fold's own training classes (the test classes are not used). "
+        "Mean ± standard deviation over the folds of all seeds. Validation MAP@R: the experiment's own, "
+        f"mean over its seeds. {note}",
         "",
         "| Experiment | validation MAP@R | folds | " + " | ".join(names) + " |",
         "|---|---|---|" + "---|" * len(names),
