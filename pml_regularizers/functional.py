@@ -291,6 +291,16 @@ class _GramPairwiseSkewedMean(torch.autograd.Function):
     Forward: per row block, one product for the block's similarities against the rows after it and,
     when a gradient is needed, two products (rows and columns) that accumulate the gradient with an
     online rescaling by the running maximum. Backward: one scaling of that accumulator.
+
+    With :math:`z = \\lambda g` and :math:`m` the running maximum of :math:`z`, two sums are kept
+    in float64: :math:`\\sum e^{z - m}` and :math:`\\sum (e^{z - m} - 1)` (``expm1``, exact for
+    :math:`z - m` near 0). The mean of the first is :math:`t \\in [1/N, 1]`; the value is
+    :math:`(m + \\log t) / \\lambda`, with :math:`\\log t` taken as ``log1p`` of the second
+    sum's mean when :math:`t > 1/2`, as :func:`skewed_mean` does. Without the second sum,
+    :math:`t` rounds to 1 when :math:`|\\lambda|` is small and the value jumps from the mean to
+    the maximum. When the running maximum rises by :math:`\\delta`, the sums over the
+    :math:`n` pairs seen so far become :math:`r S` and :math:`r S_1 + n (r - 1)`, with
+    :math:`r = e^{-\\delta}`.
     """
 
     @staticmethod
@@ -309,12 +319,15 @@ class _GramPairwiseSkewedMean(torch.autograd.Function):
         acc = torch.zeros_like(u) if need_grad else None
         running_max = -math.inf  # of lam * value, over pairs seen so far
         total = 0.0  # sum of exp(lam * value - running_max), in float64
+        total_m1 = 0.0  # sum of expm1(lam * value - running_max), in float64
+        seen = 0  # pairs summed so far
         value_sum = 0.0  # only used at lam == 0
         for start in range(0, n, block_size):
             stop = min(start + block_size, n)
             ub, uc = u[start:stop], u[start:]
             valid = pair_mask(ids[start:stop], ids[start:], group_size, upper=True)
-            if not bool(valid.any()):
+            count = int(valid.sum())
+            if count == 0:
                 continue
             # the block's temporaries are reused in place: memory is a few block-sized buffers
             values, deriv = _gram_transform(ub @ uc.T, transform, power)
@@ -327,20 +340,25 @@ class _GramPairwiseSkewedMean(torch.autograd.Function):
                 if block_max > running_max:
                     rescale = math.exp(running_max - block_max)
                     total *= rescale
+                    total_m1 = total_m1 * rescale + seen * math.expm1(running_max - block_max)
                     if acc is not None:
                         acc.mul_(rescale)
                     running_max = block_max
-                weights = z.sub_(running_max).exp_()
+                z = z.sub_(running_max)
+                total_m1 += float(torch.expm1(z).masked_fill_(~valid, 0).sum(dtype=torch.float64))
+                weights = z.exp_()
             total += float(weights.sum(dtype=torch.float64))
+            seen += count
             if acc is not None:
                 w = weights if deriv is None else weights.mul_(deriv)
                 acc[start:stop].addmm_(w, uc)  # in place: no rows x D temporary
                 acc[start:].addmm_(w.T, ub)
-        num_pairs = _num_upper_pairs(n, group_size)
         if lam == 0.0:
-            value = value_sum / num_pairs
+            value = value_sum / seen
         else:
-            value = running_max / lam + math.log(total / num_pairs) / lam
+            t = total / seen
+            log_t = math.log1p(total_m1 / seen) if t > 0.5 else math.log(t)
+            value = running_max / lam + log_t / lam
         if acc is not None:
             ctx.save_for_backward(acc.div_(total))
         return torch.tensor(value, dtype=u.dtype, device=u.device)
@@ -383,7 +401,9 @@ def gram_pairwise_skewed_mean(
         Rows, shape ``(R, D)``, with ``R`` a multiple of ``group_size`` and at least two groups;
         unit rows for ``"neg_chord"``.
     lam : float
-        Finite skew; 0 gives the arithmetic mean.
+        Finite skew; 0 gives the arithmetic mean, and the value tends to it continuously as
+        :math:`\\lambda \\to 0` (see :class:`_GramPairwiseSkewedMean` for how small
+        :math:`|\\lambda|` keeps its precision).
     group_size : int
         Rows per group; pairs inside a group are skipped.
     transform : {"similarity", "neg_chord"}
@@ -396,14 +416,21 @@ def gram_pairwise_skewed_mean(
     Returns
     -------
     Tensor
-        0-dim tensor in ``u``'s dtype, differentiable with respect to ``u``.
+        0-dim tensor in ``u``'s dtype (computed in float32 for float16 and bfloat16),
+        differentiable with respect to ``u``.
     """
     lam = _check_lam(lam, allow_inf=False)
     _check_grouped_rows(u, group_size, block_size, "u")
     if transform not in ("similarity", "neg_chord"):
         raise ValueError(f"transform must be 'similarity' or 'neg_chord', got {transform!r}")
+    if not u.is_floating_point():
+        raise ValueError(f"u must be a floating-point tensor, got dtype {u.dtype}")
     block = block_size or default_block_size(u.shape[0])
-    return _GramPairwiseSkewedMean.apply(u, lam, group_size, transform, float(power), block)
+    uc = at_least_float32(u)
+    if abs(lam) < math.sqrt(torch.finfo(uc.dtype).tiny):  # as in skewed_mean: the mean to resolution
+        lam = 0.0
+    value = _GramPairwiseSkewedMean.apply(uc, lam, group_size, transform, float(power), block)
+    return value.to(u.dtype)
 
 
 @torch.no_grad()

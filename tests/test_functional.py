@@ -188,13 +188,63 @@ def test_gram_kernel_coincident_rows_give_finite_gradients():
     assert torch.isfinite(g).all()
 
 
-def test_gram_kernel_stays_accurate_for_tiny_lam_in_float32():
+def _brute_force_pair_values(u, group_size, transform, power):
+    """Pair values over unordered pairs of different groups, by a Python loop in float64."""
+    u = u.double()
+    out = []
+    for i in range(len(u)):
+        for j in range(i + 1, len(u)):
+            if i // group_size != j // group_size:
+                s = torch.dot(u[i], u[j])
+                out.append(s if transform == "similarity" else -(2 - 2 * s).clamp_min(0) ** (power / 2))
+    return torch.stack(out)
+
+
+def _mp_skewed_mean(values, lam):
+    """The skewed mean in 50-digit arithmetic (mpmath), independent of the package's formulas."""
+    import mpmath
+
+    with mpmath.workdps(50):
+        a = [mpmath.mpf(float(v)) for v in values]
+        if lam == 0:
+            return float(mpmath.fsum(a) / len(a))
+        lam = mpmath.mpf(lam)
+        return float(mpmath.log(mpmath.fsum(mpmath.exp(lam * x) for x in a) / len(a)) / lam)
+
+
+TINY_TO_HUGE_LAMS = [s * m for m in (1e-12, 1e-8, 1e-4, 1.0, 1e3) for s in (1, -1)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("transform, power, group_size", [("similarity", 1.0, 1), ("neg_chord", 1.0, 3)])
+@pytest.mark.parametrize("lam", TINY_TO_HUGE_LAMS)
+def test_gram_kernel_value_and_gradient_match_brute_force_from_tiny_to_huge_lam(
+    dtype, transform, power, group_size, lam
+):
+    u64 = unit_rows(9, 4)
+    values = _brute_force_pair_values(u64, group_size, transform, power)
+    expected = _mp_skewed_mean(values, lam)
+    # the gradient of SM is softmax(lam * a) pushed through the pair values: exact in float64
+    leaf = u64.clone().requires_grad_(True)
+    a = _brute_force_pair_values(leaf, group_size, transform, power)
+    ((torch.logsumexp(lam * a, 0) - math.log(len(a))) / lam).backward()
+    tol = {"rel": 1e-11, "abs": 1e-13} if dtype == torch.float64 else {"rel": 1e-6, "abs": 1e-6}
+    for block in [1, 2, 4, 9, None]:
+        u = u64.to(dtype).requires_grad_(True)
+        got = F.gram_pairwise_skewed_mean(u, lam, group_size, transform, power, block_size=block)
+        assert got.dtype == dtype
+        assert got.item() == pytest.approx(expected, **tol), block
+        (grad,) = torch.autograd.grad(got, u)
+        torch.testing.assert_close(grad.double(), leaf.grad, rtol=tol["rel"] * 10, atol=tol["abs"] * 10)
+
+
+def test_gram_kernel_tends_to_the_mean_as_lam_shrinks():
     u = unit_rows(300, 8, dtype=torch.float32)
-    expected = upper_pairs(u.double() @ u.double().T).mean().item()
     pairs = upper_pairs(u.double() @ u.double().T)
-    expected += 1e-4 * pairs.var(unbiased=False).item() / 2  # SM_lam = mean + lam var / 2 + O(lam^2)
-    got = F.gram_pairwise_skewed_mean(u, 1e-4).item()
-    assert got == pytest.approx(expected, abs=1e-4)
+    mean, var = pairs.mean().item(), pairs.var(unbiased=False).item()
+    for lam in [1e-4, 1e-8, 1e-12, 1e-30, 1e-45, 0.0]:
+        got = F.gram_pairwise_skewed_mean(u, lam).item()
+        assert got == pytest.approx(mean + lam * var / 2, abs=2e-7), lam  # SM = mean + lam var/2 + O(lam^2)
 
 
 def test_row_skewed_means_matches_loops_and_checkpointing_keeps_gradients():

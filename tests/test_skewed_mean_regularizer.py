@@ -91,6 +91,18 @@ def test_block_size_does_not_change_value_or_gradient():
         torch.testing.assert_close(g, results[0][1], rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("dtype", TEST_DTYPES)
+@pytest.mark.parametrize("form", ["pairwise", "rowwise"])
+@pytest.mark.parametrize("dist_name", ["cosine", "l2"])
+def test_small_lam_gives_the_plain_mean_whatever_the_block_size(dtype, form, dist_name):
+    x = torch.randn(7, 5).to(dtype)
+    mean = brute_force(x, 0.0, DISTANCES[dist_name]()).item()
+    for lam in [1e-12, -1e-8, 1e-8]:
+        for block in [1, 3, None]:
+            reg = SkewedMeanRegularizer(lam=lam, form=form, block_size=block, distance=DISTANCES[dist_name]())
+            assert reg(x).item() == pytest.approx(mean, rel=rtol_for(dtype), abs=1e-6), (lam, block)
+
+
 def test_equals_naive_full_matrix_at_1000_rows_float64():
     w = torch.randn(1000, 64, dtype=torch.float64)
     u = torch.nn.functional.normalize(w, dim=1)
