@@ -181,15 +181,16 @@ def test_dueling_branches():
     x = torch.randn(5, 6)
     z = dueling(x)
     torch.testing.assert_close(z, dueling.branch1.forward_and_logdet(x)[0])
-    assert torch.equal(dueling.logdet_for_batch(5), dueling.branch1.latest_logdet)
-    l2 = dueling.branch2_logdet_for_batch(5)
+    assert torch.equal(dueling.logdet_of(z), dueling.branch1.latest_logdet)
+    l2 = dueling.branch2_logdet_of(z)
     torch.testing.assert_close(l2, dueling.branch2.forward_and_logdet(x)[1])
     assert not torch.allclose(l2, dueling.latest_logdet)
     torch.testing.assert_close(dueling.inverse(z), dueling.branch1.projection(x))
     with torch.no_grad():  # as in PML's testers: branch 2 does not run
-        dueling(torch.randn(3, 6))
+        z_eval = dueling(torch.randn(3, 6))
     with pytest.raises(RuntimeError, match="branch 2 did not run"):
-        dueling.branch2_logdet_for_batch(3)
+        dueling.branch2_logdet_of(z_eval)
+    torch.testing.assert_close(dueling.branch2_logdet_of(z), l2)  # the earlier forward's, still
     assert dueling.branch2.latest_logdet.shape == (5,)
 
 
@@ -230,12 +231,13 @@ def test_bad_input(x, match):
         FlowEmbedder(4, 6, hidden_features=8)(x)
 
 
-def test_bad_inverse_input_and_cache_errors():
+def test_bad_inverse_input_and_record_errors():
     flow = FlowEmbedder(4, 6, hidden_features=8)
     with pytest.raises(ValueError, match=r"z must be 2-D with shape \(N, out_features=6\)"):
         flow.inverse(torch.randn(3, 4))
     with pytest.raises(RuntimeError, match="FlowEmbedder has not run yet"):
-        flow.logdet_for_batch(3)
-    flow(torch.randn(3, 4))
-    with pytest.raises(ValueError, match="batch of 5 embeddings but the flow's latest forward had 3"):
-        flow.logdet_for_batch(5)
+        flow.logdet_of(torch.randn(3, 6))
+    z = flow(torch.randn(3, 4))
+    for other in (torch.randn(3, 6), torch.randn(5, 6), z[:2], z * 2, torch.cat([z, z])):
+        with pytest.raises(ValueError, match=r"were not returned by FlowEmbedder's forward"):
+            flow.logdet_of(other)

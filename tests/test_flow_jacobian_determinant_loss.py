@@ -154,6 +154,25 @@ def test_reference_embeddings_reach_the_inner_loss_and_zero_penalty_weight_drops
     assert inner(z, labels).item() != pytest.approx(inner(z, labels, None, ref, ref_labels).item())
 
 
+def test_the_terms_follow_the_embeddings_when_the_reference_batch_also_went_through_the_flow():
+    emb = make_dueling()
+    x, ref = torch.randn(6, 8, dtype=torch.float64), torch.randn(6, 8, dtype=torch.float64)
+    labels, ref_labels = torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 1, 2, 0, 1, 2])
+    inner = losses.ContrastiveLoss()
+    loss_fn = JacobianDeterminantLoss(inner, emb, penalty_weight=0.7, reward_weight=0.4, penalty="square",
+                                      interpolation_eps=0.5)
+    z = emb(x)
+    z_ref = emb(ref)  # same size, after the embeddings: its records must not be read
+    torch.manual_seed(5)
+    value = loss_fn(z, labels, None, z_ref, ref_labels)
+    torch.manual_seed(5)
+    pts, valid = F.same_class_interpolation(x, labels, 0.5)
+    ld1 = torch.cat([brute_force_logdets(emb.branch1, x), brute_force_logdets(emb.branch1, pts)[valid]])
+    ld2 = torch.cat([brute_force_logdets(emb.branch2, x), brute_force_logdets(emb.branch2, pts)[valid]])
+    expected = inner(z, labels, None, z_ref, ref_labels) + 0.7 * ld1.square().mean() - 0.4 * ld2.mean()
+    assert value.item() == pytest.approx(expected.item(), rel=1e-10)
+
+
 def test_gradcheck_float64_with_dueling_and_interpolation():
     emb = make_dueling(5, 4)
     labels = torch.tensor([0, 0, 1, 1, 1, 2])
@@ -265,7 +284,7 @@ def test_bad_calls():
     z = emb(torch.randn(4, 8))
     with pytest.raises(ValueError, match="labels are required when interpolation_eps is set"):
         loss_fn(z, None)
-    with pytest.raises(ValueError, match="batch of 3 embeddings but the flow's latest forward had 4"):
+    with pytest.raises(ValueError, match=r"embeddings \(\(3, 5\)\) were not returned by FlowEmbedder's forward"):
         loss_fn(z[:3], labels[:3])
     with pytest.raises(ValueError, match=r"embeddings must be 2-D with shape \(N, out_features=5\)"):
         loss_fn(torch.randn(4, 6), labels)

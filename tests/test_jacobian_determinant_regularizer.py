@@ -46,6 +46,47 @@ def test_value_equals_brute_force(penalty, target, coupling):
         assert expected.abs().item() > 1e-4
 
 
+def _square_penalty_reference(flow, x):
+    return brute_force_logdets(flow, x).square().mean()
+
+
+def test_logdets_follow_the_embeddings_not_the_latest_forward_of_the_same_size():
+    flow = random_flow().double()
+    x, ref, view, val = (torch.randn(6, 10, dtype=torch.float64) for _ in range(4))
+    labels, ref_labels = torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 1, 2, 0, 1, 2])
+    reg = JacobianDeterminantRegularizer(flow, penalty="square")
+    loss_fn = losses.ContrastiveLoss(embedding_regularizer=reg, embedding_reg_weight=1.0)
+    inner = losses.ContrastiveLoss()
+    leaf = x.clone().requires_grad_(True)
+    z = flow(leaf)
+    z_ref = flow(ref)  # PML's ref_emb batch, also through the flow, after the embeddings
+    with torch.no_grad():
+        flow(val)  # a validation batch in between
+    flow(view)  # a second view, never given to the loss
+    value = loss_fn(z, labels, None, z_ref, ref_labels)
+    expected = inner(z, labels, None, z_ref, ref_labels) + _square_penalty_reference(flow, x)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-10)
+    (grad,) = torch.autograd.grad(value, leaf)
+    leaf_ref = x.clone().requires_grad_(True)
+    z2 = flow.forward_and_logdet(leaf_ref)[0]
+    expected = inner(z2, labels, None, z_ref.detach(), ref_labels) + _square_penalty_reference(flow, leaf_ref)
+    (grad_expected,) = torch.autograd.grad(expected, leaf_ref)
+    torch.testing.assert_close(grad, grad_expected, rtol=1e-9, atol=1e-12)
+
+
+def test_a_copy_of_the_embeddings_is_matched_by_value():
+    # DistributedDataParallel(find_unused_parameters=True) hands back copies of the module's output
+    flow = random_flow().double()
+    reg = JacobianDeterminantRegularizer(flow, penalty="square")
+    x = torch.randn(5, 10, dtype=torch.float64)
+    copy = flow(x).clone()  # the module's output itself is gone: the latest forward is matched
+    assert reg(copy).item() == pytest.approx(_square_penalty_reference(flow, x).item(), rel=1e-10)
+    z = flow(x)
+    copy = z.clone()
+    flow(torch.randn(5, 10, dtype=torch.float64))  # not the latest any more, but z is alive
+    assert reg(copy).item() == pytest.approx(_square_penalty_reference(flow, x).item(), rel=1e-10)
+
+
 def test_reducer_gets_one_value_per_embedding():
     flow = random_flow().double()
     z = flow(torch.randn(7, 10, dtype=torch.float64))
@@ -163,7 +204,7 @@ def test_self_supervised_loss_is_refused_with_a_clear_message():
     reg = JacobianDeterminantRegularizer(flow)
     loss_fn = losses.SelfSupervisedLoss(losses.NTXentLoss(embedding_regularizer=reg))
     a, b = flow(torch.randn(6, 10)), flow(torch.randn(6, 10))
-    with pytest.raises(ValueError, match="batch of 12 embeddings but the flow's latest forward had 6"):
+    with pytest.raises(ValueError, match=r"embeddings \(\(12, 6\)\) were not returned by FlowEmbedder"):
         loss_fn(a, b)
 
 
@@ -242,7 +283,8 @@ def test_called_before_the_flow_ran():
 @pytest.mark.parametrize(
     "x, exc, match",
     [
-        (torch.randn(5, 6), ValueError, "batch of 5 embeddings but the flow's latest forward had 4"),
+        (torch.randn(5, 6), ValueError, r"embeddings \(\(5, 6\)\) were not returned by FlowEmbedder's forward"),
+        (torch.randn(4, 6), ValueError, "were not returned by FlowEmbedder's forward"),
         (torch.randn(4, 7), ValueError, r"x must be 2-D with shape \(N, out_features=6\), got shape \(4, 7\)"),
         (torch.randn(4), ValueError, r"got shape \(4,\)"),
         (torch.full((4, 6), math.nan), ValueError, "x contains non-finite"),

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .flow_embedder import Coupling, FlowEmbedder
+from .forward_records import FlowForward, ForwardRecords, gathered
 
 
 class DuelingFlowEmbedder(nn.Module):
@@ -38,7 +39,8 @@ class DuelingFlowEmbedder(nn.Module):
     Notes
     -----
     :class:`~pml_regularizers.JacobianDeterminantRegularizer` given this module reads branch 1,
-    like every method here that does not name a branch.
+    like every method here that does not name a branch. Branch 2's record of a forward is tied
+    to the embeddings branch 1 returned (:meth:`branch2_logdet_of`).
     """
 
     def __init__(
@@ -58,15 +60,15 @@ class DuelingFlowEmbedder(nn.Module):
         self.branch2 = FlowEmbedder(in_features, out_features, **kwargs)
         self.in_features = in_features
         self.out_features = out_features
-        self._branch2_ran = False
+        self._branch2_records = ForwardRecords()
 
     def forward(self, x: Tensor) -> Tensor:
         """Branch 1's embeddings of ``x``; with gradients enabled, branch 2 also runs on ``x`` and
-        caches its log-determinant."""
+        its log-determinant is recorded with the returned embeddings."""
         z = self.branch1(x)
-        self._branch2_ran = torch.is_grad_enabled()
-        if self._branch2_ran:
-            self.branch2(x)
+        if torch.is_grad_enabled():
+            record, _ = self.branch2.find_forward(self.branch2(x))
+            self._branch2_records.add(z, FlowForward(x, record.logdet, z.detach()))
         return z
 
     def inverse(self, z: Tensor) -> Tensor:
@@ -74,7 +76,7 @@ class DuelingFlowEmbedder(nn.Module):
         return self.branch1.inverse(z)
 
     def forward_and_logdet(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Branch 1's embeddings and log-determinants, without touching the cache."""
+        """Branch 1's embeddings and log-determinants, without recording them."""
         return self.branch1.forward_and_logdet(x)
 
     @property
@@ -87,22 +89,32 @@ class DuelingFlowEmbedder(nn.Module):
         """Branch 1's per-sample log-determinant of the latest forward."""
         return self.branch1.latest_logdet
 
-    def logdet_for_batch(self, rows: int) -> Tensor:
-        """Branch 1's (see :meth:`FlowEmbedder.logdet_for_batch`)."""
-        return self.branch1.logdet_for_batch(rows)
+    def find_forward(self, embeddings: Tensor) -> tuple[FlowForward, bool]:
+        """Branch 1's forward that returned ``embeddings`` (see
+        :meth:`FlowEmbedder.find_forward`)."""
+        return self.branch1.find_forward(embeddings)
 
-    def branch2_logdet_for_batch(self, rows: int) -> Tensor:
-        """Branch 2's log-determinants of the latest forward, matched to ``rows`` embeddings as in
-        :meth:`FlowEmbedder.logdet_for_batch`.
+    def logdet_of(self, embeddings: Tensor) -> Tensor:
+        """Branch 1's log-determinants of ``embeddings`` (see :meth:`FlowEmbedder.logdet_of`)."""
+        return self.branch1.logdet_of(embeddings)
+
+    def branch2_logdet_of(self, embeddings: Tensor) -> Tensor:
+        """Branch 2's log-determinants on the input of the forward that returned ``embeddings``,
+        matched to them as in :meth:`FlowEmbedder.logdet_of`.
 
         Raises
         ------
         RuntimeError
-            If branch 2 did not run in the latest forward (it runs only with gradients enabled).
+            If branch 2 did not run in that forward (it runs only with gradients enabled).
+        ValueError
+            If ``embeddings`` did not come from a forward of this module.
         """
-        if not self._branch2_ran:
+        self.branch1.find_forward(embeddings)  # raises if the embeddings are not this module's
+        try:
+            record, is_gathered = self._branch2_records.find(embeddings, "branch 2")
+        except (RuntimeError, ValueError):
             raise RuntimeError(
-                "branch 2 did not run in the latest forward: it runs only when gradients are "
-                "enabled (not under torch.no_grad)"
-            )
-        return self.branch2.logdet_for_batch(rows)
+                "branch 2 did not run in the forward that returned these embeddings: it runs "
+                "only when gradients are enabled (not under torch.no_grad)"
+            ) from None
+        return gathered(record.logdet) if is_gathered else record.logdet

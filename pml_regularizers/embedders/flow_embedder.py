@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import torch
-from pytorch_metric_learning.utils.distributed import all_gather, is_distributed
 from torch import BoolTensor, Tensor, nn
 from torch.distributions import Transform
 from zuko.flows.coupling import GeneralCouplingTransform
@@ -22,16 +21,10 @@ from zuko.transforms import (
 )
 
 from .._checks import finite_float, is_positive_int
+from .forward_records import FlowForward, ForwardRecords, gathered
 
 Coupling = Literal["affine", "additive"]
 COUPLINGS: tuple[str, ...] = ("affine", "additive")
-
-
-class _FlowCache(NamedTuple):
-    """What the latest forward leaves for the regularizer: its input and per-sample log-det."""
-
-    features: Tensor
-    logdet: Tensor
 
 
 class FlowEmbedder(nn.Module):
@@ -99,11 +92,14 @@ class FlowEmbedder(nn.Module):
 
     Notes
     -----
-    - ``forward`` returns one 2-D tensor, so PML's testers can call it, and keeps the input and the
-      per-sample :math:`\\log|\\det J|` of its latest call for
+    - ``forward`` returns one 2-D tensor, so PML's testers can call it, and records the input and
+      the per-sample :math:`\\log|\\det J|` of the call, tied to the tensor it returned, for
       :class:`~pml_regularizers.JacobianDeterminantRegularizer` and
-      :class:`~pml_regularizers.JacobianDeterminantLoss`. That cache keeps the call's autograd
-      graph alive until the next call; it is left out when the module is copied or pickled.
+      :class:`~pml_regularizers.JacobianDeterminantLoss` (:meth:`logdet_of`). A record lives as
+      long as that tensor (the latest one until the next call), so other forwards of the same
+      size in between (a ``ref_emb`` batch, a second view, a validation batch) do not change
+      which log-determinants a loss reads. Records are left out when the module is copied or
+      pickled.
     - Computation runs in the dtype of the module's parameters: an input of another dtype is cast
       to it and the embedding cast back, and the log-determinant stays in the parameters' dtype. A
       float32 flow thus takes float16 input and reports its log-determinant in float32; call
@@ -172,13 +168,13 @@ class FlowEmbedder(nn.Module):
                 )
             )
         self.blocks = nn.ModuleList(blocks)
-        self._cache: _FlowCache | None = None
+        self._records = ForwardRecords()
 
     def forward(self, x: Tensor) -> Tensor:
-        """Embeddings of the trunk features ``x`` (shape ``(N, in_features)``); caches the
-        per-sample log-determinant for the regularizer."""
+        """Embeddings of the trunk features ``x`` (shape ``(N, in_features)``); records the
+        per-sample log-determinant, tied to the returned tensor, for the regularizer."""
         z, logdet = self.forward_and_logdet(x)
-        self._cache = _FlowCache(x, logdet)
+        self._records.add(z, FlowForward(x, logdet, z.detach()))
         return z
 
     def forward_and_logdet(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -216,35 +212,53 @@ class FlowEmbedder(nn.Module):
         """Per-sample :math:`\\log|\\det J_f|` of the latest forward, shape ``(N,)``."""
         return self._latest().logdet
 
-    def logdet_for_batch(self, rows: int) -> Tensor:
-        """The latest forward's log-determinants, matched to a loss that sees ``rows`` embeddings.
+    def find_forward(self, embeddings: Tensor) -> tuple[FlowForward, bool]:
+        """The forward that returned ``embeddings``: its input and log-determinants.
 
-        ``rows`` must be the latest forward's batch size :math:`N`, or, under ``torch.distributed``,
-        ``world_size * N``: PML's ``DistributedLossWrapper`` hands the loss this rank's embeddings
-        followed by the other ranks' in rank order, and the log-determinants are gathered the same
-        way. As with the gathered embeddings, other ranks' values carry no gradient here.
+        ``embeddings`` is the tensor a forward returned (or a copy of it); under
+        ``torch.distributed`` it may also be that tensor followed by the other ranks' rows, as
+        PML's ``DistributedLossWrapper`` hands it to the loss (see
+        :class:`~pml_regularizers.embedders.forward_records.ForwardRecords`).
+
+        Returns
+        -------
+        (FlowForward, bool)
+            The forward's record (``features``, ``logdet``, ``output``, all of this rank), and
+            whether ``embeddings`` is the gathered batch of every rank.
 
         Raises
         ------
         RuntimeError
             If the flow has not run yet.
         ValueError
-            If ``rows`` does not match the latest forward.
+            If ``embeddings`` did not come from a forward of this flow.
         """
-        return gather_like_embeddings(self.latest_logdet, rows, "the flow's latest forward")
+        return self._records.find(embeddings, type(self).__name__)
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_cache"] = None
-        return state
+    def logdet_of(self, embeddings: Tensor) -> Tensor:
+        """Per-sample :math:`\\log|\\det J_f|` of the forward that returned ``embeddings``.
 
-    def _latest(self) -> _FlowCache:
-        if self._cache is None:
+        Under ``torch.distributed``, for the gathered batch of PML's ``DistributedLossWrapper``,
+        this rank's log-determinants followed by the other ranks' in rank order; as with the
+        gathered embeddings, the other ranks' carry no gradient here.
+
+        Raises
+        ------
+        RuntimeError
+            If the flow has not run yet.
+        ValueError
+            If ``embeddings`` did not come from a forward of this flow (see :meth:`find_forward`).
+        """
+        record, is_gathered = self.find_forward(embeddings)
+        return gathered(record.logdet) if is_gathered else record.logdet
+
+    def _latest(self) -> FlowForward:
+        if self._records.latest is None:
             raise RuntimeError(
                 f"{type(self).__name__} has not run yet: call it on the batch before asking for "
-                "its log-determinant (the regularizer and loss read the latest forward's)"
+                "its log-determinant"
             )
-        return self._cache
+        return self._records.latest
 
     def _dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
@@ -307,28 +321,6 @@ class ModuleReference:
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
-
-
-def gather_like_embeddings(values: Tensor, rows: int, what: str) -> Tensor:
-    """Per-sample ``values`` of this rank, matched to a loss that sees ``rows`` embeddings.
-
-    Returns ``values`` when ``rows`` is their length :math:`N`; under ``torch.distributed`` with
-    ``rows == world_size * N``, this rank's values followed by the other ranks' in rank order (the
-    order of PML's ``DistributedLossWrapper``), the others without gradient; otherwise raises a
-    ``ValueError`` naming ``what``.
-    """
-    n = values.shape[0]
-    if rows == n:
-        return values
-    if is_distributed():
-        world = torch.distributed.get_world_size()
-        if rows == world * n:
-            return torch.cat([values, all_gather(values.detach().contiguous())])
-    raise ValueError(
-        f"the loss got a batch of {rows} embeddings but {what} had {n} samples: call the loss "
-        "right after the flow on the same batch (under torch.distributed, world_size times the "
-        "rank's batch is also accepted)"
-    )
 
 
 def check_rows(x: object, name: str, width: int, width_name: str) -> None:

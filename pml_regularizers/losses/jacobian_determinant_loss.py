@@ -12,12 +12,8 @@ from torch import Tensor
 from .. import functional as F
 from .._checks import finite_float
 from ..embedders.dueling_flow_embedder import DuelingFlowEmbedder
-from ..embedders.flow_embedder import (
-    FlowEmbedder,
-    ModuleReference,
-    check_rows,
-    gather_like_embeddings,
-)
+from ..embedders.flow_embedder import FlowEmbedder, ModuleReference, check_rows
+from ..embedders.forward_records import FlowForward, gathered
 
 _REWARDS = ("signed", "hinge")
 
@@ -91,8 +87,8 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
     - Default reducer: :class:`~pytorch_metric_learning.reducers.MeanReducer` per sub-loss.
     - Reducer input: ``loss`` (the wrapped loss's value), ``logdet_penalty`` and
       ``logdet_reward``, all ``already_reduced``.
-    - Call it right after the embedder on the same batch: it reads the embedder's latest forward.
-      Works as ``loss_funcs={"metric_loss": ...}`` of PML's trainers, in a plain loop and under
+    - Give it the tensor the embedder returned: it reads the forward that returned it (other
+      forwards in between, such as a ``ref_emb`` batch, do not matter). Works as ``loss_funcs={"metric_loss": ...}`` of PML's trainers, in a plain loop and under
       PML's ``DistributedLossWrapper`` (which gathers embeddings and labels: log-determinants are
       gathered to match, and each rank interpolates within its own batch).
     - Stats (with ``collect_stats=True``): ``logdet_mean`` (branch 1 on the batch),
@@ -173,7 +169,7 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
 
     @property
     def embedder(self) -> FlowEmbedder | DuelingFlowEmbedder:
-        """The flow metric layer whose latest forward this loss reads."""
+        """The flow metric layer whose forwards this loss reads."""
         return self._embedder.module
 
     def compute_loss(
@@ -187,6 +183,7 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
         check_rows(embeddings, "embeddings", self.embedder.out_features, "out_features")
         if self.interpolation_eps is not None and labels is None:
             raise ValueError("labels are required when interpolation_eps is set")
+        record, is_gathered = self._branch1().find_forward(embeddings)
         own_ref = ref_emb is embeddings and ref_labels is labels
         metric = self.loss(
             embeddings,
@@ -195,22 +192,21 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
             None if own_ref else ref_emb,
             None if own_ref else ref_labels,
         )
-        rows = embeddings.shape[0]
-        self._branch1().logdet_for_batch(rows)  # raises if the batch is not the flow's latest
-        points, valid = self._interpolated_points(labels, rows)
+        points, valid = self._interpolated_points(record, labels, is_gathered)
         out = {"loss": _already_reduced(metric)}
         out["logdet_penalty"] = self.zero_loss()
         out["logdet_reward"] = self.zero_loss()
         if self.penalty_weight != 0:
-            batch, extra = self._logdets(self._branch1(), rows, points, valid)
+            batch = gathered(record.logdet) if is_gathered else record.logdet
+            extra = self._at_points(self._branch1(), batch, points, valid, is_gathered)
             values = F.logdet_penalty(torch.cat([batch, extra]), self.penalty, self.target)
             out["logdet_penalty"] = _already_reduced(self.penalty_weight * values.mean())
             self._set_stats("logdet_mean", batch)
             if points is not None:
                 self._set_stats("interpolated_logdet_mean", extra)
         if self.reward_weight != 0:
-            self.embedder.branch2_logdet_for_batch(rows)  # raises if branch 2 did not run
-            batch, extra = self._logdets(self.embedder.branch2, rows, points, valid)
+            batch = self.embedder.branch2_logdet_of(embeddings)  # raises if branch 2 did not run
+            extra = self._at_points(self.embedder.branch2, batch, points, valid, is_gathered)
             values = torch.cat([batch, extra])
             if self.reward == "hinge":
                 values = torch.relu(self.reward_target - values)
@@ -230,27 +226,35 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
         return e.branch1 if isinstance(e, DuelingFlowEmbedder) else e
 
     def _interpolated_points(
-        self, labels: Tensor | None, rows: int
+        self, record: FlowForward, labels: Tensor | None, is_gathered: bool
     ) -> tuple[Tensor | None, Tensor | None]:
-        """This rank's interpolated points and, matched to ``rows``, which of them count."""
+        """This rank's interpolated points and which of them count (every rank's, when the batch
+        is gathered)."""
         if self.interpolation_eps is None:
             return None, None
-        h = self._branch1().latest_features
+        h = record.features
         # PML's DistributedLossWrapper puts this rank's labels first
         points, valid = F.same_class_interpolation(h, labels[: h.shape[0]], self.interpolation_eps)
-        valid = gather_like_embeddings(valid.to(torch.uint8), rows, "the flow's latest forward")
-        return points, valid.bool()
+        if is_gathered:
+            valid = gathered(valid.to(torch.uint8)).bool()
+        return points, valid
 
-    def _logdets(
-        self, flow: FlowEmbedder, rows: int, points: Tensor | None, valid: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
-        """A branch's log-determinants on the batch and on the counted interpolated points."""
-        batch = flow.logdet_for_batch(rows)
+    @staticmethod
+    def _at_points(
+        flow: FlowEmbedder,
+        batch: Tensor,
+        points: Tensor | None,
+        valid: Tensor | None,
+        is_gathered: bool,
+    ) -> Tensor:
+        """A branch's log-determinants on the counted interpolated points (an empty slice of its
+        ``batch`` log-determinants without points)."""
         if points is None:
-            return batch, batch[:0]
+            return batch[:0]
         _, at_points = flow.forward_and_logdet(points)
-        at_points = gather_like_embeddings(at_points, rows, "the flow's latest forward")
-        return batch, at_points[valid]
+        if is_gathered:
+            at_points = gathered(at_points)
+        return at_points[valid]
 
     def _set_stats(self, name: str, values: Tensor) -> None:
         if self.collect_stats:

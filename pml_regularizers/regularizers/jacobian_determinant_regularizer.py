@@ -16,7 +16,7 @@ class JacobianDeterminantRegularizer(BaseRegularizer):
     """Penalises :math:`\\log|\\det J_f|` of a flow metric layer on the batch it embedded.
 
     With :math:`\\ell_b = \\log|\\det J_f(h_b)|` for the trunk features :math:`h_b` of the batch
-    (read from the flow's latest forward, not recomputed) and :math:`r_b = \\ell_b - \\tau`,
+    (read from the flow's forward that returned the embeddings, not recomputed) and :math:`r_b = \\ell_b - \\tau`,
 
     .. math::
 
@@ -40,8 +40,7 @@ class JacobianDeterminantRegularizer(BaseRegularizer):
     Parameters
     ----------
     flow : FlowEmbedder or DuelingFlowEmbedder
-        The metric layer whose latest forward produced the embeddings (branch 1 of a dueling
-        pair). It is held by reference, not as a submodule: it adds nothing to this module's
+        The metric layer whose forward produced the embeddings (branch 1 of a dueling pair). It is held by reference, not as a submodule: it adds nothing to this module's
         ``parameters()`` or ``state_dict()``, and is not moved by ``.to()``.
     penalty : {"square", "hinge", "signed"}
         The form :math:`\\rho`. Default ``"square"``, the form the validation search of the evidence
@@ -60,8 +59,12 @@ class JacobianDeterminantRegularizer(BaseRegularizer):
     - Default reducer: :class:`~pytorch_metric_learning.reducers.MeanReducer`.
     - Reducer input: ``loss``, ``element``: one value per embedding.
     - Use it as ``embedding_regularizer=`` of any PML loss that passes its batch to the embedding
-      regularizer unchanged, and call the loss right after the flow on the same batch. Under PML's
-      ``DistributedLossWrapper`` the gathered batch is matched with the gathered log-determinants.
+      regularizer unchanged, and give the loss the tensor the flow returned: the log-determinants
+      are found from that tensor (:meth:`FlowEmbedder.logdet_of
+      <pml_regularizers.FlowEmbedder.logdet_of>`), so other forwards in between (``ref_emb``, a
+      second view, validation) do not matter; embeddings the flow did not return are refused.
+      Under PML's ``DistributedLossWrapper`` the gathered batch is matched with the gathered
+      log-determinants.
     - The log-determinant is in the flow's parameter dtype; the value returned is too (PML casts
       it to the embeddings' dtype when it adds it to the loss).
     - Stats (with ``collect_stats=True``): ``logdet_mean``, ``logdet_std`` (population),
@@ -98,7 +101,7 @@ class JacobianDeterminantRegularizer(BaseRegularizer):
 
     def compute_loss(self, x: Tensor) -> dict:
         check_rows(x, "x", self.flow.out_features, "out_features")
-        logdet = self.flow.logdet_for_batch(x.shape[0])
+        logdet = self.flow.logdet_of(x)
         if self.collect_stats:
             values = logdet.detach()
             self.logdet_mean = float(values.mean())
