@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
 
 
 def is_positive_int(v: object) -> bool:
@@ -26,3 +30,58 @@ def finite_float(name: str, value: object) -> float:
     if not math.isfinite(out):
         raise ValueError(f"{name} must be a finite real number, got {value!r}")
     return out
+
+
+def check_rows(x: object, name: str, width: int, width_name: str) -> None:
+    """Raise a ``ValueError`` unless ``x`` is a floating-point tensor of shape ``(N, width)``
+    (finiteness is :func:`check_finite`'s)."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 2 or x.shape[1] != width:
+        raise ValueError(
+            f"{name} must be 2-D with shape (N, {width_name}={width}), got shape {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must have a floating-point dtype, got {x.dtype}")
+
+
+def check_finite(
+    where: str, inputs: Mapping[str, Tensor], outputs: Sequence[Tensor] = ()
+) -> None:
+    """The package's policy on non-finite values, for one call of a public module.
+
+    A NaN or infinity in one of ``inputs`` raises a ``ValueError`` naming that argument. When
+    every input is finite but one of ``outputs`` is not (the computation overflowed), the
+    ``ValueError`` names ``where``, the inputs and their largest magnitudes, instead of letting
+    the NaN or infinity through. All tensors are tested together, so a call costs one wait for
+    the device whatever the number of tensors; the messages are only built on failure.
+
+    Parameters
+    ----------
+    where : str
+        The module (and method) that computed ``outputs``, for the message.
+    inputs : mapping of str to Tensor
+        The floating-point arguments the caller was given, by argument name.
+    outputs : sequence of Tensor
+        What the caller computed from them.
+    """
+    tensors = [*inputs.values(), *outputs]
+    if not tensors:
+        return
+    device = tensors[0].device
+    flags = torch.stack([torch.isfinite(t.detach()).all().to(device) for t in tensors])
+    if bool(flags.all()):
+        return
+    for name, t in inputs.items():
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains non-finite values (nan or inf)")
+    sizes = ", ".join(
+        f"largest |{name}| = {float(t.detach().abs().max()) if t.numel() else 0.0:.3g}"
+        for name, t in inputs.items()
+    )
+    dtypes = sorted({str(t.dtype).replace("torch.", "") for t in outputs})
+    raise ValueError(
+        f"{where}: {' and '.join(inputs)} {'is' if len(inputs) == 1 else 'are'} finite but the "
+        f"result is not ({sizes}): it overflows {'/'.join(dtypes)}; scale the input down or "
+        "compute in a wider dtype"
+    )

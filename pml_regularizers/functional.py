@@ -33,6 +33,7 @@ from ._checks import check_num_samples, is_positive_int
 
 __all__ = [
     "at_least_float32",
+    "max_scaled_rows",
     "skewed_mean",
     "pair_mask",
     "default_block_size",
@@ -57,6 +58,19 @@ def at_least_float32(x: Tensor) -> Tensor:
     """``x`` in float32 if it is float16 or bfloat16, else unchanged: the compute dtype of the
     pair computations, whose exponentials and sums overflow or lose precision in half types."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def max_scaled_rows(x: Tensor) -> Tensor:
+    """The rows of ``x`` divided by their largest magnitude (zero rows stay zero).
+
+    The directions are unchanged and every non-zero row's norm lies in :math:`[1, \\sqrt{D}]`, so
+    an L2 normalisation after it neither overflows (rows above about :math:`10^{19}` in float32,
+    whose squares are infinite) nor underflows (rows below about :math:`10^{-19}`, whose squares
+    are 0) for any finite input. The scale is detached: a normalised row does not depend on it,
+    so the gradient through the normalisation is unchanged.
+    """
+    scale = x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    return x / scale
 
 
 def _check_lam(lam: float, allow_inf: bool) -> float:
@@ -458,7 +472,7 @@ def pairwise_cosine_stats(
         ``(max_similarity, mean_similarity)``.
     """
     _check_grouped_rows(x, group_size, block_size)
-    u = torch.nn.functional.normalize(at_least_float32(x), dim=1)
+    u = torch.nn.functional.normalize(max_scaled_rows(at_least_float32(x)), dim=1)
     n = u.shape[0]
     groups = u.view(n // group_size, group_size, -1).sum(dim=1)
     within = groups.pow(2).sum() - u.pow(2).sum()

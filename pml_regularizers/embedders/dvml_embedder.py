@@ -7,7 +7,7 @@ from typing import NamedTuple
 from torch import Tensor, nn
 
 from .. import functional as F
-from .._checks import is_positive_int
+from .._checks import check_finite, is_positive_int
 
 
 class DVMLOutput(NamedTuple):
@@ -129,15 +129,25 @@ class DVMLEmbedder(nn.Module):
             if noise is not None:
                 raise ValueError("noise needs num_samples")
             d = self.out_features
-            return nn.functional.linear(x, self.heads.weight[:d], self.heads.bias[:d])
-        invariant, mu, logvar = self.encode(x)
-        samples = self.sample(invariant, mu, logvar, num_samples, noise)
+            invariant = nn.functional.linear(x, self.heads.weight[:d], self.heads.bias[:d])
+            check_finite(type(self).__name__, {"x": x}, [invariant])
+            return invariant
+        inputs = {"x": x} if noise is None else {"x": x, "noise": noise}
+        invariant, mu, logvar = self._encode(x)
+        samples = F.reparameterized_samples(invariant, mu, logvar, num_samples, noise)
         decoder_input = samples.detach() if detach_decoder_input else samples
-        return DVMLOutput(invariant, mu, logvar, samples, self.decode(decoder_input))
+        out = DVMLOutput(invariant, mu, logvar, samples, self.decoder(decoder_input))
+        check_finite(type(self).__name__, inputs, [*out, logvar.exp()])
+        return out
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """:math:`(z_I, \\mu, \\log\\sigma^2)` of trunk features ``x``, each ``(B, D)``."""
         self._check_features(x)
+        out = self._encode(x)
+        check_finite(f"{type(self).__name__}.encode", {"x": x}, [*out, out[2].exp()])
+        return out
+
+    def _encode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         invariant, mu, logvar = self.heads(x).chunk(3, dim=1)
         return invariant, mu, logvar
 
@@ -172,7 +182,12 @@ class DVMLEmbedder(nn.Module):
             raise ValueError(f"mu must have shape (B, {self.out_features}), got {shape}")
         if tuple(invariant.shape) != shape:
             raise ValueError(f"invariant must have mu's shape {shape}, got {tuple(invariant.shape)}")
-        return F.reparameterized_samples(invariant, mu, logvar, num_samples, noise)
+        samples = F.reparameterized_samples(invariant, mu, logvar, num_samples, noise)
+        inputs = {"invariant": invariant, "mu": mu, "logvar": logvar}
+        if noise is not None:
+            inputs["noise"] = noise
+        check_finite(f"{type(self).__name__}.sample", inputs, [samples])
+        return samples
 
     def decode(self, z: Tensor) -> Tensor:
         """Reconstruct trunk features from embeddings ``z`` of shape ``(N, out_features)``."""
@@ -180,7 +195,9 @@ class DVMLEmbedder(nn.Module):
             raise ValueError(
                 f"z must have shape (N, out_features={self.out_features}), got {tuple(z.shape)}"
             )
-        return self.decoder(z)
+        out = self.decoder(z)
+        check_finite(f"{type(self).__name__}.decode", {"z": z}, [out])
+        return out
 
     def extra_repr(self) -> str:
         return (

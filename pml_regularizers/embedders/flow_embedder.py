@@ -20,7 +20,7 @@ from zuko.transforms import (
     MonotonicAffineTransform,
 )
 
-from .._checks import finite_float, is_positive_int
+from .._checks import check_finite, check_rows, finite_float, is_positive_int
 from .forward_records import FlowForward, ForwardRecords, gathered
 
 Coupling = Literal["affine", "additive"]
@@ -190,13 +190,17 @@ class FlowEmbedder(nn.Module):
         if self.projection is not None:
             h = self.projection(h)
         z, logdet = self.transform().call_and_ladj(h)
-        return z.to(x.dtype), logdet
+        z = z.to(x.dtype)
+        check_finite(type(self).__name__, {"x": x}, [z, logdet])
+        return z, logdet
 
     def inverse(self, z: Tensor) -> Tensor:
         """Inverse of the invertible part: maps embeddings ``z`` (shape ``(N, out_features)``)
         back to the trunk features, or to their projection when there is one."""
         check_rows(z, "z", self.out_features, "out_features")
-        return self.transform().inv(z.to(self._dtype())).to(z.dtype)
+        h = self.transform().inv(z.to(self._dtype())).to(z.dtype)
+        check_finite(f"{type(self).__name__}.inverse", {"z": z}, [h])
+        return h
 
     def transform(self) -> ComposedTransform:
         """The invertible part :math:`f` as a zuko transformation (``call_and_ladj``, ``inv``)."""
@@ -321,19 +325,3 @@ class ModuleReference:
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
-
-
-def check_rows(x: object, name: str, width: int, width_name: str) -> None:
-    """Raise a ``ValueError`` unless ``x`` is a finite floating-point tensor of shape
-    ``(N, width)``."""
-    if not isinstance(x, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 2 or x.shape[1] != width:
-        raise ValueError(
-            f"{name} must be 2-D with shape (N, {width_name}={width}), got shape {tuple(x.shape)}"
-        )
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must have a floating-point dtype, got {x.dtype}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains non-finite values (nan or inf)")
-

@@ -11,7 +11,7 @@ from pytorch_metric_learning.utils.distributed import DistributedMinerWrapper
 from torch import Tensor, nn
 
 from .. import functional as F
-from .._checks import check_num_samples
+from .._checks import check_finite, check_num_samples
 from ..embedders.dvml_embedder import DVMLEmbedder, DVMLOutput
 from ..miners.dvml_miner import DVMLMiner
 
@@ -175,6 +175,7 @@ class DVMLLoss(nn.Module):
                 f"({len(features)}), got {getattr(labels, 'shape', type(labels).__name__)}"
             )
         labels = labels.to(features.device)
+        check_finite(type(self).__name__, {"features": features})
         out = self.embedder(
             features, num_samples=self.num_samples, detach_decoder_input=phase == 1, noise=noise
         )
@@ -184,12 +185,14 @@ class DVMLLoss(nn.Module):
         if self.dimension_mean:
             kl = kl / out.mu.shape[1]
             reconstruction = reconstruction / features.shape[1]
-        return {
+        terms = {
             "kl_loss": kl,
             "reconstruction_loss": reconstruction,
             "synthetic_metric_loss": self._synthetic_metric_loss(out, labels),
             "metric_loss": self.loss(out.invariant, labels, real_tuples),
         }
+        check_finite(type(self).__name__, {"features": features}, list(terms.values()))
+        return terms
 
     def forward(
         self, features: Tensor, labels: Tensor, epoch: int, noise: Tensor | None = None

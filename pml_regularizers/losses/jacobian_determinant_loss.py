@@ -10,9 +10,9 @@ from pytorch_metric_learning.losses import BaseMetricLossFunction
 from torch import Tensor
 
 from .. import functional as F
-from .._checks import finite_float
+from .._checks import check_finite, check_rows, finite_float
 from ..embedders.dueling_flow_embedder import DuelingFlowEmbedder
-from ..embedders.flow_embedder import FlowEmbedder, ModuleReference, check_rows
+from ..embedders.flow_embedder import FlowEmbedder, ModuleReference
 from ..embedders.forward_records import FlowForward, gathered
 
 _REWARDS = ("signed", "hinge")
@@ -181,6 +181,7 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
         ref_labels: Tensor | None,
     ) -> dict:
         check_rows(embeddings, "embeddings", self.embedder.out_features, "out_features")
+        check_finite(type(self).__name__, {"embeddings": embeddings})
         if self.interpolation_eps is not None and labels is None:
             raise ValueError("labels are required when interpolation_eps is set")
         record, is_gathered = self._branch1().find_forward(embeddings)
@@ -216,6 +217,8 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
             self._set_stats("branch2_logdet_mean", batch)
         if self.collect_stats and valid is not None:
             self.num_interpolated = int(valid.sum())
+        terms = [term["losses"] for term in out.values() if isinstance(term["losses"], Tensor)]
+        check_finite(type(self).__name__, {"embeddings": embeddings}, terms)
         return out
 
     def _sub_loss_names(self) -> list[str]:

@@ -7,6 +7,7 @@ from pytorch_metric_learning.miners import BaseMiner
 from torch import Tensor
 
 from .. import functional as F
+from .._checks import check_finite
 
 Tuples = tuple[Tensor, Tensor, Tensor] | tuple[Tensor, Tensor, Tensor, Tensor]
 
@@ -87,6 +88,7 @@ class DVMLMiner(BaseMiner):
 
     def mine(self, embeddings: Tensor, labels: Tensor, ref_emb: Tensor, ref_labels: Tensor) -> Tuples:
         num_samples = self._check_layout(embeddings, labels, ref_emb, ref_labels)
+        check_finite(type(self).__name__, {"embeddings": embeddings, "ref_emb": ref_emb})
         if self.miner is None:
             return F.draw_aligned_triplets(labels, num_samples, self.exclude_own_samples)
         rows, dim = embeddings.shape

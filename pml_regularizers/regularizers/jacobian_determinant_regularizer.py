@@ -7,9 +7,9 @@ from pytorch_metric_learning.utils import common_functions as c_f
 from torch import Tensor
 
 from .. import functional as F
-from .._checks import finite_float
+from .._checks import check_finite, check_rows, finite_float
 from ..embedders.dueling_flow_embedder import DuelingFlowEmbedder
-from ..embedders.flow_embedder import FlowEmbedder, ModuleReference, check_rows
+from ..embedders.flow_embedder import FlowEmbedder, ModuleReference
 
 
 class JacobianDeterminantRegularizer(BaseRegularizer):
@@ -101,7 +101,10 @@ class JacobianDeterminantRegularizer(BaseRegularizer):
 
     def compute_loss(self, x: Tensor) -> dict:
         check_rows(x, "x", self.flow.out_features, "out_features")
+        check_finite(type(self).__name__, {"x": x})
         logdet = self.flow.logdet_of(x)
+        losses = F.logdet_penalty(logdet, self.penalty, self.target)
+        check_finite(type(self).__name__, {"x": x}, [losses])
         if self.collect_stats:
             values = logdet.detach()
             self.logdet_mean = float(values.mean())
@@ -110,7 +113,7 @@ class JacobianDeterminantRegularizer(BaseRegularizer):
             self.logdet_max = float(values.max())
         return {
             "loss": {
-                "losses": F.logdet_penalty(logdet, self.penalty, self.target),
+                "losses": losses,
                 "indices": c_f.torch_arange_from_size(x),
                 "reduction_type": "element",
             }

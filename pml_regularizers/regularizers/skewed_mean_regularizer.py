@@ -16,7 +16,7 @@ from pytorch_metric_learning.utils import common_functions as c_f
 from torch import Tensor
 
 from .. import functional as F
-from .._checks import finite_float, is_positive_int
+from .._checks import check_finite, finite_float, is_positive_int
 
 Form = Literal["pairwise", "rowwise"]
 
@@ -122,6 +122,8 @@ class SkewedMeanRegularizer(BaseRegularizer):
     def compute_loss(self, x: Tensor) -> dict:
         self._check_input(x)
         xc = F.at_least_float32(x)
+        if self.distance.normalize_embeddings:  # huge or tiny rows: normalise without overflow
+            xc = F.max_scaled_rows(xc)
         group = self.centers_per_class
         fast = self._gram_transform()
         if self.form == "pairwise" and fast is not None:
@@ -150,6 +152,7 @@ class SkewedMeanRegularizer(BaseRegularizer):
                     "indices": c_f.torch_arange_from_size(x),
                     "reduction_type": "element",
                 }
+        check_finite(type(self).__name__, {"x": x}, [value])
         self._set_stats(x, value)
         return {"loss": loss}
 
@@ -189,8 +192,7 @@ class SkewedMeanRegularizer(BaseRegularizer):
                 f"x must hold at least 2 classes (rows / centers_per_class >= 2), got {rows} "
                 f"rows with centers_per_class={k}"
             )
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError("x contains non-finite values (nan or inf)")
+        check_finite(type(self).__name__, {"x": x})
 
     def _set_stats(self, x: Tensor, value: Tensor) -> None:
         if not self.collect_stats:
