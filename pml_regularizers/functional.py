@@ -307,14 +307,15 @@ class _GramPairwiseSkewedMean(torch.autograd.Function):
     online rescaling by the running maximum. Backward: one scaling of that accumulator.
 
     With :math:`z = \\lambda g` and :math:`m` the running maximum of :math:`z`, two sums are kept
-    in float64: :math:`\\sum e^{z - m}` and :math:`\\sum (e^{z - m} - 1)` (``expm1``, exact for
-    :math:`z - m` near 0). The mean of the first is :math:`t \\in [1/N, 1]`; the value is
+    in float64 (of each block's row sums, taken in the block's dtype): :math:`\\sum e^{z - m}`
+    and :math:`\\sum (e^{z - m} - 1)` (``expm1``, exact for :math:`z - m` near 0). The mean of the first is :math:`t \\in [1/N, 1]`; the value is
     :math:`(m + \\log t) / \\lambda`, with :math:`\\log t` taken as ``log1p`` of the second
     sum's mean when :math:`t > 1/2`, as :func:`skewed_mean` does. Without the second sum,
     :math:`t` rounds to 1 when :math:`|\\lambda|` is small and the value jumps from the mean to
     the maximum. When the running maximum rises by :math:`\\delta`, the sums over the
     :math:`n` pairs seen so far become :math:`r S` and :math:`r S_1 + n (r - 1)`, with
-    :math:`r = e^{-\\delta}`.
+    :math:`r = e^{-\\delta}`. Pairs outside a block's first ``rows + group_size`` columns all
+    count, so only those leading columns are masked.
     """
 
     @staticmethod
@@ -339,17 +340,22 @@ class _GramPairwiseSkewedMean(torch.autograd.Function):
         for start in range(0, n, block_size):
             stop = min(start + block_size, n)
             ub, uc = u[start:stop], u[start:]
-            valid = pair_mask(ids[start:stop], ids[start:], group_size, upper=True)
-            count = int(valid.sum())
+            # pairs outside the leading columns are all valid: only the head needs a mask
+            head = min(len(uc), stop - start + group_size)
+            invalid = ~pair_mask(ids[start:stop], ids[start : start + head], group_size, upper=True)
+            count = len(ub) * len(uc) - int(invalid.sum())
             if count == 0:
                 continue
             # the block's temporaries are reused in place: memory is a few block-sized buffers
             values, deriv = _gram_transform(ub @ uc.T, transform, power)
             if lam == 0.0:
-                weights = valid.to(u.dtype)
-                value_sum += float(values.masked_fill_(~valid, 0).sum(dtype=torch.float64))
+                values[:, :head].masked_fill_(invalid, 0)
+                value_sum += float(values.sum(dtype=torch.float64))
+                weights = torch.ones_like(values)
+                weights[:, :head].masked_fill_(invalid, 0)
             else:
-                z = values.mul_(lam).masked_fill_(~valid, -math.inf)
+                z = values.mul_(lam)
+                z[:, :head].masked_fill_(invalid, -math.inf)
                 block_max = float(z.max())
                 if block_max > running_max:
                     rescale = math.exp(running_max - block_max)
@@ -359,9 +365,12 @@ class _GramPairwiseSkewedMean(torch.autograd.Function):
                         acc.mul_(rescale)
                     running_max = block_max
                 z = z.sub_(running_max)
-                total_m1 += float(torch.expm1(z).masked_fill_(~valid, 0).sum(dtype=torch.float64))
+                m1 = torch.expm1(z)
+                m1[:, :head].masked_fill_(invalid, 0)
+                total_m1 += float(m1.sum(dim=1).sum(dtype=torch.float64))
+                del m1
                 weights = z.exp_()
-            total += float(weights.sum(dtype=torch.float64))
+            total += float(weights.sum(dim=1).sum(dtype=torch.float64))
             seen += count
             if acc is not None:
                 w = weights if deriv is None else weights.mul_(deriv)
