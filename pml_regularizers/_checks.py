@@ -82,6 +82,6 @@ def check_finite(
     dtypes = sorted({str(t.dtype).replace("torch.", "") for t in outputs})
     raise ValueError(
         f"{where}: {' and '.join(inputs)} {'is' if len(inputs) == 1 else 'are'} finite but the "
-        f"result is not ({sizes}): it overflows {'/'.join(dtypes)}; scale the input down or "
-        "compute in a wider dtype"
+        f"result is not ({sizes}): the computation overflowed or was undefined in "
+        f"{'/'.join(dtypes)}; scale the input down or compute in a wider dtype"
     )

@@ -178,3 +178,7 @@ def test_errors():
         dvml(torch.randn(4, IN), torch.arange(3), 1)
     with pytest.raises(ValueError, match=f"in_features={IN}"):
         dvml(torch.randn(4, IN + 1), torch.arange(4), 1)
+    with pytest.raises(ValueError, match=rf"features must be a 2-D tensor with at least one row, got torch.Size\(\[0, {IN}\]\)"):
+        dvml(torch.randn(0, IN), torch.arange(0), 1)
+    with pytest.raises(ValueError, match="features must be a 2-D tensor with at least one row, got list"):
+        dvml([[0.0] * IN], torch.arange(1), 1)

@@ -9,7 +9,12 @@ import torch
 from pytorch_metric_learning import losses
 from pytorch_metric_learning.reducers import SumReducer
 
-from pml_regularizers import DuelingFlowEmbedder, FlowEmbedder, JacobianDeterminantRegularizer
+from pml_regularizers import (
+    DuelingFlowEmbedder,
+    FlowEmbedder,
+    JacobianDeterminantLoss,
+    JacobianDeterminantRegularizer,
+)
 
 from .conftest import TEST_DTYPES, rtol_for
 
@@ -85,6 +90,19 @@ def test_a_copy_of_the_embeddings_is_matched_by_value():
     copy = z.clone()
     flow(torch.randn(5, 10, dtype=torch.float64))  # not the latest any more, but z is alive
     assert reg(copy).item() == pytest.approx(_square_penalty_reference(flow, x).item(), rel=1e-10)
+
+
+@pytest.mark.parametrize("projection", [True, False])
+def test_empty_and_one_row_batches(projection):
+    flow = random_flow(10 if projection else 6, 6).double()
+    reg = JacobianDeterminantRegularizer(flow, penalty="square")
+    empty = flow(torch.zeros(0, flow.in_features, dtype=torch.float64))
+    assert empty.shape == (0, 6) and flow.logdet_of(empty).shape == (0,)
+    labels = torch.zeros(0, dtype=torch.long)
+    assert losses.ContrastiveLoss(embedding_regularizer=reg)(empty, labels).item() == 0.0
+    assert JacobianDeterminantLoss(losses.ContrastiveLoss(), flow)(empty, labels).item() == 0.0
+    x = torch.randn(1, flow.in_features, dtype=torch.float64)
+    assert reg(flow(x)).item() == pytest.approx(brute_force_logdets(flow, x).square().item(), rel=1e-10)
 
 
 def test_reducer_gets_one_value_per_embedding():

@@ -189,7 +189,10 @@ class FlowEmbedder(nn.Module):
         h = x.to(self._dtype())
         if self.projection is not None:
             h = self.projection(h)
-        z, logdet = self.transform().call_and_ladj(h)
+        if len(h) == 0:  # zuko's blocks cannot reshape an empty batch
+            z, logdet = h, h.new_zeros(0)
+        else:
+            z, logdet = self.transform().call_and_ladj(h)
         z = z.to(x.dtype)
         check_finite(type(self).__name__, {"x": x}, [z, logdet])
         return z, logdet

@@ -169,6 +169,11 @@ class DVMLLoss(nn.Module):
             Each term as a 0-dim tensor, before the phase weights of :meth:`weights` are applied.
         """
         phase = self.phase(epoch)
+        if not isinstance(features, Tensor) or features.ndim != 2 or len(features) == 0:
+            raise ValueError(
+                "features must be a 2-D tensor with at least one row, got "
+                f"{getattr(features, 'shape', type(features).__name__)}"
+            )
         if not isinstance(labels, Tensor) or labels.ndim != 1 or len(labels) != len(features):
             raise ValueError(
                 f"labels must be a 1-D tensor with one label per row of features "

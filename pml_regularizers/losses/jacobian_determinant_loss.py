@@ -184,6 +184,8 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
         check_finite(type(self).__name__, {"embeddings": embeddings})
         if self.interpolation_eps is not None and labels is None:
             raise ValueError("labels are required when interpolation_eps is set")
+        if len(embeddings) == 0:
+            return self.zero_losses()
         record, is_gathered = self._branch1().find_forward(embeddings)
         own_ref = ref_emb is embeddings and ref_labels is labels
         metric = self.loss(
