@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import ConfigError, experiment_name, load_config
+from .config import UserError, experiment_name, load_config
 
 # The default comparison: each of the plugin's methods against its base loss, on the same seeds and
 # data. Each group is reported on its own; its first entry is the baseline the others are paired
@@ -52,8 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        The exit status: 0 on success, 2 for a config error or a missing dataset folder (the
-        message goes to stderr).
+        The exit status: 0 on success, 2 for a user error (a config, path, data set or experiment
+        folder that does not fit: :class:`~pml_regularizers.bench.config.UserError`), whose
+        message goes to stderr as one ``pml-bench: error:`` line.
     """
     parser = argparse.ArgumentParser(prog="pml-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -90,10 +91,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports
                 _report([exp_dir], None, exp_dir, "test" if cfg.test else "val")
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"pml-bench: error: {err}", file=sys.stderr)
+    except UserError as err:
+        print(f"pml-bench: error: {_one_line(str(err))}", file=sys.stderr)
         return 2
     return 0
+
+
+def _one_line(message: str) -> str:
+    """``message`` with its lines (Hydra's errors have several) joined by spaces."""
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 def _compare(overrides: Sequence[str]) -> None:
@@ -132,6 +138,7 @@ def _report(
     from .report import write_report
 
     out = out or exp_dirs[0].parent / "report"
+    _check_report_inputs(exp_dirs, baseline, out, split)
     text = write_report(
         [str(d) for d in exp_dirs], str(out), baseline=baseline, split=split, title=title, command=command
     )
@@ -139,3 +146,27 @@ def _report(
         print(text)
         print(f"\nreport written to {out}")
     return text
+
+
+def _check_report_inputs(exp_dirs: Sequence[Path], baseline: str | None, out: Path, split: str) -> None:
+    """Refuse, as a :class:`UserError`, experiment folders without valid results or with the
+    same experiment, a ``--baseline`` that is not one of their experiments with ``split`` records,
+    and an ``--out`` that is a file."""
+    from .report import load_experiment
+
+    names: dict[str, bool] = {}  # experiment -> whether it has records of the split
+    for exp_dir in exp_dirs:
+        try:
+            name, records = load_experiment(exp_dir)
+        except (OSError, ValueError) as err:
+            raise UserError(str(err)) from err
+        if name in names:
+            raise UserError(f"the experiments must differ; {name!r} is given twice")
+        names[name] = any(r["split"] == split for r in records)
+    if baseline is not None and not names.get(baseline):
+        candidates = ", ".join(n for n, has_split in names.items() if has_split)
+        raise UserError(
+            f"--baseline must name one of the experiments with {split} records ({candidates}), got {baseline!r}"
+        )
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: {out} is a file, not a folder")

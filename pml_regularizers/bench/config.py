@@ -18,7 +18,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-__all__ = ["ConfigError", "GROUPS", "load_config", "experiment_name"]
+__all__ = ["ConfigError", "GROUPS", "UserError", "load_config", "experiment_name"]
 
 CONF_MODULE = "pml_regularizers.bench.conf"
 GROUPS = (
@@ -34,7 +34,13 @@ GROUPS = (
 )
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+    """A command that cannot run as given: a config, a path, a data set or an experiment folder
+    that does not fit. The message says what is wrong and names the key, file or folder;
+    ``pml-bench`` prints it as one ``pml-bench: error:`` line and exits with status 2."""
+
+
+class ConfigError(UserError, ValueError):
     """A config that cannot run; the message names the key and what it accepts."""
 
 

@@ -31,6 +31,7 @@ from .metrics import METRIC_LABELS
 
 __all__ = [
     "SummaryRow",
+    "load_experiment",
     "load_records",
     "load_loss_history",
     "loss_history_files",
@@ -115,7 +116,7 @@ def load_records(exp_dir: PathLike) -> list[dict]:
     ValueError
         When it is not valid JSON or lacks the expected structure; the message names the file.
     """
-    return _load_results(exp_dir)[1]
+    return load_experiment(exp_dir)[1]
 
 
 def experiment_command(exp_dir: PathLike) -> str | None:
@@ -164,8 +165,26 @@ def read_report_command(text: str) -> str | None:
     return next((line for line in block[block.index("```bash") + 1:] if line.strip()), None)
 
 
-def _load_results(exp_dir: PathLike) -> tuple[str, list[dict]]:
-    """The experiment name and validated records of ``exp_dir/results.json``."""
+def load_experiment(exp_dir: PathLike) -> tuple[str, list[dict]]:
+    """Read the experiment name and the records of one experiment folder.
+
+    Parameters
+    ----------
+    exp_dir : path
+        Folder holding ``results.json``.
+
+    Returns
+    -------
+    tuple of str and list of dict
+        The experiment's name, and its records as :func:`load_records` returns them.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``results.json`` is missing.
+    ValueError
+        When it is not valid JSON or lacks the expected structure; the message names the file.
+    """
     data = _read_results(exp_dir)
     return data["experiment"], data["records_with_name"]
 

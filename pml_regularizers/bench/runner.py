@@ -6,10 +6,16 @@ folds, each keeping the epoch with the best validation MAP@R. With folds, test m
 for each fold's embedding ("separated", averaged over folds) and for the folds' L2-normalised
 embeddings concatenated ("concatenated").
 
-Everything is resumable: each fold writes an atomic checkpoint after every epoch and each seed its
-result. Running the same command again skips finished work and continues an interrupted fold from its
-last epoch. The data order of epoch ``e`` depends only on (seed, fold, e), so a resumed run follows
-the same path as an uninterrupted one.
+Everything is resumable: each fold writes an atomic checkpoint after every epoch (keeping the one
+before it as a backup) and each seed its result. Running the same command again skips finished work
+and continues an interrupted fold from its last epoch, or from the epoch before when the last
+checkpoint is damaged. The data order of epoch ``e`` depends only on (seed, fold, e), so a resumed
+run follows the same path as an uninterrupted one.
+
+Nothing is written before the run has been checked: the device, the output folder, the data set, the
+split (every training fold has at least one batch an epoch, the test set and every validation fold
+at least 2 classes with 2 or more images) and the models. The experiment folder is then locked
+(:class:`~pml_regularizers.bench.lock.ExperimentLock`) for as long as the run lasts.
 """
 
 from __future__ import annotations
@@ -20,6 +26,11 @@ import logging
 import math
 import os
 import random
+import shlex
+import shutil
+import sys
+import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,23 +50,31 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..embedders import DVMLEmbedder
 from ..trainers import DVMLTrainer
-from .config import ConfigError, experiment_name, wraps_loss
+from .checkpoints import LoadedCheckpoint, load_checkpoint, read_checkpoint, save_checkpoint
+from .config import ConfigError, UserError, experiment_name, wraps_loss
 from .data import (
     FeatureDataset,
     FeatureSet,
     ImageSet,
     TensorImageDataset,
-    class_disjoint_split,
     load_dataset,
-    training_folds,
 )
 from .io import atomic_torch_save, atomic_write, write_json
+from .lock import ExperimentLock
 from .metrics import BenchAccuracyCalculator
+from .preflight import (
+    check_output_dir,
+    check_retrieval_sets,
+    check_training_folds,
+    split_classes,
+    training_sampler,
+)
 
 __all__ = ["load_experiment_data", "run_experiment"]
 
 LOGGER = logging.getLogger(__name__)
 PRIMARY = "mean_average_precision_at_r"
+LATEST, BEST = "checkpoint_latest.pt", "checkpoint_best.pt"
 
 
 @dataclass(frozen=True)
@@ -88,6 +107,23 @@ class _Dist:
         else:
             dist.barrier()
 
+    def on_main(self, action: Callable[[], Any]) -> None:
+        """Run ``action`` on rank 0 only; a :class:`UserError` it raises is raised on every rank,
+        so that no rank waits for a rank 0 that has given up."""
+        error = None
+        if self.main:
+            try:
+                action()
+            except UserError as err:
+                error = err
+        if self.world > 1:
+            shared = [None if error is None else str(error)]
+            dist.broadcast_object_list(shared, src=0)
+            if error is None and shared[0] is not None:
+                error = UserError(shared[0])
+        if error is not None:
+            raise error
+
 
 @dataclass
 class _Parts:
@@ -105,18 +141,20 @@ def run_experiment(cfg: DictConfig, evaluate_only: bool = False, command: str | 
     its share of every batch (``batch_size`` is the global batch), models are wrapped in
     :class:`~torch.nn.parallel.DistributedDataParallel`, and the loss and miner in PML's
     ``DistributedLossWrapper`` / ``DistributedMinerWrapper``, which gather the embeddings of all
-    processes. Rank 0 validates, writes checkpoints, logs and results.
+    processes. Rank 0 validates, writes checkpoints, logs and results, and holds the lock on the
+    experiment folder.
 
     Parameters
     ----------
     cfg : DictConfig
         A config from :func:`pml_regularizers.bench.config.load_config`.
     evaluate_only : bool
-        Re-test the saved models of every seed and fold without training; fails if a fold has
-        no finished checkpoint.
+        Re-test the saved models of every seed and fold without training; fails, before writing
+        anything, if a fold has no finished checkpoint.
     command : str, optional
         The command that reproduces this experiment (e.g. ``pml-bench run loss=arcface``), kept in
-        ``results.json`` so that reports can show it.
+        ``results.json`` so that reports can show it, and named to a second run that finds the
+        folder in use (default: this process's command line).
 
     Returns
     -------
@@ -124,46 +162,66 @@ def run_experiment(cfg: DictConfig, evaluate_only: bool = False, command: str | 
         The experiment folder, holding ``config.yaml``, ``results.json`` (with the device that
         finished the experiment, :func:`device_label`) and one ``seed_<s>`` folder per seed
         (record-keeper logs, checkpoints, test embeddings).
+
+    Raises
+    ------
+    UserError
+        Before anything is written, for a run that cannot go as configured (a
+        :class:`~pml_regularizers.bench.config.ConfigError` for the config itself: the device,
+        the output folder, a split whose metrics would mean nothing or an epoch without a batch);
+        for a data set that cannot be read; for a folder that holds a different experiment or is
+        in use by another process; for evaluating an experiment that has not finished training;
+        and for a checkpoint that cannot be used (the message names the file).
     """
     ddp = _init_distributed(cfg)
     exp_dir = Path(cfg.output_dir).expanduser() / experiment_name(cfg)
-    results_path = exp_dir / "results.json"
-    if ddp.main:
-        _check_or_write_config(exp_dir, cfg)
-    ddp.barrier()
-    if results_path.exists() and not evaluate_only:
+    if not evaluate_only and _is_finished(exp_dir, cfg):
         LOGGER.info("%s is finished; not recomputed", exp_dir)
         return exp_dir
-    data = load_experiment_data(cfg)
-    train_classes, test_classes = class_disjoint_split(data.labels)
-    _build(cfg, data, num_classes=len(train_classes), device=torch.device("cpu"))  # config check
     device = _device(cfg.device, ddp)
-    records: list[dict] = []
-    for seed in range(cfg.seed_offset, cfg.seed_offset + cfg.seeds):
-        records += _run_seed(
-            cfg, data, train_classes, test_classes, exp_dir / f"seed_{seed}", seed, device,
-            evaluate_only, ddp,
+    check_output_dir(exp_dir)
+    if evaluate_only and not (exp_dir / "config.yaml").is_file():
+        raise UserError(
+            f"nothing to evaluate: {exp_dir} holds no experiment (no config.yaml); "
+            "train it first with pml-bench run and the same overrides"
         )
-    if ddp.main:
-        write_json(
-            results_path,
-            {
-                "experiment": experiment_name(cfg),
-                "config": OmegaConf.to_container(cfg),
-                "command": command,
-                "world_size": ddp.world,
-                "device": device_label(device),
-                "records": records,
-            },
-        )
-    ddp.barrier()
+    data = _load_data(cfg)
+    train_classes, test_classes, folds = split_classes(cfg, data.labels)
+    check_retrieval_sets(cfg, data.labels, test_classes, folds)
+    check_training_folds(cfg, data.labels, folds, ddp.world)
+    _build(cfg, data, num_classes=len(train_classes), device=torch.device("cpu"))  # config check
+    lock = ExperimentLock(exp_dir, command or shlex.join(sys.argv))
+    try:
+        ddp.on_main(lambda: _open_experiment(exp_dir, cfg, lock, evaluate_only))
+        if evaluate_only:
+            ddp.on_main(lambda: _check_trained(exp_dir, cfg, len(folds)))
+        records: list[dict] = []
+        for seed in range(cfg.seed_offset, cfg.seed_offset + cfg.seeds):
+            records += _run_seed(
+                cfg, data, folds, test_classes, exp_dir / f"seed_{seed}", seed, device, evaluate_only, ddp
+            )
+        if ddp.main:
+            write_json(
+                exp_dir / "results.json",
+                {
+                    "experiment": experiment_name(cfg),
+                    "config": OmegaConf.to_container(cfg),
+                    "command": command,
+                    "world_size": ddp.world,
+                    "device": device_label(device),
+                    "records": records,
+                },
+            )
+        ddp.barrier()
+    finally:
+        lock.release()
     return exp_dir
 
 
 def _run_seed(
     cfg: DictConfig,
     data: ImageSet | FeatureSet,
-    train_classes: list[int],
+    folds: list[tuple[list[int], list[int]]],
     test_classes: list[int],
     seed_dir: Path,
     seed: int,
@@ -174,16 +232,13 @@ def _run_seed(
     result_path = seed_dir / "result.json"
     if result_path.exists() and not evaluate_only:
         return json.loads(result_path.read_text())["records"]
-    folds = training_folds(train_classes, cfg.cv_folds)
     test_set = _torch_dataset(data.subset(test_classes), augment=False) if cfg.test else None
     calc = BenchAccuracyCalculator()
     embeddings, labels, val_scores = [], None, []
     for fold, (tr, va) in enumerate(folds):
         fold_dir = seed_dir / f"fold_{fold}"
         val_set = _torch_dataset(data.subset(va), augment=False) if va else None
-        models, best_score = _train_fold(
-            cfg, data, data.subset(tr), val_set, fold_dir, seed, fold, device, evaluate_only, ddp
-        )
+        models, best_score = _train_fold(cfg, data, data.subset(tr), val_set, fold_dir, seed, fold, device, ddp)
         val_scores.append(best_score)
         if test_set is not None and ddp.main:
             emb, labels = _embed(models, test_set, cfg, device)
@@ -225,10 +280,10 @@ def _train_fold(
     seed: int,
     fold: int,
     device: torch.device,
-    evaluate_only: bool,
     ddp: _Dist,
 ) -> tuple[dict[str, torch.nn.Module], float]:
-    """Train one fold from scratch or from its latest checkpoint.
+    """Train one fold from scratch or from its latest checkpoint (nothing when it has finished,
+    which is all that ``evaluate`` finds: :func:`_check_trained`).
 
     Returns the models (the best validation epoch's, when there is a validation set) and the
     best validation MAP@R (nan without validation).
@@ -236,19 +291,15 @@ def _train_fold(
     _reseed(seed, fold, 0)
     parts = _build(cfg, data, train_subset.num_classes, device)
     optimizers = _optimizers(cfg, parts)
-    latest, best = fold_dir / "checkpoint_latest.pt", fold_dir / "checkpoint_best.pt"
-    state = {"epoch": 0, "best_epoch": 0, "best_score": -math.inf, "done": False}
-    if latest.exists():
-        state = _load_checkpoint(latest, parts, optimizers, device)
-    elif evaluate_only:
-        raise FileNotFoundError(f"no saved model to evaluate: {latest} does not exist")
+    latest, best = fold_dir / LATEST, fold_dir / BEST
+    state = _load_fold_checkpoint(latest, parts, optimizers, device, seed, fold) or {
+        "epoch": 0, "best_epoch": 0, "best_score": -math.inf, "done": False
+    }
     if not state["done"]:
-        if evaluate_only:
-            raise RuntimeError(f"{fold_dir} has not finished training; run without evaluate first")
         _fit(cfg, parts, optimizers, train_subset, val_set, fold_dir, seed, fold, device, state, ddp)
     ddp.barrier()
     if val_set is not None and best.exists():
-        _load_checkpoint(best, parts, None, device)
+        _load_fold_checkpoint(best, parts, None, device, seed, fold, best_epoch=state["best_epoch"])
     score = float(state["best_score"]) if val_set is not None else math.nan
     return parts.models, score
 
@@ -276,18 +327,7 @@ def _fit(
             raise RuntimeError("record-keeper logging needs the tensorboard package")
         hooks = logging_presets.get_hook_container(record_keeper, primary_metric=PRIMARY)
     batch_size = cfg.batch_size // ddp.world
-    sampler = None
-    if cfg.sampler.get("_target_"):
-        sampler = instantiate(
-            cfg.sampler,
-            labels=train_set.labels,
-            batch_size=batch_size,
-            length_before_new_iter=len(train_set) // ddp.world,
-        )
-    elif ddp.world > 1:
-        sampler = torch.utils.data.DistributedSampler(
-            train_set, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=seed, drop_last=True
-        )
+    sampler = training_sampler(cfg, train_set.labels, batch_size, ddp.world, ddp.rank, seed)
     models, loss_funcs, miner = _distribute(parts, ddp, device)
     trainer = instantiate(
         cfg.trainer,
@@ -311,7 +351,7 @@ def _fit(
             end_of_testing_hook=hooks.end_of_testing_hook,
             dataloader_num_workers=cfg.num_workers,
         )
-    latest, best = fold_dir / "checkpoint_latest.pt", fold_dir / "checkpoint_best.pt"
+    latest, best = fold_dir / LATEST, fold_dir / BEST
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         _reseed(seed, fold, epoch, ddp.rank)
         if isinstance(sampler, torch.utils.data.DistributedSampler):
@@ -322,7 +362,7 @@ def _fit(
             score = float(acc["val"][f"{PRIMARY}_level0"])
             if score > state["best_score"]:
                 state.update(best_epoch=epoch, best_score=score)
-                _save_checkpoint(best, parts, None, state)
+                _save_checkpoint(best, parts, None, state, keep_previous=False)
         state["epoch"] = epoch
         stop = cfg.patience is not None and epoch - state["best_epoch"] >= cfg.patience
         state["done"] = stop or epoch == cfg.epochs
@@ -332,7 +372,7 @@ def _fit(
             state.update(shared[0])
         if ddp.main:
             record_keeper.save_records()
-            _save_checkpoint(latest, parts, optimizers, state)
+            _save_checkpoint(latest, parts, optimizers, state, keep_previous=True)
         if state["done"]:
             break
 
@@ -520,14 +560,31 @@ def device_label(device: torch.device) -> str:
 
 
 def _device(spec: str, ddp: _Dist) -> torch.device:
+    """The device ``spec`` names, checked to be usable here; under torchrun, this process's GPU."""
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(spec)
-    except RuntimeError as err:
-        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {spec!r}") from err
-    if device.type == "cuda" and ddp.world > 1:
-        return torch.device("cuda", ddp.local_rank)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda[:N]' or 'mps', got {spec!r}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={spec}: MPS is not available here; use device=cpu or device=auto")
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        build = "has no CUDA support" if torch.version.cuda is None else "finds no GPU"
+        raise ConfigError(
+            f"device={spec}: CUDA is not available here (torch {torch.__version__} {build}); "
+            "use device=cpu or device=auto"
+        )
+    if ddp.world > 1:
+        device = torch.device("cuda", ddp.local_rank)
+    if (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device={spec}: this machine has {torch.cuda.device_count()} CUDA device(s), numbered from 0"
+        )
     return device
 
 
@@ -546,24 +603,6 @@ def _init_distributed(cfg: DictConfig) -> _Dist:
     return _Dist(rank=dist.get_rank(), world=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def _check_or_write_config(exp_dir: Path, cfg: DictConfig) -> None:
-    """Refuse to resume a folder made by a different config; else write config.yaml."""
-    path = exp_dir / "config.yaml"
-    text = OmegaConf.to_yaml(cfg)
-    if path.exists():
-        if path.read_text() != text:
-            old = OmegaConf.to_container(OmegaConf.load(path))
-            new = OmegaConf.to_container(cfg)
-            diff = sorted(_diff_keys(old, new))
-            raise ConfigError(
-                f"{exp_dir} holds a run of a different config (differs at: {', '.join(diff)}); "
-                "choose another experiment= or output_dir="
-            )
-        return
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: f.write(text.encode()))
-
-
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         keys = set(a) | set(b)
@@ -571,11 +610,104 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
+def _load_data(cfg: DictConfig) -> ImageSet | FeatureSet:
+    """:func:`load_experiment_data`, with a data set that cannot be read reported as a
+    :class:`UserError` (a missing root, one of the wrong kind, malformed files, bad options)."""
+    try:
+        return load_experiment_data(cfg)
+    except (OSError, ValueError) as err:
+        raise UserError(f"dataset={cfg.choices.dataset}: {err}") from err
+
+
+# The experiment folder ------------------------------------------------------------------------
+
+
+def _is_finished(exp_dir: Path, cfg: DictConfig) -> bool:
+    """Whether ``exp_dir`` holds the results of this very config."""
+    config = exp_dir / "config.yaml"
+    return (
+        (exp_dir / "results.json").exists()
+        and config.is_file()
+        and config.read_text() == OmegaConf.to_yaml(cfg)
+    )
+
+
+def _open_experiment(exp_dir: Path, cfg: DictConfig, lock: ExperimentLock, evaluate_only: bool) -> None:
+    """Lock ``exp_dir`` (creating it), then claim it for ``cfg`` (:func:`_claim_folder`)."""
+    lock.acquire()
+    _claim_folder(exp_dir, cfg, evaluate_only)
+
+
+def _claim_folder(exp_dir: Path, cfg: DictConfig, evaluate_only: bool) -> None:
+    """Write ``config.yaml``, or check the one there.
+
+    A folder of a different config is refused when it holds finished work (or is to be
+    evaluated); one without (:func:`_has_finished_work`) is what a failed start left behind,
+    and is taken over: its ``seed_*`` folders are removed and its config replaced.
+    """
+    path = exp_dir / "config.yaml"
+    text = OmegaConf.to_yaml(cfg)
+    if path.exists():
+        if path.read_text() == text:
+            return
+        old = OmegaConf.to_container(OmegaConf.load(path))
+        diff = ", ".join(sorted(_diff_keys(old, OmegaConf.to_container(cfg))))
+        if evaluate_only or _has_finished_work(exp_dir):
+            raise ConfigError(
+                f"{exp_dir} holds a run of a different config (differs at: {diff}); "
+                "choose another experiment= or output_dir="
+            )
+        LOGGER.warning(
+            "taking over %s: its config.yaml differs at: %s, but it holds no finished epoch", exp_dir, diff
+        )
+        for seed_dir in exp_dir.glob("seed_*"):
+            shutil.rmtree(seed_dir)
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _has_finished_work(exp_dir: Path) -> bool:
+    """Whether ``exp_dir`` holds results or a checkpoint that can be read."""
+    if (exp_dir / "results.json").exists() or any(exp_dir.glob("seed_*/result.json")):
+        return True
+    for path in exp_dir.glob("seed_*/fold_*/checkpoint_*.pt"):
+        try:
+            read_checkpoint(path)
+        except UserError:
+            continue
+        return True
+    return False
+
+
+def _check_trained(exp_dir: Path, cfg: DictConfig, num_folds: int) -> None:
+    """Refuse to evaluate unless every fold of every seed has finished training, with usable
+    checkpoints."""
+    for seed in range(cfg.seed_offset, cfg.seed_offset + cfg.seeds):
+        for fold in range(num_folds):
+            fold_dir = exp_dir / f"seed_{seed}" / f"fold_{fold}"
+            latest = _fold_checkpoint(fold_dir / LATEST, lambda payload: None, seed, fold)
+            if latest is None:
+                raise UserError(f"{fold_dir} has no saved model (no {LATEST}); train it first with pml-bench run")
+            state = latest.payload["state"]
+            if not state["done"]:
+                lost = f"; {latest.problem}" if latest.problem else ""
+                raise UserError(
+                    f"{fold_dir} has not finished training (epoch {state['epoch']} of {cfg.epochs}){lost}; "
+                    "finish it first with pml-bench run and the same overrides"
+                )
+            best = fold_dir / BEST
+            if cfg.cv_folds and best.exists():
+                _fold_checkpoint(best, _best_epoch_check(best, state["best_epoch"]), seed, fold)
+
+
+# Checkpoints ----------------------------------------------------------------------------------
+
+
 def _save_checkpoint(
     path: Path,
     parts: _Parts,
     optimizers: dict[str, torch.optim.Optimizer] | None,
     state: dict,
+    keep_previous: bool,
 ) -> None:
     payload = {
         "models": {k: m.state_dict() for k, m in parts.models.items()},
@@ -583,19 +715,74 @@ def _save_checkpoint(
         "optimizers": {k: o.state_dict() for k, o in (optimizers or {}).items()},
         "state": dict(state),
     }
-    atomic_torch_save(payload, path)
+    save_checkpoint(payload, path, keep_previous)
 
 
-def _load_checkpoint(
+def _load_fold_checkpoint(
     path: Path,
     parts: _Parts,
     optimizers: dict[str, torch.optim.Optimizer] | None,
     device: torch.device,
-) -> dict:
-    payload = torch.load(path, map_location=device, weights_only=True)
-    for k, m in parts.models.items():
-        m.load_state_dict(payload["models"][k])
-    parts.loss_funcs["metric_loss"].load_state_dict(payload["loss"])
-    for k, o in (optimizers or {}).items():
-        o.load_state_dict(payload["optimizers"][k])
-    return payload["state"]
+    seed: int,
+    fold: int,
+    best_epoch: int | None = None,
+) -> dict | None:
+    """Load the checkpoint ``path`` (or its backup, with a warning) into the models, loss and
+    optimizers; return its state, or None when there is none.
+
+    ``best_epoch``, for ``checkpoint_best.pt``, is the epoch the latest checkpoint names as the
+    best, which the file must hold.
+    """
+    def apply(payload: dict) -> None:
+        if best_epoch is not None:
+            _best_epoch_check(path, best_epoch)(payload)
+        _apply_checkpoint(payload, path, parts, optimizers)
+
+    loaded = _fold_checkpoint(path, apply, seed, fold, device)
+    if loaded is None:
+        return None
+    if loaded.problem:
+        LOGGER.warning(
+            "%s; resuming from %s (epoch %d)", loaded.problem, loaded.path.name, loaded.payload["state"]["epoch"]
+        )
+    return loaded.payload["state"]
+
+
+def _fold_checkpoint(
+    path: Path, apply: Callable[[dict], Any], seed: int, fold: int, device: torch.device | str = "cpu"
+) -> LoadedCheckpoint | None:
+    """:func:`~pml_regularizers.bench.checkpoints.load_checkpoint`, with what to do when neither
+    the file nor its backup can be used added to the message."""
+    try:
+        return load_checkpoint(path, apply, device)
+    except UserError as err:
+        raise UserError(f"{err}; delete {path.parent} to train fold {fold} of seed {seed} again") from err
+
+
+def _best_epoch_check(path: Path, best_epoch: int) -> Callable[[dict], None]:
+    """A check that a best-epoch checkpoint holds the epoch ``best_epoch``."""
+    def check(payload: dict) -> None:
+        if payload["state"]["best_epoch"] != best_epoch:
+            raise UserError(
+                f"{path} holds epoch {payload['state']['best_epoch']}, not the best epoch "
+                f"{best_epoch} that {LATEST} names"
+            )
+
+    return check
+
+
+def _apply_checkpoint(
+    payload: dict, path: Path, parts: _Parts, optimizers: dict[str, torch.optim.Optimizer] | None
+) -> None:
+    """Load a checkpoint's contents into the models, the metric loss and the optimizers."""
+    try:
+        for k, m in parts.models.items():
+            m.load_state_dict(payload["models"][k])
+        parts.loss_funcs["metric_loss"].load_state_dict(payload["loss"])
+        for k, o in (optimizers or {}).items():
+            o.load_state_dict(payload["optimizers"][k])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        detail = f"no {err.args[0]!r}" if isinstance(err, KeyError) else str(err)
+        raise UserError(
+            f"{path} does not match this experiment's models ({textwrap.shorten(detail, 200)})"
+        ) from err

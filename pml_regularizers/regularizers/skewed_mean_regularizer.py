@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import torch
 from pytorch_metric_learning.distances import (
     CosineSimilarity,
     DotProductSimilarity,

@@ -696,7 +696,7 @@ def test_cub_missing_file_and_malformed_lines(tmp_path):
     labels_file.unlink()
     with pytest.raises(FileNotFoundError, match=r"class_labels\.txt is missing.*CUB_200_2011/"):
         load_cub(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"images\.txt is missing"):
+    with pytest.raises(FileNotFoundError, match=r"CUB-200-2011 root .*elsewhere does not exist"):
         load_cub(tmp_path / "elsewhere")
 
 
@@ -964,3 +964,15 @@ def test_load_dataset_dispatches(tmp_path):
     assert load_dataset("cub", str(tmp_path / "cub"), 4, str(tmp_path / "cache")).num_classes == 3
     with pytest.raises(ValueError, match="needs root"):
         load_dataset("omniglot", None, 32, str(tmp_path))
+    with pytest.raises(ValueError, match="dataset 'cub' has no option num_classes; its options: none"):
+        load_dataset("cub", str(tmp_path / "cub"), 4, str(tmp_path / "cache"), num_classes=3)
+
+
+def test_roots_of_the_wrong_kind_are_named_as_such(tmp_path):
+    a_file = tmp_path / "data.txt"
+    a_file.write_text("x")
+    for load in (load_omniglot, load_image_folder, load_cub, load_cars196, load_sop):
+        with pytest.raises(NotADirectoryError, match=f"{a_file} is a file, not a folder; expected "):
+            load(a_file)
+    with pytest.raises(IsADirectoryError, match=f"features file {tmp_path} is a folder, not a file"):
+        load_features(tmp_path)

@@ -71,6 +71,25 @@ def test_wrapped_parts_give_the_gradients_of_the_whole_batch(tmp_path):
             torch.testing.assert_close(got[name], expected[name], rtol=1e-10, atol=1e-12, msg=name)
 
 
+def _refusing_worker(rank, out_dir):
+    from pml_regularizers.bench.config import UserError
+
+    def refuse():
+        raise UserError(f"refused by rank {rank}")
+
+    try:
+        _Dist(rank, WORLD, 0).on_main(refuse)
+    except UserError as err:
+        Path(out_dir, f"rank{rank}.txt").write_text(str(err))
+
+
+def test_an_error_of_rank_0_reaches_every_rank(tmp_path):
+    # rank 0 alone locks the folder and checks its config: the other ranks must raise its error
+    # rather than wait for it at the next barrier
+    spawn_gloo(_refusing_worker, tmp_path, WORLD)
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in range(WORLD)] == ["refused by rank 0"] * WORLD
+
+
 def test_torchrun_with_two_gloo_processes_runs_an_experiment(tmp_path):
     # patience=1: only rank 0 validates, so every rank must take its early-stopping decision from
     # rank 0's state; one deciding from its own copy would leave after epoch 1 and hang the others.
@@ -94,3 +113,4 @@ def test_torchrun_with_two_gloo_processes_runs_an_experiment(tmp_path):
     for fold in (0, 1):
         state = torch.load(exp_dir / "seed_0" / f"fold_{fold}" / "checkpoint_latest.pt", weights_only=True)
         assert state["state"]["epoch"] == 2 and state["state"]["done"]
+    assert (exp_dir / ".pml-bench.lock").read_text() == ""  # rank 0 alone locked it, and let it go

@@ -31,3 +31,20 @@ def test_writes_replace_the_file_and_create_its_folder(tmp_path):
     atomic_torch_save({"w": torch.arange(3)}, tmp_path / "ckpt.pt")
     assert torch.equal(torch.load(tmp_path / "ckpt.pt", weights_only=True)["w"], torch.arange(3))
     assert sorted(p.name for p in path.parent.iterdir()) == ["state.json"]
+
+
+def test_a_backup_keeps_the_replaced_file_only_once_the_new_one_is_complete(tmp_path):
+    path, backup = tmp_path / "ckpt.pt", tmp_path / "ckpt.backup.pt"
+    atomic_write(path, lambda f: f.write(b"first"), backup=backup)
+    assert path.read_bytes() == b"first" and not backup.exists()  # nothing to keep yet
+    atomic_write(path, lambda f: f.write(b"second"), backup=backup)
+    assert (path.read_bytes(), backup.read_bytes()) == (b"second", b"first")
+
+    def fail(stream):
+        stream.write(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(path, fail, backup=backup)
+    assert (path.read_bytes(), backup.read_bytes()) == (b"second", b"first")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.backup.pt", "ckpt.pt"]

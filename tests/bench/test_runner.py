@@ -191,10 +191,13 @@ def test_config_errors_name_the_problem(tmp_path, capsys):
     assert "Available options" in capsys.readouterr().err
 
 
-def test_missing_dataset_folder_stops_before_training(tmp_path):
-    with pytest.raises(FileNotFoundError):
+def test_missing_dataset_folder_stops_before_anything_is_written(tmp_path):
+    from pml_regularizers.bench.config import UserError
+
+    with pytest.raises(UserError, match=f"dataset=omniglot: Omniglot root {tmp_path / 'nope'} does not exist") as info:
         run_experiment(load_config([f"output_dir={tmp_path}", "dataset=omniglot", f"dataset.root={tmp_path / 'nope'}"]))
-    assert not list(tmp_path.glob("*/seed_*"))
+    assert isinstance(info.value.__cause__, FileNotFoundError)
+    assert sorted(tmp_path.iterdir()) == []
 
 
 def test_resuming_a_folder_with_another_config_is_refused(tmp_path):

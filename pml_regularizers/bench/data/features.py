@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .images import FeatureSet
+from .paths import require_file
 
 FEATURES_LAYOUT = "an .npz file with arrays 'features' (N, D) and 'labels' (N,), int or str"
 
@@ -33,14 +34,15 @@ def load_features(path: str | os.PathLike) -> FeatureSet:
     Raises
     ------
     FileNotFoundError
-        When ``path`` is not a file.
+        When ``path`` does not exist.
+    IsADirectoryError
+        When ``path`` is a folder.
     ValueError
         When an array is missing or has the wrong shape, type or length, or features are not
         finite.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"features file {path} does not exist; expected {FEATURES_LAYOUT}")
+    require_file(path, "features file", FEATURES_LAYOUT)
     features, labels = _read_arrays(path)
     _check_arrays(features, labels, path)
     class_names, ids = _encode_labels(labels, path)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .decode import IMAGE_SUFFIXES, build_image_set
 from .images import ImageSet
+from .paths import require_folder
 
 FOLDER_LAYOUT = "root/<class_name>/*.png|jpg|jpeg|bmp"
 
@@ -36,13 +37,14 @@ def load_image_folder(
     Raises
     ------
     FileNotFoundError
+        When ``root`` does not exist.
+    NotADirectoryError
         When ``root`` is not a folder.
     ValueError
         When no class folder of ``root`` holds an image.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist; expected {FOLDER_LAYOUT}")
+    require_folder(root, "image folder", FOLDER_LAYOUT)
     paths, classes = [], []
     for class_dir in _visible(root):
         if not class_dir.is_dir():

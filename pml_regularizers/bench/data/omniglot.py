@@ -19,6 +19,7 @@ from pathlib import Path
 from .decode import build_image_set
 from .download import download_file, extract_zip_once
 from .images import ImageSet
+from .paths import require_folder
 
 OMNIGLOT_URL = "https://github.com/brendenlake/omniglot/raw/master/python/{name}.zip"
 OMNIGLOT_MD5 = {
@@ -64,15 +65,13 @@ def load_omniglot(
     ------
     FileNotFoundError
         When ``root`` is missing or holds no Omniglot images.
+    NotADirectoryError
+        When ``root`` is not a folder.
     """
     root = Path(root)
     if download:
         download_omniglot(root)
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"Omniglot root {root} does not exist; expected {OMNIGLOT_LAYOUT} "
-            "(or pass download=True)"
-        )
+    require_folder(root, "Omniglot root", f"{OMNIGLOT_LAYOUT} (or pass download=True)")
     extract_to = Path(cache_dir) if cache_dir is not None else root
     paths, classes = _collect_images(_source_folders(root, extract_to))
     if not paths:

@@ -20,6 +20,7 @@ from pytorch_metric_learning.datasets import CUB, Cars196, StanfordOnlineProduct
 
 from .decode import build_image_set
 from .images import ImageSet
+from .paths import require_folder
 
 CUB_LAYOUT = "root/CUB_200_2011/{images.txt, image_class_labels.txt, images/NNN.Name/*.jpg}"
 CARS_LAYOUT = (
@@ -52,10 +53,13 @@ def load_cub(
     Raises
     ------
     FileNotFoundError
-        When a required file or folder (see ``CUB_LAYOUT``) or an image is missing.
+        When ``root``, a required file or folder (see ``CUB_LAYOUT``) or an image is missing.
+    NotADirectoryError
+        When ``root`` is not a folder.
     ValueError
         When an annotation line is malformed or the two annotation files disagree.
     """
+    require_folder(Path(root), "CUB-200-2011 root", CUB_LAYOUT)
     base = Path(root) / "CUB_200_2011"
     _require([base / "images.txt", base / "image_class_labels.txt", base / "images"], CUB_LAYOUT)
     _validate_cub(base)
@@ -87,11 +91,14 @@ def load_cars196(
     Raises
     ------
     FileNotFoundError
-        When a required file or folder (see ``CARS_LAYOUT``) or an image is missing.
+        When ``root``, a required file or folder (see ``CARS_LAYOUT``) or an image is missing.
+    NotADirectoryError
+        When ``root`` is not a folder.
     ValueError
         When a line of ``names.csv`` or of an annotation file is malformed.
     """
     root = Path(root)
+    require_folder(root, "Cars196 root", CARS_LAYOUT)
     annotations = [root / "anno_train.csv", root / "anno_test.csv"]
     _require([root / "names.csv", *annotations, root / "car_data" / "car_data"], CARS_LAYOUT)
     names = _read_names(root / "names.csv")
@@ -124,10 +131,13 @@ def load_sop(
     Raises
     ------
     FileNotFoundError
-        When a required file (see ``SOP_LAYOUT``) or an image is missing.
+        When ``root``, a required file (see ``SOP_LAYOUT``) or an image is missing.
+    NotADirectoryError
+        When ``root`` is not a folder.
     ValueError
         When a line of ``Ebay_train.txt`` or ``Ebay_test.txt`` is malformed.
     """
+    require_folder(Path(root), "Stanford Online Products root", SOP_LAYOUT)
     base = Path(root) / "Stanford_Online_Products"
     annotations = [base / "Ebay_train.txt", base / "Ebay_test.txt"]
     _require(annotations, SOP_LAYOUT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any, Callable
 
@@ -42,6 +43,18 @@ _LOADERS: dict[str, Callable[..., ImageSet | FeatureSet]] = {
     "features": _features,
 }
 _NEEDS_ROOT = frozenset(_LOADERS) - {"glyphs"}
+# The loader each name calls, whose keyword arguments other than the ones load_dataset fills in
+# are the data set's options.
+_OPTIONS_OF = {
+    "glyphs": load_glyphs,
+    "omniglot": load_omniglot,
+    "cub": load_cub,
+    "cars196": load_cars196,
+    "sop": load_sop,
+    "folder": load_image_folder,
+    "features": load_features,
+}
+_FILLED_IN = frozenset({"root", "path", "size", "cache_dir"})
 
 
 def dataset_names() -> list[str]:
@@ -81,10 +94,17 @@ def load_dataset(
     Raises
     ------
     ValueError
-        When ``name`` is unknown or ``root`` is missing for a data set that needs one.
+        When ``name`` is unknown, ``root`` is missing for a data set that needs one, or
+        ``kwargs`` names an option the data set does not have.
     """
     if name not in _LOADERS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(_LOADERS)}")
     if root is None and name in _NEEDS_ROOT:
         raise ValueError(f"dataset {name!r} needs root (the folder or file holding its data)")
+    options = set(inspect.signature(_OPTIONS_OF[name]).parameters) - _FILLED_IN
+    unknown = sorted(set(kwargs) - options)
+    if unknown:
+        raise ValueError(
+            f"dataset {name!r} has no option {', '.join(unknown)}; its options: {', '.join(sorted(options)) or 'none'}"
+        )
     return _LOADERS[name](root, size, cache_dir, **kwargs)
