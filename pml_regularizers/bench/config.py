@@ -119,6 +119,13 @@ def _validate(cfg: DictConfig) -> None:
     need(is_int(cfg.cv_folds) and (cfg.cv_folds == 0 or cfg.cv_folds >= 2), "cv_folds", "0 or an int >= 2")
     need(cfg.patience is None or (is_int(cfg.patience) and cfg.patience >= 1), "patience", "null or an int >= 1")
     need(cfg.patience is None or cfg.cv_folds >= 2, "patience", "null when cv_folds=0 (early stopping needs validation folds)")
+    need(
+        cfg.experiment is None
+        or (isinstance(cfg.experiment, str) and cfg.experiment not in ("", ".", "..")
+            and "/" not in cfg.experiment and "\\" not in cfg.experiment),
+        "experiment",
+        "null or a folder name (no '/', '\\', '.' or '..': it names a folder inside output_dir)",
+    )
     need(isinstance(cfg.test, bool), "test", "true or false")
     need(cfg.test or cfg.cv_folds >= 2, "cv_folds", "an int >= 2 when test=false (validation needs folds)")
     need(is_int(cfg.num_workers) and cfg.num_workers >= 0, "num_workers", "an int >= 0")

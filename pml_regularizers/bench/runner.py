@@ -641,9 +641,10 @@ def _open_experiment(exp_dir: Path, cfg: DictConfig, lock: ExperimentLock, evalu
 def _claim_folder(exp_dir: Path, cfg: DictConfig, evaluate_only: bool) -> None:
     """Write ``config.yaml``, or check the one there.
 
-    A folder of a different config is refused when it holds finished work (or is to be
-    evaluated); one without (:func:`_has_finished_work`) is what a failed start left behind,
-    and is taken over: its ``seed_*`` folders are removed and its config replaced.
+    A folder of a different config is refused when it holds finished work; one without
+    (:func:`_has_finished_work`) is what a failed start left behind: ``evaluate`` finds nothing
+    to evaluate there, and ``run`` takes it over (its ``seed_*`` folders are removed and its
+    config replaced).
     """
     path = exp_dir / "config.yaml"
     text = OmegaConf.to_yaml(cfg)
@@ -652,10 +653,16 @@ def _claim_folder(exp_dir: Path, cfg: DictConfig, evaluate_only: bool) -> None:
             return
         old = OmegaConf.to_container(OmegaConf.load(path))
         diff = ", ".join(sorted(_diff_keys(old, OmegaConf.to_container(cfg))))
-        if evaluate_only or _has_finished_work(exp_dir):
+        finished = _has_finished_work(exp_dir)
+        if finished:
             raise ConfigError(
                 f"{exp_dir} holds a run of a different config (differs at: {diff}); "
                 "choose another experiment= or output_dir="
+            )
+        if evaluate_only:
+            raise UserError(
+                f"nothing to evaluate: {exp_dir} holds no finished epoch (a failed start of a "
+                f"different config, differing at: {diff}); train it first with pml-bench run"
             )
         LOGGER.warning(
             "taking over %s: its config.yaml differs at: %s, but it holds no finished epoch", exp_dir, diff

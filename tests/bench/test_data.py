@@ -932,6 +932,15 @@ def test_features_missing_file_and_plain_npy(tmp_path):
         load_features(tmp_path / "x.npy")
 
 
+def test_features_files_that_only_unpickling_could_read_are_refused_without_advising_it(tmp_path):
+    (tmp_path / "garbage.npz").write_bytes(b"not an archive")
+    np.savez(tmp_path / "objects.npz", features=np.array([[1.0], [2.0]], dtype=object), labels=np.arange(2))
+    for name, message in [("garbage.npz", "is not an .npz or .npy file"), ("objects.npz", "hold Python objects")]:
+        with pytest.raises(ValueError, match=message) as info:
+            load_features(tmp_path / name)
+        assert "allow_pickle" not in str(info.value)
+
+
 # ---------------------------------------------------------------------------------------------
 # Registry
 

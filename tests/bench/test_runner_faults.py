@@ -20,7 +20,7 @@ from PIL import Image
 
 from pml_regularizers.bench import runner
 from pml_regularizers.bench.cli import main as cli_main
-from pml_regularizers.bench.config import ConfigError, experiment_name, load_config
+from pml_regularizers.bench.config import ConfigError, UserError, experiment_name, load_config
 from pml_regularizers.bench.runner import run_experiment
 
 from .test_runner import metrics_of, tiny
@@ -183,6 +183,8 @@ def test_a_folder_without_a_finished_epoch_is_taken_over(tmp_path, caplog):
     other = load_config(tiny(tmp_path, "device=foo"))
     (exp_dir / "seed_0" / "fold_0" / "logs").mkdir(parents=True)
     (exp_dir / "config.yaml").write_text(runner.OmegaConf.to_yaml(other))
+    with pytest.raises(UserError, match=f"nothing to evaluate: {exp_dir} holds no finished epoch"):
+        run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=1")), evaluate_only=True)
     with caplog.at_level(logging.WARNING, logger="pml_regularizers.bench.runner"):
         run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=1")))
     assert f"taking over {exp_dir}" in caplog.text and "differs at: device" in caplog.text
@@ -353,6 +355,7 @@ def test_report_input_errors_are_one_line(tmp_path, capsys):
         (["dataset.options.num_classes=4", "+dataset.options.colour=red"],
          "dataset=glyphs: dataset 'glyphs' has no option colour; its options: num_classes, per_class, seed"),
         (["device=cuda:x"], "device must be 'auto', 'cpu', 'cuda[:N]' or 'mps', got 'cuda:x'"),
+        (["experiment=../elsewhere"], "experiment must be null or a folder name (no '/'"),
     ],
 )
 def test_other_user_errors_are_one_line(tmp_path, capsys, overrides, expected):

@@ -56,8 +56,13 @@ def load_features(path: str | os.PathLike) -> FeatureSet:
 def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
+    except OSError as error:
         raise ValueError(f"cannot read {path}: {error}; expected {FEATURES_LAYOUT}") from error
+    except ValueError as error:  # numpy's message advises allow_pickle=True, which runs the file's code
+        raise ValueError(
+            f"{path} is not an .npz or .npy file (pickled files are never loaded); "
+            f"expected {FEATURES_LAYOUT}"
+        ) from error
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise ValueError(f"{path} is a single .npy array; expected {FEATURES_LAYOUT}")
     with archive:
@@ -69,8 +74,11 @@ def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
             )
         try:
             return archive["features"], archive["labels"]
-        except ValueError as error:
-            raise ValueError(f"cannot read the arrays of {path}: {error}") from error
+        except ValueError as error:  # object arrays: numpy would unpickle them
+            raise ValueError(
+                f"the arrays of {path} hold Python objects, which are never unpickled; "
+                f"expected {FEATURES_LAYOUT}"
+            ) from error
 
 
 def _check_arrays(features: np.ndarray, labels: np.ndarray, path: Path) -> None:
