@@ -46,7 +46,10 @@ def check_rows(x: object, name: str, width: int, width_name: str) -> None:
 
 
 def check_finite(
-    where: str, inputs: Mapping[str, Tensor], outputs: Sequence[Tensor] = ()
+    where: str,
+    inputs: Mapping[str, Tensor],
+    outputs: Sequence[Tensor] = (),
+    params: Mapping[str, float] | None = None,
 ) -> None:
     """The package's policy on non-finite values, for one call of a public module.
 
@@ -64,6 +67,9 @@ def check_finite(
         The floating-point arguments the caller was given, by argument name.
     outputs : sequence of Tensor
         What the caller computed from them.
+    params : mapping of str to float, optional
+        The caller's numeric settings that scale the result (such as a target or a skew), quoted
+        in the overflow message, since one of them may be the cause.
     """
     tensors = [*inputs.values(), *outputs]
     if not tensors:
@@ -79,9 +85,12 @@ def check_finite(
         f"largest |{name}| = {float(t.detach().abs().max()) if t.numel() else 0.0:.3g}"
         for name, t in inputs.items()
     )
+    if params:
+        sizes += "; " + ", ".join(f"{name} = {value:.3g}" for name, value in params.items())
     dtypes = sorted({str(t.dtype).replace("torch.", "") for t in outputs})
     raise ValueError(
         f"{where}: {' and '.join(inputs)} {'is' if len(inputs) == 1 else 'are'} finite but the "
         f"result is not ({sizes}): the computation overflowed or was undefined in "
-        f"{'/'.join(dtypes)}; scale the input down or compute in a wider dtype"
+        f"{'/'.join(dtypes)}; scale the input down{', use smaller settings' if params else ''} "
+        "or compute in a wider dtype"
     )

@@ -81,6 +81,15 @@ def _check_lam(lam: float, allow_inf: bool) -> float:
     return lam
 
 
+def _representable_lam(lam: float, dtype: torch.dtype) -> float:
+    """``lam`` with its magnitude capped at ``dtype``'s largest number.
+
+    A larger one would become infinite in ``dtype``, and ``inf * 0`` at the extreme entry is NaN;
+    the skewed mean at the cap is within :math:`\\log(N) / |\\lambda|` of the extreme, far below
+    ``dtype``'s resolution, as it is at ``lam`` itself."""
+    return math.copysign(min(abs(lam), torch.finfo(dtype).max), lam)
+
+
 def _check_grouped_rows(x: Tensor, group_size: int, block_size: int | None, name: str = "x") -> None:
     """Raise ValueError unless ``x`` is ``(R, D)`` with ``R`` a multiple of ``group_size`` and at least
     two groups (so that pairs of different groups exist), and ``block_size`` is None or an int >= 1."""
@@ -180,6 +189,7 @@ def skewed_mean(
     extreme = extreme.amax(dim=dims, keepdim=True) if lam > 0 else extreme.amin(dim=dims, keepdim=True)
     if math.isinf(lam):
         return finish(extreme)
+    lam = _representable_lam(lam, x.dtype)
     m = extreme.detach()
     z = (lam * (x - m)).masked_fill(~mask, -math.inf)
     t = torch.exp(z).sum(dim=dims, keepdim=True) / count
@@ -306,14 +316,17 @@ class _GramPairwiseSkewedMean(torch.autograd.Function):
     when a gradient is needed, two products (rows and columns) that accumulate the gradient with an
     online rescaling by the running maximum. Backward: one scaling of that accumulator.
 
-    With :math:`z = \\lambda g` and :math:`m` the running maximum of :math:`z`, two sums are kept
-    in float64 (of each block's row sums, taken in the block's dtype): :math:`\\sum e^{z - m}`
-    and :math:`\\sum (e^{z - m} - 1)` (``expm1``, exact for :math:`z - m` near 0). The mean of the first is :math:`t \\in [1/N, 1]`; the value is
-    :math:`(m + \\log t) / \\lambda`, with :math:`\\log t` taken as ``log1p`` of the second
-    sum's mean when :math:`t > 1/2`, as :func:`skewed_mean` does. Without the second sum,
-    :math:`t` rounds to 1 when :math:`|\\lambda|` is small and the value jumps from the mean to
-    the maximum. When the running maximum rises by :math:`\\delta`, the sums over the
-    :math:`n` pairs seen so far become :math:`r S` and :math:`r S_1 + n (r - 1)`, with
+    With :math:`m` the running extreme of the pair values :math:`g` (the maximum for
+    :math:`\\lambda > 0`, the minimum for :math:`\\lambda < 0`) and :math:`z = \\lambda (g - m)
+    \\le 0`, so that nothing overflows for any representable :math:`\\lambda`, two sums are kept in
+    float64 (of each block's row sums, taken in the block's dtype): :math:`\\sum e^{z}` and
+    :math:`\\sum (e^{z} - 1)` (``expm1``, exact for :math:`z` near 0). The mean of the first is
+    :math:`t \\in [1/N, 1]`; the value is :math:`m + \\log(t) / \\lambda`, with
+    :math:`\\log t` taken as ``log1p`` of the second sum's mean when :math:`t > 1/2`, as
+    :func:`skewed_mean` does. Without the second sum, :math:`t` rounds to 1 when
+    :math:`|\\lambda|` is small and the value jumps from the mean to the extreme. When the extreme
+    moves so that :math:`z` at the old one becomes :math:`-\\delta`, the sums over the :math:`n`
+    pairs seen so far become :math:`r S` and :math:`r S_1 + n (r - 1)`, with
     :math:`r = e^{-\\delta}`. Pairs outside a block's first ``rows + group_size`` columns all
     count, so only those leading columns are masked.
     """
@@ -332,11 +345,12 @@ class _GramPairwiseSkewedMean(torch.autograd.Function):
         ids = torch.arange(n, device=u.device)
         need_grad = ctx.needs_input_grad[0]
         acc = torch.zeros_like(u) if need_grad else None
-        running_max = -math.inf  # of lam * value, over pairs seen so far
-        total = 0.0  # sum of exp(lam * value - running_max), in float64
-        total_m1 = 0.0  # sum of expm1(lam * value - running_max), in float64
+        running_ext = None  # of the values (max for lam > 0, min for lam < 0), over pairs seen
+        total = 0.0  # sum of exp(lam * (value - running_ext)), in float64
+        total_m1 = 0.0  # sum of expm1(lam * (value - running_ext)), in float64
         seen = 0  # pairs summed so far
         value_sum = 0.0  # only used at lam == 0
+        fill = -math.inf if lam > 0 else math.inf  # masked values never become the extreme
         for start in range(0, n, block_size):
             stop = min(start + block_size, n)
             ub, uc = u[start:stop], u[start:]
@@ -354,17 +368,18 @@ class _GramPairwiseSkewedMean(torch.autograd.Function):
                 weights = torch.ones_like(values)
                 weights[:, :head].masked_fill_(invalid, 0)
             else:
-                z = values.mul_(lam)
-                z[:, :head].masked_fill_(invalid, -math.inf)
-                block_max = float(z.max())
-                if block_max > running_max:
-                    rescale = math.exp(running_max - block_max)
+                values[:, :head].masked_fill_(invalid, fill)
+                block_ext = float(values.max() if lam > 0 else values.min())
+                if running_ext is None or lam * (block_ext - running_ext) > 0:
+                    # lam * (old - new extreme) <= 0; -inf for the first block
+                    delta = -math.inf if running_ext is None else lam * (running_ext - block_ext)
+                    rescale = math.exp(delta)
                     total *= rescale
-                    total_m1 = total_m1 * rescale + seen * math.expm1(running_max - block_max)
+                    total_m1 = total_m1 * rescale + seen * math.expm1(delta)
                     if acc is not None:
                         acc.mul_(rescale)
-                    running_max = block_max
-                z = z.sub_(running_max)
+                    running_ext = block_ext
+                z = values.sub_(running_ext).mul_(lam)  # <= 0: masked entries -inf, none +inf
                 m1 = torch.expm1(z)
                 m1[:, :head].masked_fill_(invalid, 0)
                 total_m1 += float(m1.sum(dim=1).sum(dtype=torch.float64))
@@ -381,7 +396,7 @@ class _GramPairwiseSkewedMean(torch.autograd.Function):
         else:
             t = total / seen
             log_t = math.log1p(total_m1 / seen) if t > 0.5 else math.log(t)
-            value = running_max / lam + log_t / lam
+            value = running_ext + log_t / lam
         if acc is not None:
             ctx.save_for_backward(acc.div_(total))
         return torch.tensor(value, dtype=u.dtype, device=u.device)
@@ -452,6 +467,7 @@ def gram_pairwise_skewed_mean(
     uc = at_least_float32(u)
     if abs(lam) < math.sqrt(torch.finfo(uc.dtype).tiny):  # as in skewed_mean: the mean to resolution
         lam = 0.0
+    lam = _representable_lam(lam, uc.dtype)
     value = _GramPairwiseSkewedMean.apply(uc, lam, group_size, transform, float(power), block)
     return value.to(u.dtype)
 

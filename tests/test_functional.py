@@ -238,6 +238,31 @@ def test_gram_kernel_value_and_gradient_match_brute_force_from_tiny_to_huge_lam(
         torch.testing.assert_close(grad.double(), leaf.grad, rtol=tol["rel"] * 10, atol=tol["abs"] * 10)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("lam", [1e39, 1e300, -1e300])
+def test_lam_beyond_the_dtypes_range_gives_the_extreme(dtype, lam):
+    """|lam| above the dtype's largest number used to become inf, and inf * 0 at the extreme NaN."""
+    u = unit_rows(9, 4).to(dtype)
+    pairs = upper_pairs(u @ u.T)
+    extreme = (pairs.max() if lam > 0 else pairs.min()).item()
+    assert F.skewed_mean(pairs, lam).item() == extreme
+    leaf = u.clone().requires_grad_(True)
+    got = F.gram_pairwise_skewed_mean(leaf, lam, block_size=4)
+    assert got.item() == pytest.approx(extreme, rel=1e-6)
+    (grad,) = torch.autograd.grad(got, leaf)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_gram_kernel_with_large_unnormalised_values_does_not_overflow():
+    """lam * value above float32's range (1e33 * 1e6): the kernel scales only the gaps to the
+    extreme value by lam, so the largest pair wins instead of inf - inf."""
+    u = torch.randn(12, 4, dtype=torch.float64) * 1e3
+    pairs = upper_pairs(u @ u.T)
+    for lam, extreme in [(1e33, pairs.max().item()), (-1e33, pairs.min().item())]:
+        got = F.gram_pairwise_skewed_mean(u.float(), lam, block_size=5)
+        assert got.item() == pytest.approx(extreme, rel=1e-6)
+
+
 def test_gram_kernel_tends_to_the_mean_as_lam_shrinks():
     u = unit_rows(300, 8, dtype=torch.float32)
     pairs = upper_pairs(u.double() @ u.double().T)

@@ -147,8 +147,26 @@ OVERFLOWS = {
 def test_finite_input_whose_result_overflows_raises(case):
     call, start = OVERFLOWS[case]
     x = 3e37 * (2 * torch.rand(6, 8) - 1)
-    with pytest.raises(ValueError, match=rf"^{start} but the result is not \(largest \|\w+\| = [0-9.e+]+\): the computation overflowed or was undefined in float32"):
+    with pytest.raises(ValueError, match=rf"^{start} but the result is not \(largest \|\w+\| = [0-9.e+]+(; lam = 4)?\): the computation overflowed or was undefined in float32"):
         call(x)
+
+
+def test_an_overflow_caused_by_a_setting_names_it():
+    flow = FlowEmbedder(8, 4, hidden_features=8)
+    z = flow(torch.randn(6, 8))
+    message = (r"JacobianDeterminantRegularizer: x is finite but the result is not \(largest \|x\| = "
+               r"[0-9.e+-]+; target = 1e\+20\): .* float32; scale the input down, use smaller settings")
+    with pytest.raises(ValueError, match=message):
+        JacobianDeterminantRegularizer(flow, target=1e20)(z)
+
+
+@pytest.mark.parametrize("lam", [1e39, 1e300, -1e300])
+@pytest.mark.parametrize("form", ["pairwise", "rowwise"])
+def test_skewed_mean_with_lam_beyond_float32_is_the_extreme(lam, form):
+    x = torch.randn(6, 5)
+    reg = SkewedMeanRegularizer(lam=lam, form=form)
+    limit = SkewedMeanRegularizer(lam=math.copysign(1e30, lam), form=form)(x.double()).item()
+    assert reg(x).item() == pytest.approx(limit, rel=1e-6)
 
 
 def test_large_log_variance_is_an_overflow_not_an_infinite_kl():

@@ -25,6 +25,9 @@ from .forward_records import FlowForward, ForwardRecords, gathered
 
 Coupling = Literal["affine", "additive"]
 COUPLINGS: tuple[str, ...] = ("affine", "additive")
+CLAMP_RANGE = (1e-6, 80.0)
+"""The ``clamp`` values :class:`FlowEmbedder` accepts: every scale :math:`e^{\\pm c}` stays
+representable in float32 with room to spare, and the soft clamp's bound stays non-zero."""
 
 
 class FlowEmbedder(nn.Module):
@@ -88,7 +91,8 @@ class FlowEmbedder(nn.Module):
     hidden_features : int or sequence of int
         Hidden widths of each conditioner MLP. Default 512 (one hidden layer).
     clamp : float
-        Bound :math:`c` of each soft-clamped log-scale. Default 2.
+        Bound :math:`c` of each soft-clamped log-scale, between 1e-6 and 80 (see
+        :data:`CLAMP_RANGE`). Default 2.
 
     Notes
     -----
@@ -131,8 +135,12 @@ class FlowEmbedder(nn.Module):
                 f"got {hidden_features!r}"
             )
         clamp = finite_float("clamp", clamp)
-        if clamp <= 0:
-            raise ValueError(f"clamp must be a finite positive number, got {clamp}")
+        if not CLAMP_RANGE[0] <= clamp <= CLAMP_RANGE[1]:
+            raise ValueError(
+                f"clamp must be between {CLAMP_RANGE[0]:g} and {CLAMP_RANGE[1]:g}, got {clamp:g}: "
+                "a block scales by up to e^clamp, which overflows float32 above 88, and zuko's "
+                "soft clamp divides by log(e^-clamp), which is 0 in float64 below about 1e-16"
+            )
         self.in_features = in_features
         self.out_features = out_features
         self.num_blocks = num_blocks

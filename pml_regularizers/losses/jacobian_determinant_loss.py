@@ -220,7 +220,13 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
         if self.collect_stats and valid is not None:
             self.num_interpolated = int(valid.sum())
         terms = [term["losses"] for term in out.values() if isinstance(term["losses"], Tensor)]
-        check_finite(type(self).__name__, {"embeddings": embeddings}, terms)
+        settings = {
+            "penalty_weight": self.penalty_weight,
+            "target": self.target,
+            "reward_weight": self.reward_weight,
+            "reward_target": self.reward_target,
+        }
+        check_finite(type(self).__name__, {"embeddings": embeddings}, terms, settings)
         return out
 
     def _sub_loss_names(self) -> list[str]:

@@ -106,7 +106,7 @@ class JacobianDeterminantRegularizer(BaseRegularizer):
         check_finite(type(self).__name__, {"x": x})
         logdet = self.flow.logdet_of(x)
         losses = F.logdet_penalty(logdet, self.penalty, self.target)
-        check_finite(type(self).__name__, {"x": x}, [losses])
+        check_finite(type(self).__name__, {"x": x}, [losses], {"target": self.target})
         if self.collect_stats:
             values = logdet.detach()
             self.logdet_mean = float(values.mean())

@@ -151,7 +151,7 @@ class SkewedMeanRegularizer(BaseRegularizer):
                     "indices": c_f.torch_arange_from_size(x),
                     "reduction_type": "element",
                 }
-        check_finite(type(self).__name__, {"x": x}, [value])
+        check_finite(type(self).__name__, {"x": x}, [value], {"lam": self.lam})
         self._set_stats(x, value)
         return {"loss": loss}
 
