@@ -160,6 +160,14 @@ def test_an_overflow_caused_by_a_setting_names_it():
         JacobianDeterminantRegularizer(flow, target=1e20)(z)
 
 
+def test_a_weighted_dvml_total_that_overflows_names_the_weights():
+    weights = (1e39, 1e39, 0, 0)
+    loss = DVMLLoss(DVMLEmbedder(8, 4), losses.ContrastiveLoss(), num_samples=2, phase1_weights=weights)
+    message = r"DVMLLoss: features is finite but the result is not \(.*weight of kl_loss = 1e\+39"
+    with pytest.raises(ValueError, match=message):
+        loss(torch.randn(6, 8), LABELS, 1)
+
+
 @pytest.mark.parametrize("lam", [1e39, 1e300, -1e300])
 @pytest.mark.parametrize("form", ["pairwise", "rowwise"])
 def test_skewed_mean_with_lam_beyond_float32_is_the_extreme(lam, form):

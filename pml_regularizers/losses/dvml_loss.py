@@ -207,7 +207,10 @@ class DVMLLoss(nn.Module):
         weights = self.weights(epoch)
         terms = self.terms(features, labels, epoch, noise)
         self.last_terms = {k: float(v.detach()) for k, v in terms.items()}
-        return sum(weights[k] * terms[k] for k in TERM_NAMES)  # type: ignore[return-value]
+        total = sum(weights[k] * terms[k] for k in TERM_NAMES)
+        settings = {f"weight of {k}": w for k, w in weights.items()}
+        check_finite(type(self).__name__, {"features": features}, [total], settings)
+        return total  # type: ignore[return-value]
 
     def _synthetic_metric_loss(self, out: DVMLOutput, labels: Tensor) -> Tensor:
         sample_labels = labels.repeat_interleave(self.num_samples)
