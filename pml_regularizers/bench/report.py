@@ -97,25 +97,8 @@ class SummaryRow:
 
 
 def load_records(exp_dir: PathLike) -> list[dict]:
-    """Read the records of one experiment folder.
-
-    Parameters
-    ----------
-    exp_dir : path
-        Folder holding ``results.json``.
-
-    Returns
-    -------
-    list of dict
-        Each record (``seed``, ``split``, ``embedding``, ``metrics``) with ``"experiment"`` added.
-
-    Raises
-    ------
-    FileNotFoundError
-        When ``results.json`` is missing.
-    ValueError
-        When it is not valid JSON or lacks the expected structure; the message names the file.
-    """
+    """The records of one experiment folder (the second item of :func:`load_experiment`, which
+    says what they hold and what it raises)."""
     return load_experiment(exp_dir)[1]
 
 
@@ -176,7 +159,8 @@ def load_experiment(exp_dir: PathLike) -> tuple[str, list[dict]]:
     Returns
     -------
     tuple of str and list of dict
-        The experiment's name, and its records as :func:`load_records` returns them.
+        The experiment's name, and its records, each (``seed``, ``split``, ``embedding``,
+        ``metrics``) with ``"experiment"`` added.
 
     Raises
     ------
