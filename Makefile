@@ -1,17 +1,19 @@
 # Set-up is automatic: every target below creates (or reuses) the local virtual environment .venv.
-# torch==2.13.0 is installed first on purpose: it is the CPU wheel on this machine's disk, and any
-# looser torch requirement would pull a multi-GB CUDA build.
+# torch and torchvision are pinned first, as a pair that imports together: torch==2.14.1 with
+# torchvision==0.29.1 lie on this machine's disk (CUDA builds that also run on the CPU). The local
+# torch==2.13.0 CPU wheel has no torchvision release that imports beside it, and an unpinned torch
+# would pull another multi-GB build. The package itself keeps torch open-ended for users.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-TORCH_SPEC ?= torch==2.13.0
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: main test docs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[test,bench,docs]"
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e ".[test,bench,vision,docs]"
 	touch $@
 
 main: $(VENV)/.installed
