@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from .. import functional as F
 from .._checks import check_finite, is_positive_int
+from .._precision import autocast_off
 
 
 class DVMLOutput(NamedTuple):
@@ -71,6 +72,11 @@ class DVMLEmbedder(nn.Module):
     code that treats the embedder as a plain ``nn.Module`` work unchanged. The training step calls
     ``embedder(x, num_samples=T, detach_decoder_input=...)`` and gets a :class:`DVMLOutput`;
     going through ``forward`` keeps the module usable inside ``DistributedDataParallel``.
+
+    The module computes in its parameters' dtype: trunk features of another dtype (bfloat16 from
+    a trunk under autocast, say) are cast to it, autocast is turned off inside, and every output
+    is in the parameters' dtype, so the log-variance and the divergence built on it keep their
+    precision.
     """
 
     def __init__(
@@ -129,26 +135,30 @@ class DVMLEmbedder(nn.Module):
             if noise is not None:
                 raise ValueError("noise needs num_samples")
             d = self.out_features
-            invariant = nn.functional.linear(x, self.heads.weight[:d], self.heads.bias[:d])
+            with autocast_off(x):
+                h = x.to(self.heads.weight.dtype)
+                invariant = nn.functional.linear(h, self.heads.weight[:d], self.heads.bias[:d])
             check_finite(type(self).__name__, {"x": x}, [invariant])
             return invariant
         inputs = {"x": x} if noise is None else {"x": x, "noise": noise}
-        invariant, mu, logvar = self._encode(x)
-        samples = F.reparameterized_samples(invariant, mu, logvar, num_samples, noise)
-        decoder_input = samples.detach() if detach_decoder_input else samples
-        out = DVMLOutput(invariant, mu, logvar, samples, self.decoder(decoder_input))
+        with autocast_off(x):
+            invariant, mu, logvar = self._encode(x)
+            samples = F.reparameterized_samples(invariant, mu, logvar, num_samples, noise)
+            decoder_input = samples.detach() if detach_decoder_input else samples
+            out = DVMLOutput(invariant, mu, logvar, samples, self.decoder(decoder_input))
         check_finite(type(self).__name__, inputs, [*out, logvar.exp()])
         return out
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """:math:`(z_I, \\mu, \\log\\sigma^2)` of trunk features ``x``, each ``(B, D)``."""
         self._check_features(x)
-        out = self._encode(x)
+        with autocast_off(x):
+            out = self._encode(x)
         check_finite(f"{type(self).__name__}.encode", {"x": x}, [*out, out[2].exp()])
         return out
 
     def _encode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        invariant, mu, logvar = self.heads(x).chunk(3, dim=1)
+        invariant, mu, logvar = self.heads(x.to(self.heads.weight.dtype)).chunk(3, dim=1)
         return invariant, mu, logvar
 
     def sample(
@@ -195,7 +205,8 @@ class DVMLEmbedder(nn.Module):
             raise ValueError(
                 f"z must have shape (N, out_features={self.out_features}), got {tuple(z.shape)}"
             )
-        out = self.decoder(z)
+        with autocast_off(z):
+            out = self.decoder(z.to(self.heads.weight.dtype))
         check_finite(f"{type(self).__name__}.decode", {"z": z}, [out])
         return out
 

@@ -21,6 +21,7 @@ from zuko.transforms import (
 )
 
 from .._checks import check_finite, check_rows, finite_float, is_positive_int
+from .._precision import autocast_off
 from .forward_records import FlowForward, ForwardRecords, gathered
 
 Coupling = Literal["affine", "additive"]
@@ -107,7 +108,9 @@ class FlowEmbedder(nn.Module):
     - Computation runs in the dtype of the module's parameters: an input of another dtype is cast
       to it and the embedding cast back, and the log-determinant stays in the parameters' dtype. A
       float32 flow thus takes float16 input and reports its log-determinant in float32; call
-      ``.to(dtype)`` to compute in another precision.
+      ``.to(dtype)`` to compute in another precision. Under autocast the flow still computes in
+      its parameters' dtype (autocast is turned off inside), so the log-determinant keeps its
+      precision; the embedding is returned in the input's dtype as always.
     """
 
     def __init__(
@@ -194,13 +197,14 @@ class FlowEmbedder(nn.Module):
             Shapes ``(N, out_features)`` in ``x``'s dtype and ``(N,)`` in the parameters' dtype.
         """
         check_rows(x, "x", self.in_features, "in_features")
-        h = x.to(self._dtype())
-        if self.projection is not None:
-            h = self.projection(h)
-        if len(h) == 0:  # zuko's blocks cannot reshape an empty batch
-            z, logdet = h, h.new_zeros(0)
-        else:
-            z, logdet = self.transform().call_and_ladj(h)
+        with autocast_off(x):
+            h = x.to(self._dtype())
+            if self.projection is not None:
+                h = self.projection(h)
+            if len(h) == 0:  # zuko's blocks cannot reshape an empty batch
+                z, logdet = h, h.new_zeros(0)
+            else:
+                z, logdet = self.transform().call_and_ladj(h)
         z = z.to(x.dtype)
         check_finite(type(self).__name__, {"x": x}, [z, logdet])
         return z, logdet
@@ -209,7 +213,8 @@ class FlowEmbedder(nn.Module):
         """Inverse of the invertible part: maps embeddings ``z`` (shape ``(N, out_features)``)
         back to the trunk features, or to their projection when there is one."""
         check_rows(z, "z", self.out_features, "out_features")
-        h = self.transform().inv(z.to(self._dtype())).to(z.dtype)
+        with autocast_off(z):
+            h = self.transform().inv(z.to(self._dtype())).to(z.dtype)
         check_finite(f"{type(self).__name__}.inverse", {"z": z}, [h])
         return h
 

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from .. import functional as F
 from .._checks import check_finite, check_num_samples
+from .._precision import autocast_off
 from ..embedders.dvml_embedder import DVMLEmbedder, DVMLOutput
 from ..miners.dvml_miner import DVMLMiner
 
@@ -185,8 +186,10 @@ class DVMLLoss(nn.Module):
             features, num_samples=self.num_samples, detach_decoder_input=phase == 1, noise=noise
         )
         real_tuples = None if self.miner is None else self.miner(out.invariant, labels)
-        kl = F.gaussian_kl_to_standard_normal(out.mu, out.logvar).mean()
-        reconstruction = F.reconstruction_error(features.detach(), out.reconstruction)
+        with autocast_off(features):  # in the embedder's dtype, not autocast's
+            kl = F.gaussian_kl_to_standard_normal(out.mu, out.logvar).mean()
+            target = features.detach().to(out.reconstruction.dtype)
+            reconstruction = F.reconstruction_error(target, out.reconstruction)
         if self.dimension_mean:
             kl = kl / out.mu.shape[1]
             reconstruction = reconstruction / features.shape[1]

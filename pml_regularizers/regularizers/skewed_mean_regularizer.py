@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .. import functional as F
 from .._checks import check_finite, finite_float, is_positive_int
+from .._precision import autocast_off
 
 Form = Literal["pairwise", "rowwise"]
 
@@ -74,8 +75,8 @@ class SkewedMeanRegularizer(BaseRegularizer):
     - Default reducer: :class:`~pytorch_metric_learning.reducers.MeanReducer`.
     - Reducer input: ``loss``, ``already_reduced`` for ``form="pairwise"``, ``element`` (one value
       per row) for ``form="rowwise"``.
-    - Computation happens in float32 at least (float16/bfloat16 rows are promoted); the result is
-      cast back to the input dtype.
+    - Computation happens in float32 at least (float16/bfloat16 rows are promoted), with autocast
+      turned off inside; the result is cast back to the input dtype.
     - Pairwise form with ``CosineSimilarity``, ``DotProductSimilarity`` (``power=1``) or
       ``LpDistance(p=2, normalize_embeddings=True)``: a streaming kernel with O(block x rows)
       memory and about 1.5 ``R x R x D`` products for forward and backward together. Other
@@ -120,6 +121,14 @@ class SkewedMeanRegularizer(BaseRegularizer):
 
     def compute_loss(self, x: Tensor) -> dict:
         self._check_input(x)
+        with autocast_off(x):
+            value, loss = self._skewed_mean(x)
+        check_finite(type(self).__name__, {"x": x}, [value], {"lam": self.lam})
+        self._set_stats(x, value)
+        return {"loss": loss}
+
+    def _skewed_mean(self, x: Tensor) -> tuple[Tensor, dict]:
+        """The value (float32 at least) and PML's loss entry of the checked rows ``x``."""
         xc = F.at_least_float32(x)
         if self.distance.normalize_embeddings:  # huge or tiny rows: normalise without overflow
             xc = F.max_scaled_rows(xc)
@@ -131,29 +140,20 @@ class SkewedMeanRegularizer(BaseRegularizer):
             value = F.gram_pairwise_skewed_mean(
                 u, self.lam, group, transform, power, self.block_size
             )
-            loss = _already_reduced(value.to(x.dtype))
-        else:
-            sign = 1.0 if self.distance.is_inverted else -1.0
-            rows = F.row_skewed_means(
-                xc,
-                lambda q, r: sign * self.distance(q, r),
-                self.lam,
-                group,
-                self.block_size,
-            )
-            if self.form == "pairwise":
-                value = F.skewed_mean(rows, self.lam)
-                loss = _already_reduced(value.to(x.dtype))
-            else:
-                value = rows.mean()
-                loss = {
-                    "losses": rows.to(x.dtype),
-                    "indices": c_f.torch_arange_from_size(x),
-                    "reduction_type": "element",
-                }
-        check_finite(type(self).__name__, {"x": x}, [value], {"lam": self.lam})
-        self._set_stats(x, value)
-        return {"loss": loss}
+            return value, _already_reduced(value.to(x.dtype))
+        sign = 1.0 if self.distance.is_inverted else -1.0
+        rows = F.row_skewed_means(
+            xc, lambda q, r: sign * self.distance(q, r), self.lam, group, self.block_size
+        )
+        if self.form == "pairwise":
+            value = F.skewed_mean(rows, self.lam)
+            return value, _already_reduced(value.to(x.dtype))
+        loss = {
+            "losses": rows.to(x.dtype),
+            "indices": c_f.torch_arange_from_size(x),
+            "reduction_type": "element",
+        }
+        return rows.mean(), loss
 
     def get_default_distance(self) -> CosineSimilarity:
         return CosineSimilarity()
