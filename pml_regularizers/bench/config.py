@@ -31,6 +31,7 @@ GROUPS = (
     "optimizer",
     "trainer",
     "sampler",
+    "preset",
 )
 
 
@@ -91,11 +92,16 @@ def load_config(overrides: Sequence[str] = ()) -> DictConfig:
 
 
 def experiment_name(cfg: DictConfig) -> str:
-    """``cfg.experiment`` if set, else ``dataset-loss[-miner][-regularizer]-embedder``."""
+    """``cfg.experiment`` if set, else ``dataset-loss[-miner][-regularizer]-embedder[-trainer]``,
+    with the trunk's choice (its model name for a library trunk) after the data set when it is
+    not the default conv-4."""
     if cfg.experiment:
         return str(cfg.experiment)
     c = cfg.choices
-    parts = [c.dataset, c.loss]
+    parts = [c.dataset]
+    if c.trunk != "conv4":
+        parts.append(str(cfg.trunk.get("name", c.trunk)))
+    parts.append(c.loss)
     parts += [c[g] for g in ("miner", "regularizer") if c[g] != "none"]
     parts.append(c.embedder)
     if c.trainer != "metric_loss_only":
@@ -128,7 +134,9 @@ def _validate(cfg: DictConfig) -> None:
     )
     need(isinstance(cfg.test, bool), "test", "true or false")
     need(cfg.test or cfg.cv_folds >= 2, "cv_folds", "an int >= 2 when test=false (validation needs folds)")
-    need(is_int(cfg.num_workers) and cfg.num_workers >= 0, "num_workers", "an int >= 0")
+    need(cfg.num_workers == "auto" or (is_int(cfg.num_workers) and cfg.num_workers >= 0), "num_workers", "auto or an int >= 0")
+    need(cfg.precision in ("fp32", "bf16", "fp16"), "precision", "fp32, bf16 or fp16")
+    need(cfg.channels_last in ("auto", True, False), "channels_last", "auto, true or false")
     reg = cfg.regularizer
     if reg.get("_target_") and not wraps_loss(reg):
         need(reg.get("attach") in ("weight", "embedding"), "regularizer.attach", "'weight' or 'embedding'")

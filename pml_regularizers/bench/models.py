@@ -1,7 +1,9 @@
 """Trunks for the benchmark runner.
 
 Every trunk maps a batch to flat features and carries an ``output_size`` attribute (the length
-of those features), which the runner uses to size the embedder.
+of those features), which the runner uses to size the embedder. The small trunks for the offline
+data sets are defined here; the torchvision and timm trunks are in
+:mod:`pml_regularizers.bench.library_trunks` and importable from here as well.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Conv4", "SmallResNet", "MLP", "timm_trunk"]
+from .library_trunks import WeightsDownloadError, timm_trunk, torchvision_trunk
 
-TIMM_MISSING_MESSAGE = "timm trunks need timm (and torchvision); pip install timm"
+__all__ = ["Conv4", "SmallResNet", "MLP", "WeightsDownloadError", "timm_trunk", "torchvision_trunk"]
 
 
 def _check_positive_int(name: str, value: int) -> None:
@@ -182,48 +184,3 @@ class MLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Return the features of ``x`` (any shape whose trailing dimensions hold ``in_features``)."""
         return self.layers(x)
-
-
-def timm_trunk(
-    name: str,
-    in_channels: int = 1,
-    pretrained: bool = False,
-    checkpoint_path: str | None = None,
-) -> nn.Module:
-    """Build a timm model without its classifier, for use as a trunk.
-
-    Parameters
-    ----------
-    name : str
-        A timm model name, e.g. ``"resnet18"``.
-    in_channels : int
-        Input channels; timm adapts the stem (and pretrained stem weights) to this.
-    pretrained : bool
-        Load timm's pretrained weights (needs them in the local cache or a download).
-    checkpoint_path : str, optional
-        A local checkpoint that timm loads into the model after building it.
-
-    Returns
-    -------
-    torch.nn.Module
-        The model, with ``num_classes=0`` so that it returns pooled features, and an
-        ``output_size`` attribute: timm's ``head_hidden_size`` where the model defines one (the
-        width of its pre-logits features), otherwise ``num_features``.
-
-    Raises
-    ------
-    ImportError
-        When timm (or torchvision, which timm needs) cannot be imported.
-    """
-    try:
-        import timm
-    except ImportError as err:
-        raise ImportError(TIMM_MISSING_MESSAGE) from err
-    _check_positive_int("in_channels", in_channels)
-    kwargs = {"pretrained": pretrained, "num_classes": 0, "in_chans": in_channels}
-    if checkpoint_path is not None:
-        kwargs["checkpoint_path"] = checkpoint_path
-    model = timm.create_model(name, **kwargs)
-    head_hidden_size = getattr(model, "head_hidden_size", None)
-    model.output_size = int(head_hidden_size if head_hidden_size else model.num_features)
-    return model

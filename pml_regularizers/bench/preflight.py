@@ -22,6 +22,7 @@ from .data import class_disjoint_split, training_folds
 
 __all__ = [
     "check_batches",
+    "check_input",
     "check_output_dir",
     "check_retrieval_sets",
     "check_training_folds",
@@ -30,6 +31,25 @@ __all__ = [
 ]
 
 LOGGER = logging.getLogger(__name__)
+
+
+def check_input(cfg: DictConfig) -> None:
+    """Refuse a trunk whose input channels are not the data set's, and a natural-image pipeline
+    whose transforms cannot be built (a crop larger than the resize, a bad mean or std)."""
+    d = cfg.dataset
+    channels = cfg.trunk.get("in_channels")
+    if channels is not None and d.get("channels") is not None and channels != d.channels:
+        raise ConfigError(
+            f"trunk.in_channels is {channels} but dataset={cfg.choices.dataset} gives {d.channels}-channel "
+            f"images; leave trunk.in_channels at its default (${{dataset.channels}}) or set both"
+        )
+    if d.get("pipeline") == "natural":
+        from .data import natural_transforms
+
+        try:
+            natural_transforms(False, crop=d.size, resize=d.resize, mean=tuple(d.mean), std=tuple(d.std))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"dataset: {err}") from err
 
 
 def check_output_dir(exp_dir: Path) -> None:

@@ -55,14 +55,20 @@ from .config import ConfigError, UserError, experiment_name, wraps_loss
 from .data import (
     FeatureDataset,
     FeatureSet,
+    FileSet,
     ImageSet,
+    NaturalImageDataset,
     TensorImageDataset,
     load_dataset,
+    natural_transforms,
 )
 from .io import atomic_torch_save, atomic_write, write_json
+from .loader import auto_num_workers, evaluation_loader, training_loader
 from .lock import ExperimentLock
 from .metrics import BenchAccuracyCalculator
+from .precision import AutocastTrunk, autocast_dtype, use_grad_scaler
 from .preflight import (
+    check_input,
     check_output_dir,
     check_retrieval_sets,
     check_training_folds,
@@ -74,6 +80,7 @@ __all__ = ["load_experiment_data", "run_experiment"]
 
 LOGGER = logging.getLogger(__name__)
 PRIMARY = "mean_average_precision_at_r"
+DataSet = ImageSet | FeatureSet | FileSet  # what a dataset config loads: see load_experiment_data
 LATEST, BEST = "checkpoint_latest.pt", "checkpoint_best.pt"
 
 
@@ -180,6 +187,7 @@ def run_experiment(cfg: DictConfig, evaluate_only: bool = False, command: str | 
         return exp_dir
     device = _device(cfg.device, ddp)
     check_output_dir(exp_dir)
+    check_input(cfg)
     if evaluate_only and not (exp_dir / "config.yaml").is_file():
         raise UserError(
             f"nothing to evaluate: {exp_dir} holds no experiment (no config.yaml); "
@@ -220,7 +228,7 @@ def run_experiment(cfg: DictConfig, evaluate_only: bool = False, command: str | 
 
 def _run_seed(
     cfg: DictConfig,
-    data: ImageSet | FeatureSet,
+    data: DataSet,
     folds: list[tuple[list[int], list[int]]],
     test_classes: list[int],
     seed_dir: Path,
@@ -232,12 +240,12 @@ def _run_seed(
     result_path = seed_dir / "result.json"
     if result_path.exists() and not evaluate_only:
         return json.loads(result_path.read_text())["records"]
-    test_set = _torch_dataset(data.subset(test_classes), augment=False) if cfg.test else None
+    test_set = _torch_dataset(data.subset(test_classes), cfg, train=False) if cfg.test else None
     calc = BenchAccuracyCalculator()
     embeddings, labels, val_scores = [], None, []
     for fold, (tr, va) in enumerate(folds):
         fold_dir = seed_dir / f"fold_{fold}"
-        val_set = _torch_dataset(data.subset(va), augment=False) if va else None
+        val_set = _torch_dataset(data.subset(va), cfg, train=False) if va else None
         models, best_score = _train_fold(cfg, data, data.subset(tr), val_set, fold_dir, seed, fold, device, ddp)
         val_scores.append(best_score)
         if test_set is not None and ddp.main:
@@ -273,8 +281,8 @@ def _record(seed: int, split: str, embedding: str, metrics: dict) -> dict:
 
 def _train_fold(
     cfg: DictConfig,
-    data: ImageSet | FeatureSet,
-    train_subset: ImageSet | FeatureSet,
+    data: DataSet,
+    train_subset: DataSet,
     val_set: torch.utils.data.Dataset | None,
     fold_dir: Path,
     seed: int,
@@ -291,12 +299,15 @@ def _train_fold(
     _reseed(seed, fold, 0)
     parts = _build(cfg, data, train_subset.num_classes, device)
     optimizers = _optimizers(cfg, parts)
+    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+    # the gradient scaler's state is saved and restored with the optimizers'
+    resumable = {**optimizers, "grad_scaler": scaler} if scaler is not None else optimizers
     latest, best = fold_dir / LATEST, fold_dir / BEST
-    state = _load_fold_checkpoint(latest, parts, optimizers, device, seed, fold) or {
+    state = _load_fold_checkpoint(latest, parts, resumable, device, seed, fold) or {
         "epoch": 0, "best_epoch": 0, "best_score": -math.inf, "done": False
     }
     if not state["done"]:
-        _fit(cfg, parts, optimizers, train_subset, val_set, fold_dir, seed, fold, device, state, ddp)
+        _fit(cfg, parts, optimizers, scaler, train_subset, val_set, fold_dir, seed, fold, device, state, ddp)
     ddp.barrier()
     if val_set is not None and best.exists():
         _load_fold_checkpoint(best, parts, None, device, seed, fold, best_epoch=state["best_epoch"])
@@ -308,7 +319,8 @@ def _fit(
     cfg: DictConfig,
     parts: _Parts,
     optimizers: dict[str, torch.optim.Optimizer],
-    train_subset: ImageSet | FeatureSet,
+    scaler: torch.amp.GradScaler | None,
+    train_subset: DataSet,
     val_set: torch.utils.data.Dataset | None,
     fold_dir: Path,
     seed: int,
@@ -317,7 +329,7 @@ def _fit(
     state: dict,
     ddp: _Dist,
 ) -> None:
-    train_set = _torch_dataset(train_subset, augment=bool(cfg.dataset.augment), fill=cfg.dataset.fill)
+    train_set = _torch_dataset(train_subset, cfg, train=True)
     record_keeper = hooks = None
     if ddp.main:
         record_keeper, _, _ = logging_presets.get_record_keeper(
@@ -329,6 +341,8 @@ def _fit(
     batch_size = cfg.batch_size // ddp.world
     sampler = training_sampler(cfg, train_set.labels, batch_size, ddp.world, ddp.rank, seed)
     models, loss_funcs, miner = _distribute(parts, ddp, device)
+    models["trunk"] = _trunk_runner(models["trunk"], cfg, device)
+    num_workers = _num_workers(cfg, train_set, ddp.world)
     trainer = instantiate(
         cfg.trainer,
         models=models,
@@ -338,18 +352,28 @@ def _fit(
         mining_funcs={"tuple_miner": miner} if miner is not None else {},
         dataset=train_set,
         sampler=sampler,
-        dataloader_num_workers=cfg.num_workers,
+        dataloader_num_workers=num_workers,
+        iterations_per_epoch=cfg.iterations_per_epoch,
         freeze_trunk_batchnorm=cfg.freeze_trunk_bn,
         data_device=device,
         end_of_iteration_hook=hooks.end_of_iteration_hook if hooks else None,
         _convert_="object",
     )
+    if scaler is not None:
+        use_grad_scaler(trainer, scaler)
+    if isinstance(train_set, NaturalImageDataset):
+        _keep_loader(trainer, training_loader(
+            train_set, batch_size, sampler, num_workers, pin_memory=device.type == "cuda",
+            persistent_workers=True,
+        ))
+    resumable = {**optimizers, "grad_scaler": scaler} if scaler is not None else optimizers
+    eval_trunk = _trunk_runner(parts.models["trunk"], cfg, device)
     tester = None
     if val_set is not None and ddp.main:
         tester = testers.GlobalEmbeddingSpaceTester(
             accuracy_calculator=BenchAccuracyCalculator(include=(PRIMARY,)),
             end_of_testing_hook=hooks.end_of_testing_hook,
-            dataloader_num_workers=cfg.num_workers,
+            dataloader_num_workers=_num_workers(cfg, val_set, 1),
         )
     latest, best = fold_dir / LATEST, fold_dir / BEST
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
@@ -358,7 +382,7 @@ def _fit(
             sampler.set_epoch(epoch)
         trainer.train(start_epoch=epoch, num_epochs=epoch)
         if tester is not None:
-            acc = tester.test({"val": val_set}, epoch, parts.models["trunk"], parts.models["embedder"])
+            acc = tester.test({"val": val_set}, epoch, eval_trunk, parts.models["embedder"])
             score = float(acc["val"][f"{PRIMARY}_level0"])
             if score > state["best_score"]:
                 state.update(best_epoch=epoch, best_score=score)
@@ -372,7 +396,7 @@ def _fit(
             state.update(shared[0])
         if ddp.main:
             record_keeper.save_records()
-            _save_checkpoint(latest, parts, optimizers, state, keep_previous=True)
+            _save_checkpoint(latest, parts, resumable, state, keep_previous=True)
         if state["done"]:
             break
 
@@ -412,7 +436,7 @@ def _trainable(module: torch.nn.Module) -> bool:
 
 
 def _build(
-    cfg: DictConfig, data: ImageSet | FeatureSet, num_classes: int, device: torch.device
+    cfg: DictConfig, data: DataSet, num_classes: int, device: torch.device
 ) -> _Parts:
     """Instantiate the models, the loss (with its regularizer) and the miner from the config."""
     try:
@@ -439,6 +463,8 @@ def _build(
         parts.loss_funcs["classifier_loss"] = torch.nn.CrossEntropyLoss()
     for m in [*parts.models.values(), *parts.loss_funcs.values()]:
         m.to(device)
+    if _channels_last(cfg, device) and not isinstance(data, FeatureSet):
+        trunk.to(memory_format=torch.channels_last)
     return parts
 
 
@@ -493,7 +519,7 @@ def _optimizers(cfg: DictConfig, parts: _Parts) -> dict[str, torch.optim.Optimiz
     return out
 
 
-def load_experiment_data(cfg: DictConfig) -> ImageSet | FeatureSet:
+def load_experiment_data(cfg: DictConfig) -> DataSet:
     """The whole data set an experiment's config names, read as :func:`run_experiment` reads it.
 
     Parameters
@@ -504,8 +530,10 @@ def load_experiment_data(cfg: DictConfig) -> ImageSet | FeatureSet:
 
     Returns
     -------
-    ImageSet or FeatureSet
-        All classes, before the class-disjoint split; ``~`` in ``root`` and ``cache_dir`` is expanded.
+    ImageSet, FeatureSet or FileSet
+        All classes, before the class-disjoint split; ``~`` in ``root`` and ``cache_dir`` is
+        expanded. A FileSet (the paths of the images) for ``pipeline: natural``; configs saved
+        before the key existed read as ``grayscale``, as they ran.
     """
     d = cfg.dataset
     root = None if d.root is None else str(Path(d.root).expanduser())
@@ -514,16 +542,40 @@ def load_experiment_data(cfg: DictConfig) -> ImageSet | FeatureSet:
         root=root,
         size=d.size,
         cache_dir=str(Path(d.cache_dir).expanduser()),
+        pipeline=d.get("pipeline", "grayscale"),
         **OmegaConf.to_container(d.options),
     )
 
 
-def _torch_dataset(
-    subset: ImageSet | FeatureSet, augment: bool, fill: float = 0.0
-) -> torch.utils.data.Dataset:
+def _torch_dataset(subset: DataSet, cfg: DictConfig, train: bool) -> torch.utils.data.Dataset:
+    """The torch dataset a split of ``subset`` is served by: augmented for training when the
+    dataset config says so, with the transforms of its pipeline."""
+    augment = train and bool(cfg.dataset.augment)
     if isinstance(subset, FeatureSet):
         return FeatureDataset(subset)
-    return TensorImageDataset(subset, augment=augment, fill=fill)
+    if isinstance(subset, FileSet):
+        d = cfg.dataset
+        transform = natural_transforms(augment, crop=d.size, resize=d.resize, mean=tuple(d.mean), std=tuple(d.std))
+        return NaturalImageDataset(subset, transform)
+    return TensorImageDataset(subset, augment=augment, fill=cfg.dataset.fill)
+
+
+def _keep_loader(trainer: Any, loader: torch.utils.data.DataLoader) -> None:
+    """Make a PML trainer train from ``loader`` in every ``train()`` call.
+
+    PML's trainers build a new DataLoader at each ``train()``, which the runner calls once an
+    epoch; keeping one lets its workers persist between epochs (and pin memory), while the
+    loader's :class:`~pml_regularizers.bench.loader.SeededSampler` still draws each epoch's order
+    and augmentation from the generator the runner reseeds per (seed, fold, epoch).
+    """
+
+    def initialize_dataloader() -> None:
+        trainer.dataloader = loader
+        if not trainer.iterations_per_epoch:
+            trainer.iterations_per_epoch = len(loader)
+        trainer.dataloader_iter = iter(loader)
+
+    trainer.initialize_dataloader = initialize_dataloader
 
 
 @torch.no_grad()
@@ -535,12 +587,36 @@ def _embed(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     for m in models.values():
         m.eval()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=256, num_workers=cfg.num_workers)
+    trunk = _trunk_runner(models["trunk"], cfg, device)
+    loader = evaluation_loader(dataset, 256, _num_workers(cfg, dataset, 1), pin_memory=device.type == "cuda")
     out, labels = [], []
     for x, y in loader:
-        out.append(models["embedder"](models["trunk"](x.to(device))).cpu())
+        out.append(models["embedder"](trunk(x.to(device))).cpu())
         labels.append(y)
     return torch.nn.functional.normalize(torch.cat(out), dim=1), torch.cat(labels)
+
+
+def _trunk_runner(trunk: torch.nn.Module, cfg: DictConfig, device: torch.device) -> torch.nn.Module:
+    """``trunk`` as training and testing call it: under autocast for ``precision: bf16|fp16``
+    and on channels-last input when :func:`_channels_last` (:class:`AutocastTrunk`), else as is."""
+    dtype = autocast_dtype(cfg.precision)
+    channels_last = _channels_last(cfg, device)
+    if dtype is None and not channels_last:
+        return trunk
+    return AutocastTrunk(trunk, device.type, dtype, channels_last)
+
+
+def _channels_last(cfg: DictConfig, device: torch.device) -> bool:
+    """``channels_last``, with ``auto`` meaning on CUDA (where convolutions gain from it)."""
+    return device.type == "cuda" if cfg.channels_last == "auto" else bool(cfg.channels_last)
+
+
+def _num_workers(cfg: DictConfig, dataset: torch.utils.data.Dataset, world: int) -> int:
+    """``num_workers``, with ``auto`` meaning none for data held in memory as tensors (a worker
+    would only copy them)."""
+    if cfg.num_workers != "auto":
+        return int(cfg.num_workers)
+    return 0 if isinstance(dataset, (TensorImageDataset, FeatureDataset)) else auto_num_workers(world)
 
 
 def _reseed(seed: int, fold: int, epoch: int, rank: int = 0) -> None:
@@ -610,7 +686,7 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def _load_data(cfg: DictConfig) -> ImageSet | FeatureSet:
+def _load_data(cfg: DictConfig) -> DataSet:
     """:func:`load_experiment_data`, with a data set that cannot be read reported as a
     :class:`UserError` (a missing root, one of the wrong kind, malformed files, bad options)."""
     try:

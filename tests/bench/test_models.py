@@ -1,4 +1,5 @@
-"""Benchmark trunks: shapes against output_size, parameter counts by hand, and timm handling."""
+"""Benchmark trunks: shapes against output_size, parameter counts by hand, timm and torchvision
+handling without the libraries (the library trunks themselves: test_library_trunks.py)."""
 
 import importlib.util
 import sys
@@ -8,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from pml_regularizers.bench.models import MLP, Conv4, SmallResNet, timm_trunk
+from pml_regularizers.bench.models import MLP, Conv4, SmallResNet, timm_trunk, torchvision_trunk
 
 
 @pytest.mark.parametrize("image_size", [16, 28, 32, 64, 84])
@@ -89,7 +90,7 @@ def test_mlp_rejects_bad_width():
 
 def test_timm_missing_gives_clear_import_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", None)  # makes `import timm` raise ImportError
-    message = r"timm trunks need timm \(and torchvision\); pip install timm"
+    message = r'timm trunks need timm \(and torchvision\): pip install "pml-regularizers\[vision\]"'
     with pytest.raises(ImportError, match=message):
         timm_trunk("resnet18")
 
@@ -107,11 +108,26 @@ def test_timm_trunk_passes_arguments_and_sets_output_size(monkeypatch):
     model = timm_trunk("fake_net", in_channels=3)
     assert model.output_size == 7
     assert calls == [("fake_net", {"pretrained": False, "num_classes": 0, "in_chans": 3})]
-    timm_trunk("fake_net", pretrained=True, checkpoint_path="/x/ckpt.pth")
+    timm_trunk("fake_net", pretrained=True, model_kwargs={"drop_path_rate": 0.1})
     assert calls[-1] == (
         "fake_net",
-        {"pretrained": True, "num_classes": 0, "in_chans": 1, "checkpoint_path": "/x/ckpt.pth"},
+        {"drop_path_rate": 0.1, "pretrained": True, "num_classes": 0, "in_chans": 1},
     )
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"pretrained": "a1_in1k"}, "pretrained must be true or false"),
+        ({"pretrained": True, "weights": "w.pt"}, "either pretrained or weights"),
+        ({"in_channels": 0}, "in_channels"),
+        ({"model_kwargs": {"num_classes": 10}}, "model_kwargs may not set num_classes"),
+    ],
+)
+def test_timm_trunk_rejects_bad_arguments(monkeypatch, kwargs, match):
+    monkeypatch.setitem(sys.modules, "timm", types.SimpleNamespace(create_model=None))
+    with pytest.raises(ValueError, match=match):
+        timm_trunk("fake_net", **kwargs)
 
 
 @pytest.mark.skipif(
@@ -123,4 +139,13 @@ def test_real_timm_trunk_output_size():
     except ImportError as err:
         pytest.skip(f"timm not importable: {err}")
     out = model(torch.randn(2, 1, 64, 64))
+    assert model.output_size == 512  # resnet18's pooled width
     assert out.shape == (2, model.output_size)
+    assert not any(k.startswith("fc.") for k in model.state_dict())
+
+
+def test_torchvision_missing_gives_clear_import_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # makes `import torchvision` fail
+    message = r'torchvision trunks need torchvision: pip install "pml-regularizers\[vision\]"'
+    with pytest.raises(ImportError, match=message):
+        torchvision_trunk("resnet18")

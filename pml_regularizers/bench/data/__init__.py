@@ -1,30 +1,45 @@
-"""Data sets of the benchmark runner: decoded in memory once, served as tensors.
+"""Data sets of the benchmark runner.
 
-Loaders return an :class:`ImageSet` (grayscale ``uint8`` images) or a :class:`FeatureSet`
-(precomputed features), labelled ``0..num_classes-1`` in sorted order of the class names. The
-split helpers make class-disjoint train/test halves and cross-validation folds.
+Two pipelines. Grayscale: loaders decode every image once and return an :class:`ImageSet`
+(grayscale ``uint8`` images held in memory) or a :class:`FeatureSet` (precomputed features).
+Natural (CUB, Cars196, SOP and image folders): the ``list_*`` functions return a :class:`FileSet`
+(paths only) that :class:`NaturalImageDataset` serves, decoding each image as RGB when it is
+served, through the :func:`natural_transforms`. Labels are ``0..num_classes-1`` in sorted order of
+the class names, the same in both pipelines. The split helpers make class-disjoint train/test
+halves and cross-validation folds.
 """
 
 from .download import download_file, safe_extract_zip
 from .features import load_features
-from .folder import load_image_folder
+from .folder import list_image_folder, load_image_folder
 from .glyphs import load_glyphs
-from .images import FeatureDataset, FeatureSet, ImageSet, TensorImageDataset
+from .images import FeatureDataset, FeatureSet, FileSet, ImageSet, TensorImageDataset
+from .natural import NaturalImageDataset
 from .omniglot import load_omniglot
-from .pml_folders import load_cars196, load_cub, load_sop
-from .registry import dataset_names, load_dataset
+from .pml_folders import list_cars196, list_cub, list_sop, load_cars196, load_cub, load_sop
+from .registry import PIPELINES, dataset_names, load_dataset
 from .splits import class_disjoint_split, class_kfold, training_folds
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, natural_transforms
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PIPELINES",
     "FeatureDataset",
     "FeatureSet",
+    "FileSet",
     "ImageSet",
+    "NaturalImageDataset",
     "TensorImageDataset",
     "class_disjoint_split",
     "class_kfold",
     "training_folds",
     "dataset_names",
     "download_file",
+    "list_cars196",
+    "list_cub",
+    "list_image_folder",
+    "list_sop",
     "load_cars196",
     "load_cub",
     "load_dataset",
@@ -33,5 +48,6 @@ __all__ = [
     "load_image_folder",
     "load_omniglot",
     "load_sop",
+    "natural_transforms",
     "safe_extract_zip",
 ]

@@ -1,4 +1,5 @@
-"""Decode image files once into a grayscale ``uint8`` tensor, with an optional ``.pt`` cache."""
+"""Decode image files: once into a grayscale ``uint8`` tensor, with an optional ``.pt`` cache
+(:func:`decode_file_set`), or one at a time in a given PIL mode (:func:`read_image`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import torch
 from PIL import Image
 
 from .cache import files_key, load_image_set, save_image_set
-from .images import ImageSet
+from .files import labelled_files, require_files
+from .images import FileSet, ImageSet
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -27,13 +29,34 @@ def check_size(size: int) -> int:
     return int(size)
 
 
-def require_files(paths: Sequence[Path]) -> None:
-    """Raise FileNotFoundError naming the first of ``paths`` that is not an existing file."""
-    missing = [path for path in paths if not path.is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} of {len(paths)} image files are missing, first: {missing[0]}"
-        )
+def read_image(path: Path, mode: str) -> Image.Image:
+    """Open one image file, decode it and convert it to ``mode``.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The image file.
+    mode : str
+        PIL mode of the result: ``"L"`` (grayscale) or ``"RGB"``. PIL's conversion applies, as in
+        torchvision's ``ImageFolder``: grayscale, CMYK and palette images become RGB, the alpha
+        channel of RGBA images is dropped.
+
+    Returns
+    -------
+    PIL.Image.Image
+        The decoded image, no longer tied to the open file.
+
+    Raises
+    ------
+    ValueError
+        When the file cannot be read or decoded (missing, truncated, not an image, too large for
+        PIL's decompression-bomb limit); the message names the file.
+    """
+    try:
+        with Image.open(path) as image:
+            return image.convert(mode)
+    except (OSError, Image.DecompressionBombError) as error:
+        raise ValueError(f"cannot decode image {path}: {error}") from error
 
 
 def decode_image(path: Path, size: int) -> np.ndarray:
@@ -51,11 +74,7 @@ def decode_image(path: Path, size: int) -> np.ndarray:
     numpy.ndarray
         ``uint8`` array of shape ``(size, size)``.
     """
-    try:
-        with Image.open(path) as image:
-            gray = image.convert("L").resize((size, size), Image.Resampling.BILINEAR)
-    except OSError as error:
-        raise ValueError(f"cannot decode image {path}: {error}") from error
+    gray = read_image(path, "L").resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(gray, dtype=np.uint8)
 
 
@@ -82,6 +101,45 @@ def decode_images(paths: Sequence[Path], size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).unsqueeze(1)
 
 
+def decode_file_set(
+    files: FileSet,
+    size: int,
+    cache_dir: str | os.PathLike | None = None,
+    cache_prefix: str = "images",
+) -> ImageSet:
+    """Decode the files of ``files`` into an :class:`ImageSet` with the same labels.
+
+    Parameters
+    ----------
+    files : FileSet
+        The image files and their labels.
+    size : int
+        Side of the square output, in pixels.
+    cache_dir : str or os.PathLike, optional
+        When given, the decoded set is stored there as ``<cache_prefix>-<size>px-<key>.pt``, the
+        key covering the file paths, sizes and modification times, ``size`` and each file's class
+        name, and reused.
+    cache_prefix : str, default "images"
+        Start of the cache file name.
+
+    Returns
+    -------
+    ImageSet
+        The decoded images and their labels.
+    """
+    size = check_size(size)
+    cache_file = None
+    if cache_dir is not None:
+        key = files_key(files.paths, cache_prefix, size, files.class_keys)
+        cache_file = Path(cache_dir) / f"{cache_prefix}-{size}px-{key}.pt"
+        if cache_file.is_file():
+            return load_image_set(cache_file)
+    image_set = ImageSet(decode_images(files.paths, size), files.labels, files.class_names)
+    if cache_file is not None:
+        save_image_set(image_set, cache_file)
+    return image_set
+
+
 def build_image_set(
     paths: Sequence[Path],
     class_keys: Sequence[str],
@@ -90,6 +148,8 @@ def build_image_set(
     cache_prefix: str = "images",
 ) -> ImageSet:
     """Decode ``paths`` into an :class:`ImageSet` whose classes are the sorted ``class_keys``.
+
+    :func:`~.files.labelled_files` followed by :func:`decode_file_set`.
 
     Parameters
     ----------
@@ -100,8 +160,7 @@ def build_image_set(
     size : int
         Side of the square output, in pixels.
     cache_dir : str or os.PathLike, optional
-        When given, the decoded set is stored there as ``<cache_prefix>-<key>.pt``, the key
-        covering the file paths, sizes and modification times and ``size``, and reused.
+        When given, the decoded set is cached there (see :func:`decode_file_set`).
     cache_prefix : str, default "images"
         Start of the cache file name.
 
@@ -110,22 +169,4 @@ def build_image_set(
     ImageSet
         The decoded images and their labels.
     """
-    if len(paths) != len(class_keys):
-        raise ValueError(f"got {len(paths)} paths but {len(class_keys)} class keys")
-    if not paths:
-        raise ValueError("no images to decode: the list of image paths is empty")
-    size = check_size(size)
-    require_files(paths)
-    cache_file = None
-    if cache_dir is not None:
-        key = files_key(paths, cache_prefix, size, list(class_keys))
-        cache_file = Path(cache_dir) / f"{cache_prefix}-{size}px-{key}.pt"
-        if cache_file.is_file():
-            return load_image_set(cache_file)
-    class_names = sorted(set(class_keys))
-    index = {name: label for label, name in enumerate(class_names)}
-    labels = torch.tensor([index[key] for key in class_keys], dtype=torch.int64)
-    image_set = ImageSet(decode_images(paths, size), labels, class_names)
-    if cache_file is not None:
-        save_image_set(image_set, cache_file)
-    return image_set
+    return decode_file_set(labelled_files(paths, class_keys), size, cache_dir, cache_prefix)

@@ -5,17 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .decode import IMAGE_SUFFIXES, build_image_set
-from .images import ImageSet
+from .decode import IMAGE_SUFFIXES, decode_file_set
+from .files import labelled_files
+from .images import FileSet, ImageSet
 from .paths import require_folder
 
 FOLDER_LAYOUT = "root/<class_name>/*.png|jpg|jpeg|bmp"
 
 
-def load_image_folder(
-    root: str | os.PathLike, size: int = 64, cache_dir: str | os.PathLike | None = None
-) -> ImageSet:
-    """Load an image folder whose sub-folders are the classes.
+def list_image_folder(root: str | os.PathLike) -> FileSet:
+    """List the image files of a folder whose sub-folders are the classes, not decoded.
 
     Hidden entries (names starting with ".") and files with other suffixes are ignored, as are
     class folders without images.
@@ -24,15 +23,12 @@ def load_image_folder(
     ----------
     root : str or os.PathLike
         The folder of class folders.
-    size : int, default 64
-        Side of the square output images, in pixels.
-    cache_dir : str or os.PathLike, optional
-        When given, the decoded set is cached there (keyed by the files and ``size``).
 
     Returns
     -------
-    ImageSet
-        The images, with the class folder names (sorted) as class names.
+    FileSet
+        The files, class folders and files in sorted name order, with the class folder names
+        (sorted) as class names.
 
     Raises
     ------
@@ -55,7 +51,35 @@ def load_image_folder(
                 classes.append(class_dir.name)
     if not paths:
         raise ValueError(f"image folder {root} holds no images; expected {FOLDER_LAYOUT}")
-    return build_image_set(paths, classes, size, cache_dir, "folder")
+    return labelled_files(paths, classes)
+
+
+def load_image_folder(
+    root: str | os.PathLike, size: int = 64, cache_dir: str | os.PathLike | None = None
+) -> ImageSet:
+    """Load an image folder whose sub-folders are the classes, decoded to grayscale.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The folder of class folders (see :func:`list_image_folder` for what is listed).
+    size : int, default 64
+        Side of the square output images, in pixels.
+    cache_dir : str or os.PathLike, optional
+        When given, the decoded set is cached there (keyed by the files and ``size``).
+
+    Returns
+    -------
+    ImageSet
+        The images, with the class folder names (sorted) as class names.
+
+    Raises
+    ------
+    FileNotFoundError, NotADirectoryError, ValueError
+        As :func:`list_image_folder`; ValueError also for a bad ``size`` or an image that cannot
+        be decoded.
+    """
+    return decode_file_set(list_image_folder(root), size, cache_dir, "folder")
 
 
 def _visible(folder: Path) -> list[Path]:

@@ -1,13 +1,16 @@
-"""In-memory containers for benchmark data and the torch datasets that serve them.
+"""Containers for benchmark data and the torch datasets that serve the in-memory ones.
 
-Images are kept decoded, as one ``uint8`` tensor, so an epoch never touches the disk or an image
-codec. Labels are contiguous ids ``0..num_classes-1``; loaders assign them in sorted order of the
-class names, so the class with the smallest name gets label 0.
+An :class:`ImageSet` keeps its images decoded, as one ``uint8`` tensor, so an epoch never touches
+the disk or an image codec; a :class:`FileSet` keeps only the image files' paths, for the natural
+image pipeline that decodes each image when it is served. Labels are contiguous ids
+``0..num_classes-1``; loaders assign them in sorted order of the class names, so the class with
+the smallest name gets label 0.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -91,6 +94,85 @@ class ImageSet:
         """
         keep, labels, ids = _select_classes(self.labels, class_ids, self.num_classes)
         return ImageSet(self.images[keep], labels, [self.class_names[i] for i in ids])
+
+
+@dataclass
+class FileSet:
+    """Image files, not decoded, with their class labels.
+
+    Attributes
+    ----------
+    paths : list of pathlib.Path
+        The image files, one per sample.
+    labels : torch.Tensor
+        ``int64`` tensor of shape ``(N,)`` with values in ``0..num_classes-1``.
+    class_names : list of str
+        Name of each class; ``class_names[i]`` is the class with label ``i``.
+    """
+
+    paths: list[Path]
+    labels: torch.Tensor
+    class_names: list[str]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.paths, list):
+            raise ValueError(
+                f"FileSet.paths must be a list of pathlib.Path, got {type(self.paths).__name__}"
+            )
+        for path in self.paths:
+            if not isinstance(path, Path):
+                raise ValueError(f"FileSet.paths must hold pathlib.Path items, got {path!r}")
+        _check_labels(self.labels, len(self.paths), len(self.class_names), "FileSet")
+
+    @classmethod
+    def from_class_keys(cls, paths: Sequence[Path], class_keys: Sequence[str]) -> FileSet:
+        """Label ``paths`` by their class names, label ``i`` going to the ``i``-th in sorted order.
+
+        Parameters
+        ----------
+        paths : sequence of pathlib.Path
+            The image files.
+        class_keys : sequence of str
+            Class name of each file.
+
+        Returns
+        -------
+        FileSet
+            The files, in the given order, with ``class_names`` the sorted distinct keys.
+        """
+        if len(paths) != len(class_keys):
+            raise ValueError(f"got {len(paths)} paths but {len(class_keys)} class keys")
+        class_names = sorted(set(class_keys))
+        index = {name: label for label, name in enumerate(class_names)}
+        labels = torch.tensor([index[key] for key in class_keys], dtype=torch.int64)
+        return cls(list(paths), labels, class_names)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (length of ``class_names``)."""
+        return len(self.class_names)
+
+    @property
+    def class_keys(self) -> list[str]:
+        """The class name of each file, in the order of ``paths``."""
+        return [self.class_names[label] for label in self.labels.tolist()]
+
+    def subset(self, class_ids: Sequence[int]) -> FileSet:
+        """Keep only the files of ``class_ids``, relabelled ``0..k-1`` in the given order.
+
+        Parameters
+        ----------
+        class_ids : sequence of int
+            Distinct labels of this set.
+
+        Returns
+        -------
+        FileSet
+            The selected files, in their original order.
+        """
+        keep, labels, ids = _select_classes(self.labels, class_ids, self.num_classes)
+        paths = [path for path, kept in zip(self.paths, keep.tolist()) if kept]
+        return FileSet(paths, labels, [self.class_names[i] for i in ids])
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """CUB-200-2011, Cars196 and Stanford Online Products, read through PML's dataset classes.
 
 PML's classes (``pytorch_metric_learning.datasets``) parse the annotation files into ``paths`` and
-1-based ``labels``; here every image is then decoded once (grayscale, resized). PML's parsers skip
-or crash on unexpected input, so the annotation files are validated first and any problem is
-reported with its file and line number.
+1-based ``labels``. The ``list_*`` functions return those files as a :class:`FileSet`, for the
+natural-image pipeline that decodes each image when it is served; the ``load_*`` functions decode
+every image once (grayscale, resized). PML's parsers skip or crash on unexpected input, so the
+annotation files are validated first and any problem is reported with its file and line number.
 
 Class names keep the official class order when sorted: CUB uses its ``NNN.Name`` image folders,
 Cars196 ``NNN.<name from names.csv>``, SOP the zero-padded ``class_id``. The first half of the
@@ -18,8 +19,9 @@ from typing import Iterator, Sequence
 
 from pytorch_metric_learning.datasets import CUB, Cars196, StanfordOnlineProducts
 
-from .decode import build_image_set
-from .images import ImageSet
+from .decode import decode_file_set
+from .files import labelled_files
+from .images import FileSet, ImageSet
 from .paths import require_folder
 
 CUB_LAYOUT = "root/CUB_200_2011/{images.txt, image_class_labels.txt, images/NNN.Name/*.jpg}"
@@ -31,24 +33,19 @@ CUB_CLASSES = 200
 CARS_CLASSES = 196
 
 
-def load_cub(
-    root: str | os.PathLike, size: int = 64, cache_dir: str | os.PathLike | None = None
-) -> ImageSet:
-    """Load CUB-200-2011 (all 200 classes, train and test images).
+def list_cub(root: str | os.PathLike) -> FileSet:
+    """List CUB-200-2011's image files (all 200 classes, train and test images), not decoded.
 
     Parameters
     ----------
     root : str or os.PathLike
         Folder holding ``CUB_200_2011``.
-    size : int, default 64
-        Side of the square output images, in pixels.
-    cache_dir : str or os.PathLike, optional
-        When given, the decoded set is cached there.
 
     Returns
     -------
-    ImageSet
-        Images with class names ``"NNN.Name"`` (the image folders).
+    FileSet
+        The files, in the order of ``images.txt``, with class names ``"NNN.Name"`` (the image
+        folders).
 
     Raises
     ------
@@ -66,18 +63,18 @@ def load_cub(
     dataset = CUB(str(root), split="train+test", transform=None, download=False)
     paths = [Path(path) for path in dataset.paths]
     _check_one_folder_per_class(paths, dataset.labels, base / "image_class_labels.txt")
-    return build_image_set(paths, [path.parent.name for path in paths], size, cache_dir, "cub")
+    return labelled_files(paths, [path.parent.name for path in paths])
 
 
-def load_cars196(
+def load_cub(
     root: str | os.PathLike, size: int = 64, cache_dir: str | os.PathLike | None = None
 ) -> ImageSet:
-    """Load Cars196 in the Kaggle "by classes folder" layout (all 196 classes).
+    """Load CUB-200-2011 (all 200 classes, train and test images), decoded to grayscale.
 
     Parameters
     ----------
     root : str or os.PathLike
-        Folder holding ``names.csv``, ``anno_train.csv``, ``anno_test.csv`` and ``car_data``.
+        Folder holding ``CUB_200_2011``.
     size : int, default 64
         Side of the square output images, in pixels.
     cache_dir : str or os.PathLike, optional
@@ -86,7 +83,30 @@ def load_cars196(
     Returns
     -------
     ImageSet
-        Images with class names ``"NNN.<name>"`` (1-based class id, name from ``names.csv``).
+        Images with class names ``"NNN.Name"`` (the image folders).
+
+    Raises
+    ------
+    FileNotFoundError, NotADirectoryError, ValueError
+        As :func:`list_cub`; ValueError also for a bad ``size`` or an image that cannot be
+        decoded.
+    """
+    return decode_file_set(list_cub(root), size, cache_dir, "cub")
+
+
+def list_cars196(root: str | os.PathLike) -> FileSet:
+    """List Cars196's image files in the Kaggle "by classes folder" layout (all 196 classes).
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        Folder holding ``names.csv``, ``anno_train.csv``, ``anno_test.csv`` and ``car_data``.
+
+    Returns
+    -------
+    FileSet
+        The files, training annotations first, with class names ``"NNN.<name>"`` (1-based class
+        id, name from ``names.csv``).
 
     Raises
     ------
@@ -106,18 +126,18 @@ def load_cars196(
         _validate_cars_annotation(annotation, len(names))
     dataset = Cars196(str(root), split="train+test", transform=None, download=False)
     classes = [f"{label:03d}.{names[label - 1]}" for label in dataset.labels]
-    return build_image_set([Path(p) for p in dataset.paths], classes, size, cache_dir, "cars196")
+    return labelled_files([Path(p) for p in dataset.paths], classes)
 
 
-def load_sop(
+def load_cars196(
     root: str | os.PathLike, size: int = 64, cache_dir: str | os.PathLike | None = None
 ) -> ImageSet:
-    """Load Stanford Online Products (all classes, train and test images).
+    """Load Cars196 in the Kaggle "by classes folder" layout (all 196 classes), as grayscale.
 
     Parameters
     ----------
     root : str or os.PathLike
-        Folder holding ``Stanford_Online_Products``.
+        Folder holding ``names.csv``, ``anno_train.csv``, ``anno_test.csv`` and ``car_data``.
     size : int, default 64
         Side of the square output images, in pixels.
     cache_dir : str or os.PathLike, optional
@@ -126,7 +146,30 @@ def load_sop(
     Returns
     -------
     ImageSet
-        Images with class names the ``class_id`` zero-padded to (at least) five digits.
+        Images with class names ``"NNN.<name>"`` (1-based class id, name from ``names.csv``).
+
+    Raises
+    ------
+    FileNotFoundError, NotADirectoryError, ValueError
+        As :func:`list_cars196`; ValueError also for a bad ``size`` or an image that cannot be
+        decoded.
+    """
+    return decode_file_set(list_cars196(root), size, cache_dir, "cars196")
+
+
+def list_sop(root: str | os.PathLike) -> FileSet:
+    """List Stanford Online Products' image files (all classes, train and test), not decoded.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        Folder holding ``Stanford_Online_Products``.
+
+    Returns
+    -------
+    FileSet
+        The files, ``Ebay_train.txt`` first, with class names the ``class_id`` zero-padded to (at
+        least) five digits.
 
     Raises
     ------
@@ -146,7 +189,35 @@ def load_sop(
     dataset = StanfordOnlineProducts(str(root), split="train+test", transform=None, download=False)
     width = max(5, len(str(max(dataset.labels, default=0))))
     classes = [f"{label:0{width}d}" for label in dataset.labels]
-    return build_image_set([Path(p) for p in dataset.paths], classes, size, cache_dir, "sop")
+    return labelled_files([Path(p) for p in dataset.paths], classes)
+
+
+def load_sop(
+    root: str | os.PathLike, size: int = 64, cache_dir: str | os.PathLike | None = None
+) -> ImageSet:
+    """Load Stanford Online Products (all classes, train and test images), as grayscale.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        Folder holding ``Stanford_Online_Products``.
+    size : int, default 64
+        Side of the square output images, in pixels.
+    cache_dir : str or os.PathLike, optional
+        When given, the decoded set is cached there.
+
+    Returns
+    -------
+    ImageSet
+        Images with class names the ``class_id`` zero-padded to (at least) five digits.
+
+    Raises
+    ------
+    FileNotFoundError, NotADirectoryError, ValueError
+        As :func:`list_sop`; ValueError also for a bad ``size`` or an image that cannot be
+        decoded.
+    """
+    return decode_file_set(list_sop(root), size, cache_dir, "sop")
 
 
 def _require(paths: Sequence[Path], layout: str) -> None:

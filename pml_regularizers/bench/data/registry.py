@@ -7,11 +7,11 @@ import os
 from typing import Any, Callable
 
 from .features import load_features
-from .folder import load_image_folder
+from .folder import list_image_folder, load_image_folder
 from .glyphs import load_glyphs
-from .images import FeatureSet, ImageSet
+from .images import FeatureSet, FileSet, ImageSet
 from .omniglot import load_omniglot
-from .pml_folders import load_cars196, load_cub, load_sop
+from .pml_folders import list_cars196, list_cub, list_sop, load_cars196, load_cub, load_sop
 
 
 def _glyphs(root: str | None, size: int, cache_dir: str, **kwargs: Any) -> ImageSet:
@@ -55,6 +55,14 @@ _OPTIONS_OF = {
     "features": load_features,
 }
 _FILLED_IN = frozenset({"root", "path", "size", "cache_dir"})
+PIPELINES = ("grayscale", "natural")
+# The natural pipeline lists the files; the images are decoded when they are served.
+_LISTERS: dict[str, Callable[[str | os.PathLike], FileSet]] = {
+    "cub": list_cub,
+    "cars196": list_cars196,
+    "sop": list_sop,
+    "folder": list_image_folder,
+}
 
 
 def dataset_names() -> list[str]:
@@ -67,8 +75,9 @@ def load_dataset(
     root: str | os.PathLike | None,
     size: int,
     cache_dir: str | os.PathLike,
+    pipeline: str = "grayscale",
     **kwargs: Any,
-) -> ImageSet | FeatureSet:
+) -> ImageSet | FeatureSet | FileSet:
     """Load the data set ``name``.
 
     Parameters
@@ -80,31 +89,50 @@ def load_dataset(
     root : str or os.PathLike or None
         Location of the data on disk.
     size : int
-        Side of the square images, in pixels.
+        Side of the square images, in pixels (grayscale pipeline only).
     cache_dir : str or os.PathLike
-        Folder for generated data, extracted archives and decoded-image caches.
+        Folder for generated data, extracted archives and decoded-image caches (grayscale
+        pipeline only).
+    pipeline : str, default "grayscale"
+        One of ``PIPELINES``. ``"grayscale"``: the images decoded once into an
+        :class:`ImageSet` (grayscale, ``size`` pixels square, cached). ``"natural"``: the image
+        files listed, not decoded, as a :class:`FileSet`, for
+        :class:`~pml_regularizers.bench.data.natural.NaturalImageDataset` to decode as RGB when
+        serving them; only for the data sets of natural images, ``"cub"``, ``"cars196"``,
+        ``"sop"`` and ``"folder"``.
     **kwargs
         Passed on to the loader (for example ``num_classes`` for ``"glyphs"``).
 
     Returns
     -------
-    ImageSet or FeatureSet
+    ImageSet or FeatureSet or FileSet
         The loaded data.
 
     Raises
     ------
     ValueError
-        When ``name`` is unknown, ``root`` is missing for a data set that needs one, or
-        ``kwargs`` names an option the data set does not have.
+        When ``name`` or ``pipeline`` is unknown, ``pipeline`` is ``"natural"`` for a data set
+        without natural images, ``root`` is missing for a data set that needs one, or ``kwargs``
+        names an option the data set does not have.
     """
     if name not in _LOADERS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(_LOADERS)}")
+    if pipeline not in PIPELINES:
+        raise ValueError(f"unknown pipeline {pipeline!r}; valid pipelines: {', '.join(PIPELINES)}")
+    if pipeline == "natural" and name not in _LISTERS:
+        raise ValueError(
+            f"dataset {name!r} has no natural pipeline; valid choices: pipeline='grayscale' for "
+            f"{name!r}, or pipeline='natural' with the datasets {', '.join(_LISTERS)}"
+        )
     if root is None and name in _NEEDS_ROOT:
         raise ValueError(f"dataset {name!r} needs root (the folder or file holding its data)")
-    options = set(inspect.signature(_OPTIONS_OF[name]).parameters) - _FILLED_IN
+    loader = _LISTERS[name] if pipeline == "natural" else _OPTIONS_OF[name]
+    options = set(inspect.signature(loader).parameters) - _FILLED_IN
     unknown = sorted(set(kwargs) - options)
     if unknown:
         raise ValueError(
             f"dataset {name!r} has no option {', '.join(unknown)}; its options: {', '.join(sorted(options)) or 'none'}"
         )
+    if pipeline == "natural":
+        return _LISTERS[name](root, **kwargs)
     return _LOADERS[name](root, size, cache_dir, **kwargs)

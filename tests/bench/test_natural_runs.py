@@ -1,0 +1,114 @@
+"""pml-bench end to end on natural images: generated CUB, Cars196, SOP and class-folder trees of real
+RGB, grayscale, CMYK, RGBA and palette files, a torchvision ResNet-18 at a small size, and the
+presets. Colour reaches the trunk, evaluation is deterministic, training augmentation follows the
+(seed, fold, epoch) seeding whatever the number of DataLoader workers, and local weights load."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from pml_regularizers.bench.cli import main as cli_main
+from pml_regularizers.bench.config import ConfigError, load_config
+from pml_regularizers.bench.preflight import check_input
+from pml_regularizers.bench.runner import _torch_dataset, load_experiment_data, run_experiment
+
+from .trees import TREE_WRITERS
+
+SMALL = [
+    "trunk=torchvision", "trunk.name=resnet18", "dataset.size=32", "dataset.resize=36",
+    "embedding_size=8", "batch_size=8", "epochs=1", "seeds=1", "num_workers=0",
+]
+
+
+def natural(tmp_path, name, *extra, classes=8, per_class=4):
+    root = TREE_WRITERS[name](tmp_path / name, classes=classes, per_class=per_class)
+    return [f"dataset={name}", f"dataset.root={root}", f"output_dir={tmp_path / 'runs'}", *SMALL, *extra]
+
+
+def records(exp_dir):
+    return json.loads((exp_dir / "results.json").read_text())["records"]
+
+
+@pytest.mark.parametrize("name", ["cub", "cars196", "sop", "folder"])
+def test_pml_bench_run_on_each_natural_layout(tmp_path, capsys, name):
+    assert cli_main(["run", *natural(tmp_path, name)]) == 0
+    exp_dir = tmp_path / "runs" / f"{name}-resnet18-proxy_anchor-linear"
+    (record,) = records(exp_dir)
+    assert record["split"] == "test" and record["embedding"] == "single"
+    assert 0.0 <= record["metrics"]["mean_average_precision_at_r"] <= 1.0
+    assert all(math.isfinite(v) for v in record["metrics"].values())
+    saved = torch.load(exp_dir / "seed_0" / "test_embeddings.pt", weights_only=True)
+    assert saved["embeddings"].shape == (16, 8)  # 4 test classes x 4 images
+
+
+def test_colour_reaches_the_trunk_and_evaluation_is_deterministic(tmp_path):
+    cfg = load_config(natural(tmp_path, "cub"))
+    data = load_experiment_data(cfg)
+    test = _torch_dataset(data.subset([4, 5, 6, 7]), cfg, train=False)
+    images = torch.stack([test[i][0] for i in range(len(test))])
+    assert images.shape == (16, 3, 32, 32)
+    assert not torch.allclose(images[:, 0], images[:, 1])  # R and G differ: not gray copies
+    again = torch.stack([test[i][0] for i in range(len(test))])
+    assert torch.equal(images, again)
+    train = _torch_dataset(data.subset([0, 1, 2, 3]), cfg, train=True)
+    crops = {train[(0, seed)][0].sum().item() for seed in range(6)}
+    assert len(crops) > 1  # training crops are random
+
+
+def test_training_follows_the_seeds_whatever_the_workers(tmp_path):
+    metrics = []
+    for workers in (0, 2):
+        cfg = load_config(natural(tmp_path, "folder", f"num_workers={workers}", f"experiment=w{workers}",
+                                  "epochs=2", "cv_folds=2"))
+        metrics.append({(r["split"], r["embedding"]): r["metrics"] for r in records(run_experiment(cfg))})
+    assert metrics[0] == metrics[1]
+
+
+@pytest.mark.parametrize("preset", ["reality_check_cub", "reality_check_cars196", "reality_check_sop",
+                                    "dvml_cub", "dvml_cars196", "dvml_sop"])
+def test_every_preset_composes_with_only_the_root_added(tmp_path, preset):
+    cfg = load_config([f"preset={preset}", f"dataset.root={tmp_path}"])
+    check_input(cfg)
+    assert cfg.dataset.pipeline == "natural" and cfg.dataset.size == 224 and cfg.dataset.resize == 256
+    assert cfg.trunk.pretrained is True and cfg.freeze_trunk_bn is True and cfg.cv_folds == 4
+    if preset.startswith("reality_check"):
+        assert (cfg.trunk.name, cfg.embedding_size, cfg.batch_size, cfg.sampler.m) == ("resnet50", 128, 32, 4)
+        assert cfg.optimizer._target_ == "torch.optim.RMSprop" and cfg.optimizer.lr == 1e-6
+    else:
+        assert (cfg.trunk.name, cfg.embedding_size, cfg.batch_size) == ("googlenet", 512, 120)
+        assert cfg.choices.trainer == "dvml" and cfg.trainer.num_samples == 20 and cfg.optimizer.lr == 1e-4
+
+
+@pytest.mark.parametrize("preset", ["reality_check_cub", "dvml_cub"])
+def test_a_preset_runs_end_to_end_at_a_small_size(tmp_path, preset):
+    root = TREE_WRITERS["cub"](tmp_path / "cub", classes=8, per_class=4)
+    overrides = [f"preset={preset}", f"dataset.root={root}", f"output_dir={tmp_path / 'runs'}",
+                 "trunk.name=resnet18", "trunk.pretrained=false", "dataset.size=32", "dataset.resize=36",
+                 "embedding_size=8", "batch_size=8", "epochs=1", "iterations_per_epoch=2", "cv_folds=2",
+                 "seeds=1", "num_workers=0"]
+    if preset.startswith("dvml"):
+        overrides.append("trainer.num_samples=2")
+    exp_dir = run_experiment(load_config(overrides))
+    kinds = {(r["split"], r["embedding"]) for r in records(exp_dir)}
+    assert kinds == {("val", "separated"), ("test", "separated"), ("test", "concatenated")}
+
+
+def test_local_weights_reach_the_run(tmp_path):
+    from pml_regularizers.bench.models import torchvision_trunk
+
+    torch.manual_seed(1)
+    source = torchvision_trunk("resnet18")
+    path = tmp_path / "resnet18.pt"
+    torch.save(source.state_dict(), path)
+    cfg = load_config(natural(tmp_path, "cub", f"trunk.weights={path}"))
+    from hydra.utils import instantiate
+
+    trunk = instantiate(cfg.trunk).eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(trunk(x), source.eval()(x), rtol=0, atol=0)
+    bad = tmp_path / "bad.pt"
+    torch.save({"conv1.weight": torch.zeros(1)}, bad)
+    with pytest.raises(ConfigError, match="bad.pt"):
+        run_experiment(load_config(natural(tmp_path, "cub", f"trunk.weights={bad}", "experiment=bad")))
