@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: main test docs
+.PHONY: main test test-fast lint docs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,23 @@ $(VENV)/.installed: pyproject.toml
 main: $(VENV)/.installed
 	$(VENV)/bin/pml-bench compare
 
-# The test suite, then the documentation build (warnings are errors).
+# Lint, format and type checks, the test suite, then the documentation build (warnings are errors).
 test: $(VENV)/.installed
+	$(MAKE) lint
 	$(PY) -m pytest -q
 	$(MAKE) docs
+
+# ruff (lint and format) on the whole tree and mypy on the package, as pyproject.toml configures
+# them and .pre-commit-config.yaml runs them before a commit.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+# The unit tests only: everything but the tests marked slow (end-to-end runs, subprocesses), in
+# under a minute on 2 CPU cores.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m "not slow" -q
 
 # HTML documentation in docs/_build/html; -E re-reads every page so that no warning hides in a
 # cached page.

@@ -104,9 +104,7 @@ def loaders(root: Path, batch: int, workers: int, crop: int) -> dict[str, object
     from pml_regularizers.bench.loader import training_loader
 
     transform = natural_transforms(True, crop=crop)
-    pml = training_loader(
-        NaturalImageDataset(list_image_folder(root), transform), batch, num_workers=workers
-    )
+    pml = training_loader(NaturalImageDataset(list_image_folder(root), transform), batch, num_workers=workers)
     plain = torch.utils.data.DataLoader(
         ImageFolder(str(root), transform=transform),
         batch_size=batch,
@@ -181,17 +179,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = args.root or Path(scratch)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        print(f"{cores} CPU cores, {args.workers} workers, batch {args.batch}, crop {args.crop}; "
-              f"1-minute load average {os.getloadavg()[0]:.1f}")
+        print(
+            f"{cores} CPU cores, {args.workers} workers, batch {args.batch}, crop {args.crop}; "
+            f"1-minute load average {os.getloadavg()[0]:.1f}"
+        )
         start = time.perf_counter()
         tree = root / "throughput"
         wrote = write_tree(tree, args.images, args.classes, args.min_side, args.max_side)
         written = f"{time.perf_counter() - start:.0f} s to write" if wrote else "reused"
-        print(f"throughput tree: {args.images} JPEGs of {args.min_side}-{args.max_side} px in "
-              f"{args.classes} classes ({written})")
+        print(
+            f"throughput tree: {args.images} JPEGs of {args.min_side}-{args.max_side} px in "
+            f"{args.classes} classes ({written})"
+        )
         kinds = loaders(tree, args.batch, args.workers, args.crop)
         rates: dict[str, list[float]] = {kind: [] for kind in kinds}
-        for kind, loader in kinds.items():
+        for loader in kinds.values():
             epoch_rate(loader)  # warm-up
         for _ in range(args.repeats):
             for kind, loader in kinds.items():
@@ -207,22 +209,35 @@ def main() -> None:
         results = []
         for count in args.memory_images:
             copies = write_copies(root / f"memory-{count}", count, args.memory_side)
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child",
-                   str(copies / "images"), "--batch", str(args.batch), "--workers",
-                   str(args.workers), "--crop", str(args.crop)]
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--memory-child",
+                str(copies / "images"),
+                "--batch",
+                str(args.batch),
+                "--workers",
+                str(args.workers),
+                "--crop",
+                str(args.crop),
+            ]
             output = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             result = json.loads(output)
             results.append(result)
             above = (result["peak"] - result["after_imports"]) / 1024
-            print(f"  {count:>6} images ({args.memory_side} px): peak RSS "
-                  f"{result['peak'] / 1024:.1f} MiB, {above:.1f} MiB above the imports; "
-                  f"largest worker {result['worker_peak'] / 1024:.1f} MiB")
+            print(
+                f"  {count:>6} images ({args.memory_side} px): peak RSS "
+                f"{result['peak'] / 1024:.1f} MiB, {above:.1f} MiB above the imports; "
+                f"largest worker {result['worker_peak'] / 1024:.1f} MiB"
+            )
         if len(results) >= 2:
             first, last = results[0], results[-1]
             growth = last["peak"] / first["peak"] - 1
             verdict = "met" if growth < 0.1 else "NOT met"
-            line = (f"peak RSS growth {first['images']} -> {last['images']} images: "
-                    f"{100 * growth:+.1f} % (target < 10 %: {verdict})")
+            line = (
+                f"peak RSS growth {first['images']} -> {last['images']} images: "
+                f"{100 * growth:+.1f} % (target < 10 %: {verdict})"
+            )
             if first["worker_peak"]:
                 worker_growth = last["worker_peak"] / first["worker_peak"] - 1
                 line += f"; largest worker {100 * worker_growth:+.1f} %"

@@ -48,8 +48,7 @@ def make_images(seed: int = 0) -> torch.utils.data.TensorDataset:
     return torch.utils.data.TensorDataset(x, labels)
 
 
-def build(kind: str, dataset, batch: int, embedding: int, samples: int, iters: int,
-          decoder_hidden: int | None = None):
+def build(kind: str, dataset, batch: int, embedding: int, samples: int, iters: int, decoder_hidden: int | None = None):
     torch.manual_seed(0)
     trunk = Conv4(in_channels=1, image_size=IMAGE_SIZE)
     if kind == "dvml":
@@ -92,8 +91,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--embedding", type=int, default=64)
     parser.add_argument("--samples", type=int, default=20)
-    parser.add_argument("--decoder-hidden", type=int, default=None,
-                        help="DVML decoder width (default: the embedding size)")
+    parser.add_argument(
+        "--decoder-hidden", type=int, default=None, help="DVML decoder width (default: the embedding size)"
+    )
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
@@ -105,8 +105,10 @@ def main() -> None:
     warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
     load_before = os.getloadavg()[0]
     dataset = make_images()
-    built = {k: build(k, dataset, args.batch, args.embedding, args.samples, args.iters, args.decoder_hidden)
-             for k in ("metric_loss_only", "dvml")}
+    built = {
+        k: build(k, dataset, args.batch, args.embedding, args.samples, args.iters, args.decoder_hidden)
+        for k in ("metric_loss_only", "dvml")
+    }
     for trainer in built.values():  # warm-up round, not timed
         time_round(trainer, 1)
     times: dict[str, list[float]] = {k: [] for k in built}
@@ -122,17 +124,23 @@ def main() -> None:
     )
     dvml_models = built["dvml"].models
     decoder, width = dvml_models["embedder"].decoder_hidden, dvml_models["trunk"].output_size
-    print(f"DVML decoder {args.embedding} -> {decoder} -> {width} (trunk width); "
-          f"median of {args.rounds} rounds x {args.iters} iterations, per iteration:")
+    print(
+        f"DVML decoder {args.embedding} -> {decoder} -> {width} (trunk width); "
+        f"median of {args.rounds} rounds x {args.iters} iterations, per iteration:"
+    )
     print(f"  MetricLossOnly            {1000 * base:8.1f} ms")
     print(f"  DVMLTrainer (T = {args.samples:>2})      {1000 * dvml:8.1f} ms")
-    print(f"ratio DVML / MetricLossOnly: {dvml / base:.2f}x (target <= 1.5x: "
-          f"{'met' if dvml / base <= 1.5 else 'NOT met'})")
+    print(
+        f"ratio DVML / MetricLossOnly: {dvml / base:.2f}x (target <= 1.5x: "
+        f"{'met' if dvml / base <= 1.5 else 'NOT met'})"
+    )
     load_after, cores = os.getloadavg()[0], os.cpu_count() or 1
     print(f"1-minute load average {load_before:.1f} before, {load_after:.1f} after, on {cores} cores")
     if max(load_before, load_after) > cores:
-        print("warning: the machine was oversubscribed; with more than 1 thread each of DVML's many "
-              "small parallel ops can wait a scheduler slice, so its time is inflated (try --threads 1)")
+        print(
+            "warning: the machine was oversubscribed; with more than 1 thread each of DVML's many "
+            "small parallel ops can wait a scheduler slice, so its time is inflated (try --threads 1)"
+        )
 
 
 if __name__ == "__main__":

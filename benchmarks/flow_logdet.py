@@ -41,9 +41,7 @@ def mlp_like(flow: torch.nn.Module, d: int) -> torch.nn.Module:
     """Two-layer MLP from d to d with about as many parameters as ``flow``."""
     target = sum(p.numel() for p in flow.parameters())
     hidden = max(1, round((target - d) / (2 * d + 1)))
-    return torch.nn.Sequential(
-        torch.nn.Linear(d, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, d)
-    )
+    return torch.nn.Sequential(torch.nn.Linear(d, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, d))
 
 
 def brute_force_logdet(flow: FlowEmbedder, h: torch.Tensor) -> torch.Tensor:

@@ -83,12 +83,26 @@ def run_runner(args: argparse.Namespace, tree: str, out: str) -> float:
         spent.append(_now(args.device) - start)
 
     MetricLossOnly.train = timed_train
-    run_experiment(load_config([
-        "preset=reality_check_cub", f"dataset.root={tree}", f"output_dir={out}",
-        f"trunk.name={args.trunk}", "trunk.pretrained=false", f"dataset.size={args.size}",
-        f"dataset.resize={args.resize}", "cv_folds=0", "patience=null", "seeds=1", "epochs=1",
-        f"iterations_per_epoch={args.iterations}", f"device={args.device}", f"num_workers={args.workers}",
-    ]))
+    run_experiment(
+        load_config(
+            [
+                "preset=reality_check_cub",
+                f"dataset.root={tree}",
+                f"output_dir={out}",
+                f"trunk.name={args.trunk}",
+                "trunk.pretrained=false",
+                f"dataset.size={args.size}",
+                f"dataset.resize={args.resize}",
+                "cv_folds=0",
+                "patience=null",
+                "seeds=1",
+                "epochs=1",
+                f"iterations_per_epoch={args.iterations}",
+                f"device={args.device}",
+                f"num_workers={args.workers}",
+            ]
+        )
+    )
     return sum(spent)
 
 
@@ -113,12 +127,19 @@ def run_loop(args: argparse.Namespace, tree: str, out: str) -> float:
     train_idx = torch.nonzero(targets < half).flatten().tolist()
     test_idx = torch.nonzero(targets >= half).flatten().tolist()
     train_set = torch.utils.data.Subset(train_all, train_idx)
-    sampler = samplers.MPerClassSampler(targets[train_idx], PER_CLASS_IN_BATCH, batch_size=BATCH,
-                                        length_before_new_iter=len(train_idx))
+    sampler = samplers.MPerClassSampler(
+        targets[train_idx], PER_CLASS_IN_BATCH, batch_size=BATCH, length_before_new_iter=len(train_idx)
+    )
     workers = min(8, len(os.sched_getaffinity(0))) if args.workers == "auto" else int(args.workers)
-    loader = torch.utils.data.DataLoader(train_set, batch_size=BATCH, sampler=sampler, drop_last=True,
-                                         num_workers=workers, pin_memory=device.type == "cuda",
-                                         persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_size=BATCH,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
     trunk = torchvision.models.get_model(args.trunk, weights=None)
     width = trunk.fc.in_features
     trunk.fc = torch.nn.Identity()
@@ -152,8 +173,9 @@ def run_loop(args: argparse.Namespace, tree: str, out: str) -> float:
                 break
     spent = _now(args.device) - start
     trunk.eval()
-    test_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(test_all, test_idx), batch_size=256,
-                                              num_workers=workers, pin_memory=cuda)
+    test_loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(test_all, test_idx), batch_size=256, num_workers=workers, pin_memory=cuda
+    )
     embeddings, labels = [], []
     with torch.no_grad():
         for x, y in test_loader:
@@ -211,8 +233,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         tree = write_cub_tree(Path(tmp), args.classes, args.per_class)
-        print(f"device: {name}; tree: {args.classes} classes x {args.per_class} JPEGs "
-              f"({time.perf_counter() - start:.0f} s to write)", flush=True)
+        print(
+            f"device: {name}; tree: {args.classes} classes x {args.per_class} JPEGs "
+            f"({time.perf_counter() - start:.0f} s to write)",
+            flush=True,
+        )
         runs = {"runner": [], "loop": []}
         for _ in range(args.repeats):
             for kind in runs:
@@ -222,12 +247,14 @@ def main() -> None:
     for kind, results in runs.items():
         total = statistics.median(r["total"] for r in results)
         train = statistics.median(r["train"] for r in results)
-        print(f"{kind}: {total:.1f} s in all, training {train:.1f} s: {args.iterations / train:.2f} "
-              f"steps/s, {images / train:.0f} images/s")
-    ratio = statistics.median(r["total"] for r in runs["runner"]) / statistics.median(
-        r["total"] for r in runs["loop"])
+        print(
+            f"{kind}: {total:.1f} s in all, training {train:.1f} s: {args.iterations / train:.2f} "
+            f"steps/s, {images / train:.0f} images/s"
+        )
+    ratio = statistics.median(r["total"] for r in runs["runner"]) / statistics.median(r["total"] for r in runs["loop"])
     train_ratio = statistics.median(r["train"] for r in runs["runner"]) / statistics.median(
-        r["train"] for r in runs["loop"])
+        r["train"] for r in runs["loop"]
+    )
     print(f"runner / loop: {ratio:.3f} in all, {train_ratio:.3f} in training (target <= 1.05)")
 
 

@@ -125,15 +125,24 @@ def main() -> None:
         times: dict[str, list[float]] = {"runner": [], "script": []}
         for _ in range(args.repeats):
             for kind in ("script", "runner"):
-                cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind,
-                       "--cache", cache, "--classes", str(args.classes)]
+                cmd = [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--worker",
+                    kind,
+                    "--cache",
+                    cache,
+                    "--classes",
+                    str(args.classes),
+                ]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 times[kind].append(float(out.strip().splitlines()[-1]))
-    print(f"one epoch + test, glyphs {args.classes} classes ({args.classes // 2} train), "
-          f"{SIZE}x{SIZE}, conv-4, batch {BATCH}, {EMBEDDING}-d, CPU")
+    print(
+        f"one epoch + test, glyphs {args.classes} classes ({args.classes // 2} train), "
+        f"{SIZE}x{SIZE}, conv-4, batch {BATCH}, {EMBEDDING}-d, CPU"
+    )
     for kind, values in times.items():
-        print(f"  {kind:7s} median {statistics.median(values):7.2f} s   runs: "
-              + ", ".join(f"{v:.2f}" for v in values))
+        print(f"  {kind:7s} median {statistics.median(values):7.2f} s   runs: " + ", ".join(f"{v:.2f}" for v in values))
     ratio = statistics.median(times["runner"]) / statistics.median(times["script"])
     print(f"runner / script = {ratio:.3f}  (target <= 1.05: {'met' if ratio <= 1.05 else 'NOT met'})")
 

@@ -7,8 +7,8 @@ For each number of rows C (D = 512 by default) it measures forward + backward of
 - ``naive``: the full-matrix log-mean-exp over the upper triangle (triu_indices + logsumexp).
 
 Each (method, C) runs in a fresh subprocess, warmed up by one call on 64 rows; peak extra memory is
-the rise of the process's peak resident set size over its value once the inputs exist. Time is the best of ``--repeats`` runs
-(one run for C > 1000). It also checks, in float64 at C = 1000, that this regularizer's value
+the rise of the process's peak resident set size over its value once the inputs exist. Time is the
+best of ``--repeats`` runs (one run for C > 1000). It also checks, in float64 at C = 1000, that this regularizer's value
 equals the naive one to relative 1e-5, and prints the ratios the project's targets are stated in.
 
 Run:  .venv/bin/python benchmarks/skewed_mean_scaling.py [--sizes 100 1000 4000 11318] [--dim 512]
@@ -106,10 +106,7 @@ def main() -> None:
         repeats = args.repeats if rows <= 1000 else 1
         res = {m: run_worker(m, rows, args.dim, "float32", repeats) for m in methods}
         for m in methods:
-            print(
-                f"{rows:>6} {m:>12} {res[m]['time_s']:>9.3f} "
-                f"{res[m]['peak_extra_bytes'] / 2**20:>16.1f}"
-            )
+            print(f"{rows:>6} {m:>12} {res[m]['time_s']:>9.3f} {res[m]['peak_extra_bytes'] / 2**20:>16.1f}")
         summary.append(
             (
                 rows,
@@ -127,10 +124,7 @@ def main() -> None:
     rel = abs(ours - naive) / abs(naive)
     print()
     print(f"float64, C = 1000: skewed_mean {ours:.12g}, naive {naive:.12g}, relative diff {rel:.2e}")
-    print(
-        "targets at the largest C: time <= 0.7x RegularFace, peak extra <= 0.10x naive; "
-        "value relative diff <= 1e-5"
-    )
+    print("targets at the largest C: time <= 0.7x RegularFace, peak extra <= 0.10x naive; value relative diff <= 1e-5")
 
 
 if __name__ == "__main__":

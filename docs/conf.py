@@ -67,11 +67,15 @@ _EXAMPLES_MARKER = "% examples-list:"
 _INVENTORY_FAILURE = "failed to reach any of the inventories"
 _RESULTS_DOC = "results"
 _LOGGER = sphinx_logging.getLogger("docs.conf")
-_REPORT_COMMANDS = ("pml-bench ", "python -m pml_regularizers.bench ", "torchrun ", "python experiments/")
-_NO_RESULTS = (
-    "No reports have been generated into `docs/results/` yet, so this page has no tables or "
-    "plots to show."
+# "python experiments/" is how the experiment scripts were run before they became a package.
+_REPORT_COMMANDS = (
+    "pml-bench ",
+    "python -m pml_regularizers.bench ",
+    "torchrun ",
+    "python -m experiments.",
+    "python experiments/",
 )
+_NO_RESULTS = "No reports have been generated into `docs/results/` yet, so this page has no tables or plots to show."
 
 
 class _OfflineInventories(logging.Filter):
@@ -128,9 +132,7 @@ def _examples_markdown() -> str:
 
 def _report_docs() -> list[str]:
     """Docnames of the generated benchmark reports, ``results/<experiment>/report``."""
-    return sorted(
-        p.relative_to(DOCS).with_suffix("").as_posix() for p in DOCS.glob("results/*/report.md")
-    )
+    return sorted(p.relative_to(DOCS).with_suffix("").as_posix() for p in DOCS.glob("results/*/report.md"))
 
 
 def reports_without_command() -> list[str]:
@@ -148,8 +150,7 @@ def _generated_lists(app: Sphinx, docname: str, source: list[str]) -> None:
     lines = source[0].splitlines(keepends=True)
     if any(line.startswith(_EXAMPLES_MARKER) for line in lines):
         source[0] = "".join(
-            line + ("\n" + _examples_markdown() if line.startswith(_EXAMPLES_MARKER) else "")
-            for line in lines
+            line + ("\n" + _examples_markdown() if line.startswith(_EXAMPLES_MARKER) else "") for line in lines
         )
     if docname != _RESULTS_DOC:
         return

@@ -46,9 +46,7 @@ def make_data(num_classes: int, per_class: int, seed: int = 0):
 def train_and_test(data, num_classes: int, epochs: int, seed: int, reg_weight: float) -> float:
     (x_tr, y_tr), (x_te, y_te) = data
     torch.manual_seed(seed)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(INPUT_DIM, 128), torch.nn.ReLU(), torch.nn.Linear(128, EMBED_DIM)
-    )
+    model = torch.nn.Sequential(torch.nn.Linear(INPUT_DIM, 128), torch.nn.ReLU(), torch.nn.Linear(128, EMBED_DIM))
     regularizer = SkewedMeanRegularizer(lam=4.0) if reg_weight > 0 else None
     loss_fn = losses.ProxyAnchorLoss(
         num_classes=num_classes,

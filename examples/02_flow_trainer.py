@@ -53,7 +53,12 @@ def make_data(num_classes: int, per_class: int, seed: int = 0):
 
 
 def run(
-    train_set, test_set, num_classes: int, epochs: int, reg_weight: float, penalty: str,
+    train_set,
+    test_set,
+    num_classes: int,
+    epochs: int,
+    reg_weight: float,
+    penalty: str,
     folder: Path,
 ):
     """One MetricLossOnly run; returns the test accuracies, the logged stats and the flow's mean
@@ -74,9 +79,7 @@ def run(
         "embedder_optimizer": torch.optim.Adam(embedder.parameters(), 1e-3),
         "metric_loss_optimizer": torch.optim.Adam(loss.parameters(), 1e-2),
     }
-    record_keeper, _, _ = logging_presets.get_record_keeper(
-        str(folder / "logs"), str(folder / "tensorboard")
-    )
+    record_keeper, _, _ = logging_presets.get_record_keeper(str(folder / "logs"), str(folder / "tensorboard"))
     if record_keeper is None:
         raise RuntimeError("PML's logging presets need the tensorboard package")
     hooks = logging_presets.get_hook_container(record_keeper, log_freq=1)

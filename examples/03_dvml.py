@@ -68,12 +68,11 @@ def main() -> None:
         batch_size=BATCH,
         loss_funcs={"metric_loss": losses.TripletMarginLoss(margin=0.1)},
         # the DVML miner mines the synthetic samples; a copy of its inner miner mines z_I
-        mining_funcs={
-            "tuple_miner": DVMLMiner(miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard"))
-        },
+        mining_funcs={"tuple_miner": DVMLMiner(miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard"))},
         dataset=train_set,
-        sampler=samplers.MPerClassSampler(train_set.tensors[1], m=PER_CLASS_IN_BATCH, batch_size=BATCH,
-                                          length_before_new_iter=BATCH * iterations),
+        sampler=samplers.MPerClassSampler(
+            train_set.tensors[1], m=PER_CLASS_IN_BATCH, batch_size=BATCH, length_before_new_iter=BATCH * iterations
+        ),
         iterations_per_epoch=iterations,
         dataloader_num_workers=0,
         data_device=torch.device("cpu"),
@@ -90,13 +89,16 @@ def main() -> None:
 
     tester = testers.GlobalEmbeddingSpaceTester(
         dataloader_num_workers=0,
-        accuracy_calculator=AccuracyCalculator(include=("precision_at_1", "mean_average_precision_at_r"),
-                                               k="max_bin_count"),
+        accuracy_calculator=AccuracyCalculator(
+            include=("precision_at_1", "mean_average_precision_at_r"), k="max_bin_count"
+        ),
     )
     acc = tester.test({"test": test_set}, epochs, trunk, embedder)["test"]
-    print(f"test classes ({classes - classes // 2}, unseen in training), embedding z_I: "
-          f"Precision@1 {acc['precision_at_1_level0']:.3f}, "
-          f"MAP@R {acc['mean_average_precision_at_r_level0']:.3f}")
+    print(
+        f"test classes ({classes - classes // 2}, unseen in training), embedding z_I: "
+        f"Precision@1 {acc['precision_at_1_level0']:.3f}, "
+        f"MAP@R {acc['mean_average_precision_at_r_level0']:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -50,9 +50,7 @@ def train(rank: int, world: int, size: str) -> None:
     model = torch.nn.Sequential(torch.nn.Linear(dim, 64), torch.nn.ReLU(), torch.nn.Linear(64, 16))
     model = DistributedDataParallel(model)  # averages gradients over the processes
     loss_fn = pml_dist.DistributedLossWrapper(
-        losses.MultiSimilarityLoss(
-            embedding_regularizer=SkewedMeanRegularizer(lam=4.0), embedding_reg_weight=0.1
-        )
+        losses.MultiSimilarityLoss(embedding_regularizer=SkewedMeanRegularizer(lam=4.0), embedding_reg_weight=0.1)
     )
     miner = pml_dist.DistributedMinerWrapper(miners.MultiSimilarityMiner(epsilon=0.1))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -74,8 +72,10 @@ def train(rank: int, world: int, size: str) -> None:
             test_emb = model.module(x[~train_mask])
         acc = AccuracyCalculator(include=("mean_average_precision_at_r", "precision_at_1"), k="max_bin_count")
         result = acc.get_accuracy(test_emb, y[~train_mask])
-        print(f"{world} processes; unseen classes: MAP@R {result['mean_average_precision_at_r']:.4f}, "
-              f"P@1 {result['precision_at_1']:.4f}")
+        print(
+            f"{world} processes; unseen classes: MAP@R {result['mean_average_precision_at_r']:.4f}, "
+            f"P@1 {result['precision_at_1']:.4f}"
+        )
 
     # Every process waits here for rank 0's evaluation, so that none leaves the job early. On gloo,
     # monitored_barrier rather than barrier: a gloo barrier, like any collective on a tensor made in

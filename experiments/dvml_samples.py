@@ -12,15 +12,15 @@
 # is mostly noise.
 #
 # Run (after the DVML evidence studies):
-#     .venv/bin/python experiments/dvml_samples.py runs/evidence/dvml_triplet-omniglot-d32-method \
+#     .venv/bin/python -m experiments.dvml_samples runs/evidence/dvml_triplet-omniglot-d32-method \
 #         runs/evidence/dvml_multi_similarity-omniglot-d32-method --out docs/results/dvml_samples-omniglot-d32
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from trained_folds import measure_folds, report_main
 
+from experiments.trained_folds import measure_folds, report_main
 from pml_regularizers import DVMLEmbedder
 
 DRAWS = 20  # synthetic samples per real one, the paper's T
@@ -68,7 +68,10 @@ def experiment_geometry(exp_dir: Path) -> tuple[dict[str, list[float]], int]:
     The draws come from one generator per experiment, seeded 0."""
     generator = torch.Generator().manual_seed(0)
     return measure_folds(
-        exp_dir, "dvml", "DVML", lambda embedder, features, labels: sample_geometry(features, labels, embedder, generator)
+        exp_dir,
+        "dvml",
+        "DVML",
+        lambda embedder, features, labels: sample_geometry(features, labels, embedder, generator),
     )
 
 
@@ -81,8 +84,13 @@ NOTE = (
 
 def main(argv: list[str] | None = None) -> int:
     return report_main(
-        argv, "experiments/dvml_samples.py", "Where DVML's synthetic samples land, from finished experiments",
-        "DVML", "Where DVML's synthetic samples land", experiment_geometry, NOTE,
+        argv,
+        "experiments.dvml_samples",
+        "Where DVML's synthetic samples land, from finished experiments",
+        "DVML",
+        "Where DVML's synthetic samples land",
+        experiment_geometry,
+        NOTE,
     )
 
 

@@ -12,12 +12,12 @@
 # Every step is resumable: run the same command again and finished runs are not recomputed.
 #
 # Run (Omniglot from ../shared/omniglot, 32-d embeddings, ProxyAnchor +- SkewedMeanRegularizer):
-#     .venv/bin/python experiments/evidence.py skewed_mean_proxy_anchor --dataset omniglot \
+#     .venv/bin/python -m experiments.evidence skewed_mean_proxy_anchor --dataset omniglot \
 #         --root ../shared/omniglot --embedding-size 32
 # On the offline glyphs at the main command's 10 instances per class (report tag ...-glyphs-n10-d32):
-#     .venv/bin/python experiments/evidence.py skewed_mean_proxy_anchor --per-class 10
-# List the studies:  .venv/bin/python experiments/evidence.py --list
-# Tiny smoke run (seconds, glyphs, what CI runs):  ... experiments/evidence.py skewed_mean_proxy_anchor --size tiny
+#     .venv/bin/python -m experiments.evidence skewed_mean_proxy_anchor --per-class 10
+# List the studies:  .venv/bin/python -m experiments.evidence --list
+# Tiny smoke run (seconds, glyphs, what CI runs):  ... -m experiments.evidence skewed_mean_proxy_anchor --size tiny
 # --jobs N runs up to N independent experiments at once, each in its own process: the baseline's
 # and the comparators' searches, then the method's search, then the final runs. The results are
 # those of a sequential run; only the order of work changes.
@@ -35,16 +35,13 @@ from pathlib import Path
 import numpy as np
 
 from pml_regularizers.bench.config import load_config
-from pml_regularizers.bench.report import (
-    VAL_LOG,
-    VAL_MAP_AT_R,
-    load_records,
-    markdown_table,
-    plot_training_curves,
-    summarize,
-    write_report,
-)
+from pml_regularizers.bench.experiment import ExperimentFolder
+from pml_regularizers.bench.markdown import markdown_table
+from pml_regularizers.bench.plots import plot_training_curves
+from pml_regularizers.bench.report import write_report
 from pml_regularizers.bench.runner import run_experiment
+from pml_regularizers.bench.stats import summarize
+from pml_regularizers.bench.training_logs import VAL_LOG, VAL_MAP_AT_R
 
 PRIMARY = "mean_average_precision_at_r"
 # Adam learning rates; the first Omniglot study chose the top of (3e-4, 1e-3, 3e-3), so the grid moved up.
@@ -87,9 +84,7 @@ _JD_GRID = (
 )
 # The square penalty, which most searches over _JD_GRID chose, with its weight searched; weight 0.1
 # won both follow-up runs made after those searches (see docs/results.md).
-_JD_SQUARE_GRID = tuple(
-    ("regularizer.penalty=square", f"regularizer.weight={w}") for w in ("0.01", "0.1", "1.0")
-)
+_JD_SQUARE_GRID = tuple(("regularizer.penalty=square", f"regularizer.weight={w}") for w in ("0.01", "0.1", "1.0"))
 # The full method (dueling branches and interpolated points, as published) at the square penalty:
 # its weight 0.01 is the JD-on-ProxyAnchor search's Omniglot choice, 0.1 the glyph one.
 _JD_FULL_GRID = (
@@ -97,9 +92,7 @@ _JD_FULL_GRID = (
     ("regularizer.penalty_weight=0.01", "regularizer.reward_weight=0.1"),
     ("regularizer.penalty_weight=0.1", "regularizer.reward_weight=0.1"),
 )
-_JD_FULL_CURVES = tuple(
-    ("*_JacobianDeterminantLoss.csv", c) for c in ("logdet_mean", "branch2_logdet_mean")
-)
+_JD_FULL_CURVES = tuple(("*_JacobianDeterminantLoss.csv", c) for c in ("logdet_mean", "branch2_logdet_mean"))
 _DVML_GRID = (
     ("trainer.phase2_start_epoch=2",),
     ("trainer.phase2_start_epoch=5",),
@@ -107,54 +100,95 @@ _DVML_GRID = (
 )
 STUDIES: dict[str, Study] = {
     "skewed_mean_proxy_anchor": Study(
-        _PA, ("regularizer=skewed_mean",), _SM_GRID, {}, "SkewedMeanRegularizer on ProxyAnchor's proxies",
+        _PA,
+        ("regularizer=skewed_mean",),
+        _SM_GRID,
+        {},
+        "SkewedMeanRegularizer on ProxyAnchor's proxies",
         _SM_CURVES,
     ),
     "skewed_mean_normalized_softmax": Study(
-        _NS, ("regularizer=skewed_mean",), _SM_GRID, {},
-        "SkewedMeanRegularizer on NormalizedSoftmax's class weights", _SM_CURVES,
+        _NS,
+        ("regularizer=skewed_mean",),
+        _SM_GRID,
+        {},
+        "SkewedMeanRegularizer on NormalizedSoftmax's class weights",
+        _SM_CURVES,
     ),
     "jacobian_determinant_proxy_anchor": Study(
-        (*_PA, "embedder=flow"), ("regularizer=jacobian_determinant",), _JD_GRID,
+        (*_PA, "embedder=flow"),
+        ("regularizer=jacobian_determinant",),
+        _JD_GRID,
         {"linear": (*_PA, "embedder=linear")},
-        "JacobianDeterminantRegularizer on a flow embedder with ProxyAnchor", _JD_CURVES,
+        "JacobianDeterminantRegularizer on a flow embedder with ProxyAnchor",
+        _JD_CURVES,
     ),
     "jacobian_determinant_multi_similarity": Study(
-        (*_MS, "embedder=flow"), ("regularizer=jacobian_determinant",), _JD_GRID,
+        (*_MS, "embedder=flow"),
+        ("regularizer=jacobian_determinant",),
+        _JD_GRID,
         {"linear": (*_MS, "embedder=linear")},
-        "JacobianDeterminantRegularizer on a flow embedder with MultiSimilarity + miner", _JD_CURVES,
+        "JacobianDeterminantRegularizer on a flow embedder with MultiSimilarity + miner",
+        _JD_CURVES,
     ),
     "jacobian_determinant_square_proxy_anchor": Study(
-        (*_PA, "embedder=flow"), ("regularizer=jacobian_determinant",), _JD_SQUARE_GRID, {},
+        (*_PA, "embedder=flow"),
+        ("regularizer=jacobian_determinant",),
+        _JD_SQUARE_GRID,
+        {},
         "JacobianDeterminantRegularizer, square penalty, weight searched, on a flow embedder with ProxyAnchor",
         _JD_CURVES,
     ),
     "jacobian_determinant_square_multi_similarity": Study(
-        (*_MS, "embedder=flow"), ("regularizer=jacobian_determinant",), _JD_SQUARE_GRID, {},
+        (*_MS, "embedder=flow"),
+        ("regularizer=jacobian_determinant",),
+        _JD_SQUARE_GRID,
+        {},
         "JacobianDeterminantRegularizer, square penalty, weight searched, on a flow embedder with "
         "MultiSimilarity + miner",
         _JD_CURVES,
     ),
     "jacobian_determinant_full_proxy_anchor": Study(
-        (*_PA, "embedder=flow"), ("embedder=dueling_flow", "regularizer=jacobian_determinant_loss"),
-        _JD_FULL_GRID, {"linear": (*_PA, "embedder=linear")},
+        (*_PA, "embedder=flow"),
+        ("embedder=dueling_flow", "regularizer=jacobian_determinant_loss"),
+        _JD_FULL_GRID,
+        {"linear": (*_PA, "embedder=linear")},
         "JacobianDeterminantLoss (dueling flows, interpolated points) against a bare flow with ProxyAnchor",
         _JD_FULL_CURVES,
     ),
     "dvml_triplet": Study(
-        _TRIPLET, ("embedder=dvml", "trainer=dvml"), _DVML_GRID, {}, "DVML on Triplet + semihard miner",
+        _TRIPLET,
+        ("embedder=dvml", "trainer=dvml"),
+        _DVML_GRID,
+        {},
+        "DVML on Triplet + semihard miner",
         _DVML_CURVES,
     ),
     "dvml_multi_similarity": Study(
-        _MS, ("embedder=dvml", "trainer=dvml"), _DVML_GRID, {}, "DVML on MultiSimilarity + miner",
+        _MS,
+        ("embedder=dvml", "trainer=dvml"),
+        _DVML_GRID,
+        {},
+        "DVML on MultiSimilarity + miner",
         _DVML_CURVES,
     ),
 }
 
 # name: (dataset and schedule overrides for search and final runs, search seeds, final seeds)
 SIZES = {
-    "tiny": (("dataset=glyphs", "dataset.size=16", "dataset.options.num_classes=16",
-              "dataset.options.per_class=6", "epochs=1", "batch_size=24", "cv_folds=2"), 1, 2),
+    "tiny": (
+        (
+            "dataset=glyphs",
+            "dataset.size=16",
+            "dataset.options.num_classes=16",
+            "dataset.options.per_class=6",
+            "epochs=1",
+            "batch_size=24",
+            "cv_folds=2",
+        ),
+        1,
+        2,
+    ),
     "full": (("epochs=10", "cv_folds=4", "batch_size=64"), 1, 5),
 }
 
@@ -168,7 +202,7 @@ def run_named(name: str, overrides: list[str], out: Path, cache: Path | None) ->
 
 
 def val_score(exp_dir: Path) -> float:
-    records = load_records(exp_dir)
+    records = ExperimentFolder(exp_dir).records()
     return float(np.mean([r["metrics"][PRIMARY] for r in records if r["split"] == "val"]))
 
 
@@ -196,9 +230,7 @@ def _search_runs(
     return runs
 
 
-def _best(
-    grid: tuple[tuple[str, ...], ...], dirs: list[Path]
-) -> tuple[tuple[str, ...], list[tuple[str, Path, float]]]:
+def _best(grid: tuple[tuple[str, ...], ...], dirs: list[Path]) -> tuple[tuple[str, ...], list[tuple[str, Path, float]]]:
     """The grid point whose run scored best on validation, and every point's (label, folder, score)."""
     rows = [(" ".join(point), exp, val_score(exp)) for point, exp in zip(grid, dirs)]
     best = max(range(len(grid)), key=lambda k: rows[k][2])
@@ -206,8 +238,15 @@ def _best(
 
 
 def run_study(
-    study_name: str, dataset: list[str], size: str, embedding_size: int, out: Path, docs: Path,
-    cache: Path | None, command: str, jobs: int = 1,
+    study_name: str,
+    dataset: list[str],
+    size: str,
+    embedding_size: int,
+    out: Path,
+    docs: Path,
+    cache: Path | None,
+    command: str,
+    jobs: int = 1,
 ) -> str:
     study = STUDIES[study_name]
     schedule, search_seeds, final_seeds = SIZES[size]
@@ -227,7 +266,9 @@ def run_study(
         points[role], searches[role] = _best(lr_grid, [next(dirs) for _ in lr_grid])
         finals[role] = [*fixed, *points[role]]
     method_fixed = [*finals["baseline"], *study.method]
-    method_dirs = run_all(_search_runs(f"{tag}-method", method_fixed, study.method_grid, search_seeds), out, cache, jobs)
+    method_dirs = run_all(
+        _search_runs(f"{tag}-method", method_fixed, study.method_grid, search_seeds), out, cache, jobs
+    )
     points["method"], searches["method"] = _best(study.method_grid, method_dirs)
     finals["method"] = [*method_fixed, *points["method"]]
     roles = ("baseline", "method", *study.extra)
@@ -236,7 +277,10 @@ def run_study(
     dirs = run_all([(f"{tag}-{role}", [*o, f"seeds={final_seeds}"]) for role, o in finals.items()], out, cache, jobs)
     report_dir = docs / tag
     text = write_report(
-        dirs, report_dir, baseline=f"{tag}-baseline", title=f"{study.description} ({data_name}, {embedding_size}-d)",
+        dirs,
+        report_dir,
+        baseline=f"{tag}-baseline",
+        title=f"{study.description} ({data_name}, {embedding_size}-d)",
         command=command,
     )
     lines = [
@@ -254,7 +298,7 @@ def run_study(
         chosen = " ".join(points[role])
         for label, _, score in rows:
             lines.append(f"| {role} | `{label}` | {score:.4f} | {'yes' if label == chosen else ''} |")
-    val_records = [r for d in dirs for r in load_records(d)]
+    val_records = [r for d in dirs for r in ExperimentFolder(d).records()]
     val_rows = summarize(val_records, baseline=f"{tag}-baseline", split="val")
     lines += ["", "Validation MAP@R of the final runs:", "", markdown_table(val_rows), ""]
     lines += [
@@ -284,7 +328,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--docs", type=Path, default=Path("docs/results"), help="where reports go")
     parser.add_argument("--cache", type=Path, help="dataset cache folder (default: the config's)")
     parser.add_argument(
-        "--per-class", type=int, metavar="N",
+        "--per-class",
+        type=int,
+        metavar="N",
         help="glyphs only: N instances per class (the data set's default is 20; the main command uses 10)",
     )
 
@@ -309,9 +355,10 @@ def dataset_overrides(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def script_command(script: str, argv: list[str] | None) -> str:
-    """The command line that ran ``script``, as the reports quote it."""
-    return shlex.join(["python", script, *(argv if argv is not None else sys.argv[1:])])
+def script_command(module: str, argv: list[str] | None) -> str:
+    """The command line that ran the script ``module`` (``python -m experiments.<name>``), as the
+    reports quote it."""
+    return shlex.join(["python", "-m", module, *(argv if argv is not None else sys.argv[1:])])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,7 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("study", nargs="?", choices=sorted(STUDIES))
     parser.add_argument("--list", action="store_true", help="list the studies and exit")
     parser.add_argument(
-        "--jobs", type=int, default=1, metavar="N",
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
         help="run up to N independent experiments at once, each in its own process (default 1)",
     )
     add_run_arguments(parser)
@@ -331,11 +381,20 @@ def main(argv: list[str] | None = None) -> int:
         for name, study in STUDIES.items():
             print(f"{name:{width}s}  {study.description}")
         return 0
-    command = script_command("experiments/evidence.py", argv)
-    print(run_study(
-        args.study, dataset_overrides(args), args.size, args.embedding_size, args.out, args.docs, args.cache, command,
-        args.jobs,
-    ))
+    command = script_command("experiments.evidence", argv)
+    print(
+        run_study(
+            args.study,
+            dataset_overrides(args),
+            args.size,
+            args.embedding_size,
+            args.out,
+            args.docs,
+            args.cache,
+            command,
+            args.jobs,
+        )
+    )
     return 0
 
 

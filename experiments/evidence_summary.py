@@ -1,34 +1,36 @@
 # One table over every finished evidence study: each comparison's test MAP@R and its paired
 # difference to the study's baseline, for the separated and the concatenated embeddings.
 #
-# It reads each study's own report, docs/results/<study>-<dataset>-d<size>/report.md (which
-# experiments/evidence.py writes once the study's final runs are done), and writes
-# docs/results/evidence_summary/report.md quoting the figures those reports print. It needs no
-# experiment folders, so it also runs on a clone that has only the published reports. Nothing is
-# trained.
+# It reads the numbers of each study's own report, docs/results/<study>-<dataset>-d<size>/report.json
+# (which experiments/evidence.py writes beside the study's report.md once its final runs are done),
+# and writes docs/results/evidence_summary/report.md quoting them as those reports print them. It
+# needs no experiment folders, so it also runs on a clone that has only the published reports.
+# Nothing is trained.
 #
 # Run (after any evidence study):
-#     .venv/bin/python experiments/evidence_summary.py
+#     .venv/bin/python -m experiments.evidence_summary
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import sys
 from pathlib import Path
 
-from evidence import PRIMARY, STUDIES, script_command
-from pml_regularizers.bench.report import SummaryRow, provenance_lines, read_report_command, read_report_table
+from experiments.evidence import PRIMARY, STUDIES, script_command
+from pml_regularizers.bench.markdown import provenance_lines
+from pml_regularizers.bench.report_data import REPORT_JSON, ReportData, read_report_data
+from pml_regularizers.bench.stats import SummaryRow, verdict
 
 EMBEDDINGS = ("separated", "concatenated")
+_VERDICTS = {"better": "higher", "worse": "lower", "no clear difference": "no measurable difference"}
 _TAG = re.compile(r"^(?P<study>[a-z_]+)-(?P<data>.+)-d(?P<size>\d+)$")
 
 
 def study_reports(docs: Path) -> list[tuple[str, str, int, Path]]:
-    """``(study, dataset, size, report.md)`` for each evidence study's report under ``docs``, sorted
-    by study, dataset and size; other reports (sweeps, the default comparison) are left out."""
+    """``(study, dataset, size, report.json)`` for each evidence study's report under ``docs``,
+    sorted by study, dataset and size; other reports (sweeps, the default comparison) are left out."""
     found = []
-    for report in docs.glob("*/report.md"):
+    for report in docs.glob(f"*/{REPORT_JSON}"):
         match = _TAG.match(report.parent.name)
         if match is not None and match["study"] in STUDIES:
             found.append((match["study"], match["data"], int(match["size"]), report))
@@ -47,21 +49,19 @@ def _difference(row: SummaryRow | None) -> str:
 
 def _verdict(row: SummaryRow | None) -> str:
     """Where the difference's 95% interval lies: above 0, below 0, or across it."""
-    if row is None or row.diff_mean is None or row.diff_half_width is None or math.isnan(row.diff_half_width):
+    if row is None or row.baseline is None:
         return "n/a"
-    if row.diff_mean - row.diff_half_width > 0:
-        return "higher"
-    if row.diff_mean + row.diff_half_width < 0:
-        return "lower"
-    return "no measurable difference"
+    return _VERDICTS.get(verdict(row), "n/a")
 
 
-def summary_rows(tag: str, text: str) -> list[tuple[str, dict[str, SummaryRow], dict[str, SummaryRow]]]:
-    """For each experiment after the baseline in the test table of study ``tag``'s report ``text``:
+def summary_rows(tag: str, numbers: ReportData) -> list[tuple[str, dict[str, SummaryRow], dict[str, SummaryRow]]]:
+    """For each experiment after the baseline in the test table of study ``tag``'s report ``numbers``:
     its role, and the baseline's and its MAP@R rows by embedding (the others' rows carry the paired
     difference)."""
+    if numbers.split != "test":
+        raise ValueError(f"the report of study {tag} must summarize the test split, got {numbers.split!r}")
     baseline = f"{tag}-baseline"
-    rows = [r for r in read_report_table(text, "test") if r.metric == PRIMARY]
+    rows = [r for r in numbers.rows if r.metric == PRIMARY]
     by = {(r.experiment, r.embedding): r for r in rows}
     base = {e: by[baseline, e] for e in EMBEDDINGS if (baseline, e) in by}
     out = []
@@ -76,7 +76,7 @@ def write_summary(docs: Path, command: str) -> str:
     """Write the summary report into ``docs/evidence_summary/report.md`` and return its text."""
     studies = study_reports(docs)
     if not studies:
-        raise FileNotFoundError(f"no evidence study report (<study>-<dataset>-d<size>/report.md) in {docs}")
+        raise FileNotFoundError(f"no evidence study report (<study>-<dataset>-d<size>/{REPORT_JSON}) in {docs}")
     lines = [
         "# The evidence at a glance",
         "",
@@ -94,15 +94,15 @@ def write_summary(docs: Path, command: str) -> str:
     ]
     commands = []
     for study, data, size, report in studies:
-        text = report.read_text()
-        for role, base, other in summary_rows(report.parent.name, text):
+        numbers = read_report_data(report)
+        for role, base, other in summary_rows(report.parent.name, numbers):
             sep, cat = other.get("separated"), other.get("concatenated")
             lines.append(
                 f"| {study} | {data} | {size} | {role} | {_value(base.get('separated'))} | {_value(sep)} "
                 f"| {_difference(sep)} | {_difference(cat)} | {_verdict(sep)} |"
             )
-        if (made := read_report_command(text)) is not None:
-            commands.append(made)
+        if numbers.command is not None:
+            commands.append(numbers.command)
     lines += ["", *provenance_lines(command, [])]
     if commands:
         lines += ["The study reports it quotes were made by:", "", "```bash", *commands, "```", ""]
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="One table over every finished evidence study.")
     parser.add_argument("--docs", type=Path, default=Path("docs/results"), help="where reports go")
     args = parser.parse_args(argv)
-    print(write_summary(args.docs, script_command("experiments/evidence_summary.py", argv)))
+    print(write_summary(args.docs, script_command("experiments.evidence_summary", argv)))
     return 0
 
 

@@ -15,7 +15,7 @@
 # Bare flows log no log-determinant while they train, so this is how their volume change is seen.
 #
 # Run (on the flow-depth follow-up's experiments, see docs/results.md):
-#     .venv/bin/python experiments/flow_volume.py \
+#     .venv/bin/python -m experiments.flow_volume \
 #         runs/followup/jacobian_determinant_flow_depth2_validation-omniglot-d32-baseline \
 #         runs/followup/jacobian_determinant_flow_depth2_validation-omniglot-d32-method \
 #         --out docs/results/jacobian_determinant_flow_volume-omniglot-d32
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 from torch.func import jacrev, vmap
-from trained_folds import measure_folds, report_main
 
+from experiments.trained_folds import measure_folds, report_main
 from pml_regularizers import FlowEmbedder
 
 ROWS_PER_JACOBIAN_BATCH = 256  # bounds the memory of the batched Jacobians: 256 x D x D
@@ -56,10 +56,9 @@ def volume_change(flow: FlowEmbedder, features: torch.Tensor) -> dict[str, float
     z, logdet = flow.forward_and_logdet(features)
     logdet = logdet.double()
     transform = flow.transform()
-    singular = torch.cat([
-        torch.linalg.svdvals(vmap(jacrev(transform))(chunk).double())
-        for chunk in h.split(ROWS_PER_JACOBIAN_BATCH)
-    ])
+    singular = torch.cat(
+        [torch.linalg.svdvals(vmap(jacrev(transform))(chunk).double()) for chunk in h.split(ROWS_PER_JACOBIAN_BATCH)]
+    )
     return {
         "log-det mean": float(logdet.mean()),
         "log-det std": float(logdet.std()) if len(logdet) > 1 else math.nan,
@@ -79,8 +78,13 @@ def experiment_volume(exp_dir: Path) -> tuple[dict[str, list[float]], int]:
 
 def main(argv: list[str] | None = None) -> int:
     return report_main(
-        argv, "experiments/flow_volume.py", "Volume change of trained flow metric layers, from finished experiments",
-        "flow (embedder=flow)", "How much the trained flows change volume", experiment_volume, NOTE,
+        argv,
+        "experiments.flow_volume",
+        "Volume change of trained flow metric layers, from finished experiments",
+        "flow (embedder=flow)",
+        "How much the trained flows change volume",
+        experiment_volume,
+        NOTE,
     )
 
 

@@ -15,10 +15,10 @@
 # Every run is resumable, like the evidence study's.
 #
 # Run (Omniglot, 32-d, the learning rate the evidence study chose):
-#     .venv/bin/python experiments/skewed_mean_sweep.py --dataset omniglot --root ../shared/omniglot \
+#     .venv/bin/python -m experiments.skewed_mean_sweep --dataset omniglot --root ../shared/omniglot \
 #         --embedding-size 32 --lr 0.003
 # The same for NormalizedSoftmax's class weights: add --loss normalized_softmax.
-# Tiny smoke run (glyphs, seconds):  ... experiments/skewed_mean_sweep.py --size tiny
+# Tiny smoke run (glyphs, seconds):  ... -m experiments.skewed_mean_sweep --size tiny
 from __future__ import annotations
 
 import argparse
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from evidence import (
+from experiments.evidence import (
     SIZES,
     VAL_CURVE,
     add_run_arguments,
@@ -39,7 +39,10 @@ from evidence import (
     script_command,
     val_score,
 )
-from pml_regularizers.bench.report import experiment_command, mean_loss_curve, provenance_lines
+from pml_regularizers.bench.checkpoints import read_checkpoint
+from pml_regularizers.bench.experiment import ExperimentFolder
+from pml_regularizers.bench.markdown import provenance_lines
+from pml_regularizers.bench.training_logs import mean_loss_curve
 from pml_regularizers.functional import gram_pairwise_skewed_mean, pairwise_cosine_stats
 
 WEIGHTS = (0.0, 0.1, 1.0, 10.0, 100.0)
@@ -58,13 +61,25 @@ def proxy_geometry(proxies: torch.Tensor, lam: float) -> tuple[float, float, flo
     return largest, mean, float(gram_pairwise_skewed_mean(unit, lam))
 
 
-def _fold_dirs(exp_dir: Path) -> list[Path]:
-    return sorted(p for p in exp_dir.glob("seed_*/fold_*") if (p / "checkpoint_best.pt").exists())
+def _tested_checkpoints(exp_dir: Path) -> list[dict]:
+    """The checkpoint the runner tested of each finished fold of ``exp_dir`` (its best validation
+    epoch's), by seed then fold."""
+    folder = ExperimentFolder(exp_dir)
+    paths = (folder.tested_checkpoint(fold) for fold in folder.folds())
+    return [read_checkpoint(path) for path in paths if path is not None]
 
 
 def sweep(
-    dataset: list[str], size: str, embedding_size: int, lr: float, lam: float, out: Path, docs: Path,
-    cache: Path | None, command: str, loss: str = "proxy_anchor",
+    dataset: list[str],
+    size: str,
+    embedding_size: int,
+    lr: float,
+    lam: float,
+    out: Path,
+    docs: Path,
+    cache: Path | None,
+    command: str,
+    loss: str = "proxy_anchor",
 ) -> str:
     schedule, search_seeds, _ = SIZES[size]
     data_name = dataset_name([*schedule, *dataset])
@@ -73,8 +88,15 @@ def sweep(
     study = "skewed_mean_sweep" if loss == "proxy_anchor" else f"skewed_mean_sweep_{loss}"
     tag = f"{study}-{data_name}-d{embedding_size}"
     fixed = [
-        *schedule, *dataset, f"embedding_size={embedding_size}", f"loss={loss}", f"optimizer.lr={lr}",
-        "regularizer=skewed_mean", f"regularizer.lam={lam}", "test=false", f"seeds={search_seeds}",
+        *schedule,
+        *dataset,
+        f"embedding_size={embedding_size}",
+        f"loss={loss}",
+        f"optimizer.lr={lr}",
+        "regularizer=skewed_mean",
+        f"regularizer.lam={lam}",
+        "test=false",
+        f"seeds={search_seeds}",
         "seed_offset=100",
     ]
     runs = {w: run_named(f"{tag}-weight{w:g}", [*fixed, f"regularizer.weight={w}"], out, cache) for w in WEIGHTS}
@@ -85,21 +107,21 @@ def sweep(
     lines = [
         f"# SkewedMeanRegularizer weight sweep on {loss_title} ({data_name}, {embedding_size}-d)",
         "",
-        *provenance_lines(command, [c for c in map(experiment_command, runs.values()) if c]),
+        *provenance_lines(command, [c for c in (ExperimentFolder(d).command() for d in runs.values()) if c]),
         f"Validation only ({search_seeds} seed, class-disjoint folds of the training half; the test classes are "
         f"not used). Learning rate {lr:g}, lam {lam:g}. Weight 0 logs the regularizer's statistic but adds "
         "nothing to the loss. Class-center figures (ProxyAnchor's proxies, NormalizedSoftmax's class weights): "
         "cosine similarity between different classes' centers in each fold's best checkpoint, mean over "
         "folds; the random row is Gaussian centers of the same shape.",
         "",
-        f"| weight | validation MAP@R | best epoch (per fold) | largest cosine | mean cosine | skewed mean (lam {lam:g}) |",
+        "| weight | validation MAP@R | best epoch (per fold) | largest cosine | mean cosine "
+        f"| skewed mean (lam {lam:g}) |",
         "|---|---|---|---|---|---|",
     ]
     shape = None
     for w, exp_dir in runs.items():
         geometry, epochs = [], []
-        for fold in _fold_dirs(exp_dir):
-            state = torch.load(fold / "checkpoint_best.pt", map_location="cpu", weights_only=False)
+        for state in _tested_checkpoints(exp_dir):
             centers = centers_of(state["loss"])
             shape = tuple(centers.shape)
             geometry.append(proxy_geometry(centers, lam))
@@ -119,7 +141,11 @@ def sweep(
             curve = mean_loss_curve(exp_dir, column, log_file)
             if curve is not None:
                 ax.plot(*curve[:2], marker="o" if ax is ax_val else None, label=f"weight {w:g}")
-    ax_reg.set(xlabel="iteration", ylabel=f"skewed mean of class-center cosines (lam {lam:g})", title="regularizer statistic, mean over folds")
+    ax_reg.set(
+        xlabel="iteration",
+        ylabel=f"skewed mean of class-center cosines (lam {lam:g})",
+        title="regularizer statistic, mean over folds",
+    )
     ax_val.set(xlabel="epoch", ylabel="validation MAP@R", title="validation MAP@R, mean over folds")
     for ax in (ax_reg, ax_val):
         ax.grid(alpha=0.3)
@@ -135,15 +161,27 @@ def sweep(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="SkewedMeanRegularizer weight sweep (validation only).")
     add_run_arguments(parser)
-    parser.add_argument("--loss", choices=sorted(LOSSES), default="proxy_anchor", help="the loss whose class centers are regularized")
+    parser.add_argument(
+        "--loss", choices=sorted(LOSSES), default="proxy_anchor", help="the loss whose class centers are regularized"
+    )
     parser.add_argument("--lr", type=float, default=0.003, help="Adam learning rate (the evidence study's choice)")
     parser.add_argument("--lam", type=float, default=4.0)
     args = parser.parse_args(argv)
-    command = script_command("experiments/skewed_mean_sweep.py", argv)
-    print(sweep(
-        dataset_overrides(args), args.size, args.embedding_size, args.lr, args.lam, args.out, args.docs, args.cache,
-        command, args.loss,
-    ))
+    command = script_command("experiments.skewed_mean_sweep", argv)
+    print(
+        sweep(
+            dataset_overrides(args),
+            args.size,
+            args.embedding_size,
+            args.lr,
+            args.lam,
+            args.out,
+            args.docs,
+            args.cache,
+            command,
+            args.loss,
+        )
+    )
     return 0
 
 

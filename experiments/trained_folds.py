@@ -2,8 +2,8 @@
 # models (dvml_samples.py, flow_volume.py).
 #
 # For every finished fold of an experiment folder (made by experiments/evidence.py or pml-bench) it
-# rebuilds the trunk and embedder from the folder's config, loads the models the runner tested
-# (the best validation epoch's, or the last epoch's in a run without cross-validation) and
+# takes the models the runner tested (the best validation epoch's, or the last epoch's in a run
+# without cross-validation), rebuilt by the folder (pml_regularizers.bench.ExperimentFolder), and
 # embeds the fold's own training classes with the trunk, so the test classes are never used. A
 # measurement is a function of (embedder, trunk features, labels) that returns named figures; the
 # report has one row per experiment with each figure's mean and standard deviation over its folds.
@@ -15,28 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from evidence import script_command, val_score
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-from pml_regularizers.bench.data import TensorImageDataset, class_disjoint_split, training_folds
-from pml_regularizers.bench.report import experiment_command, load_records, provenance_lines
-from pml_regularizers.bench.runner import load_experiment_data
+from experiments.evidence import script_command, val_score
+from pml_regularizers.bench.experiment import ExperimentFolder
+from pml_regularizers.bench.experiment_data import torch_dataset
+from pml_regularizers.bench.markdown import provenance_lines
 
 Measure = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], dict[str, float]]
 Figures = Callable[[Path], tuple[dict[str, list[float]], int]]
-
-
-def tested_checkpoint(fold_dir: Path, validated: bool) -> Path | None:
-    """The checkpoint of ``fold_dir`` whose models the runner tested, or None before the fold finished.
-
-    That is the best validation epoch's (``checkpoint_best.pt``) for a ``validated`` fold, as the
-    runner keeps it, and otherwise the last epoch's (``checkpoint_latest.pt``).
-    """
-    latest, best = fold_dir / "checkpoint_latest.pt", fold_dir / "checkpoint_best.pt"
-    if not latest.exists() or not torch.load(latest, map_location="cpu", weights_only=True)["state"]["done"]:
-        return None
-    return best if validated and best.exists() else latest
 
 
 @torch.no_grad()
@@ -46,41 +32,34 @@ def measure_folds(exp_dir: Path, embedder: str, kind: str, measure: Measure) -> 
     ``embedder`` is the config choice the experiment must have (``dvml``, ``flow``); ``kind`` names
     such an experiment in the error raised for any other.
     """
-    cfg = OmegaConf.load(exp_dir / "config.yaml")
+    folder = ExperimentFolder(exp_dir)
+    cfg = folder.config()
     if cfg.choices.embedder != embedder:
         raise ValueError(f"{exp_dir} is not a {kind} experiment (embedder={cfg.choices.embedder})")
-    data = load_experiment_data(cfg)
-    train_classes, _ = class_disjoint_split(data.labels)
-    folds = training_folds(train_classes, cfg.cv_folds)
-    trunk = instantiate(cfg.trunk).eval()
-    model = instantiate(cfg.embedder, in_features=trunk.output_size, out_features=cfg.embedding_size).eval()
+    data = folder.data()
+    _, _, folds = folder.split(data)
     values: dict[str, list[float]] = {}
     count = 0
-    for fold_dir in sorted(exp_dir.glob("seed_*/fold_*")):
-        checkpoint = tested_checkpoint(fold_dir, validated=bool(cfg.cv_folds))
-        if checkpoint is None:
+    for fold in folder.folds():
+        models = folder.tested_models(fold, data)
+        if models is None:
             continue
-        fold = int(fold_dir.name.split("_")[1])
-        payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        trunk.load_state_dict(payload["models"]["trunk"])
-        model.load_state_dict(payload["models"]["embedder"])
-        loader = torch.utils.data.DataLoader(
-            TensorImageDataset(data.subset(folds[fold][0]), augment=False), batch_size=256
-        )
-        features, labels = zip(*((trunk(x), y) for x, y in loader))
-        for name, value in measure(model, torch.cat(features), torch.cat(labels)).items():
+        dataset = torch_dataset(data.subset(folds[fold.fold][0]), cfg, train=False)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=256)
+        features, labels = zip(*((models["trunk"](x), y) for x, y in loader))
+        for name, value in measure(models["embedder"], torch.cat(features), torch.cat(labels)).items():
             values.setdefault(name, []).append(value)
         count += 1
     if not count:
-        raise FileNotFoundError(f"no finished fold (seed_*/fold_*/ with a finished checkpoint_latest.pt) in {exp_dir}")
+        raise FileNotFoundError(f"no finished fold in {exp_dir}: no seed_*/fold_* has finished training")
     return values, count
 
 
 def validation_score(exp_dir: Path) -> str:
     """Mean validation MAP@R over the seeds of a finished experiment, or "–" before it has finished
     and for a run without cross-validation."""
-    finished = (exp_dir / "results.json").exists()
-    validated = finished and any(r["split"] == "val" for r in load_records(exp_dir))
+    folder = ExperimentFolder(exp_dir)
+    validated = folder.results_path.exists() and any(r["split"] == "val" for r in folder.records())
     return f"{val_score(exp_dir):.4f}" if validated else "–"
 
 
@@ -97,23 +76,27 @@ def fold_report(
     for exp_dir in exp_dirs:
         values, count = figures(exp_dir)
         names = list(values)
-        rows.append(f"| `{exp_dir.name}` | {validation_score(exp_dir)} | {count} | " + " | ".join(
-            f"{np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.3f}" for v in values.values()
-        ) + " |")
-    return "\n".join([
-        f"# {title}",
-        "",
-        *provenance_lines(command, [c for c in map(experiment_command, exp_dirs) if c]),
-        "Each fold's tested models (its best validation epoch's, or its last epoch's without "
-        "cross-validation), embedding the fold's own training classes (the test classes are not used). "
-        "Mean ± standard deviation over the folds of all seeds. Validation MAP@R: the experiment's own, "
-        f"mean over its seeds. {note}",
-        "",
-        "| Experiment | validation MAP@R | folds | " + " | ".join(names) + " |",
-        "|---|---|---|" + "---|" * len(names),
-        *rows,
-        "",
-    ])
+        rows.append(
+            f"| `{exp_dir.name}` | {validation_score(exp_dir)} | {count} | "
+            + " | ".join(f"{np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.3f}" for v in values.values())
+            + " |"
+        )
+    return "\n".join(
+        [
+            f"# {title}",
+            "",
+            *provenance_lines(command, [c for c in (ExperimentFolder(d).command() for d in exp_dirs) if c]),
+            "Each fold's tested models (its best validation epoch's, or its last epoch's without "
+            "cross-validation), embedding the fold's own training classes (the test classes are not used). "
+            "Mean ± standard deviation over the folds of all seeds. Validation MAP@R: the experiment's own, "
+            f"mean over its seeds. {note}",
+            "",
+            "| Experiment | validation MAP@R | folds | " + " | ".join(names) + " |",
+            "|---|---|---|" + "---|" * len(names),
+            *rows,
+            "",
+        ]
+    )
 
 
 def report_main(
@@ -121,7 +104,8 @@ def report_main(
 ) -> int:
     """The command line of a script that reports ``figures`` of finished ``kind`` experiments.
 
-    ``script`` is its path as the report quotes it; ``title`` the default heading. Writes
+    ``script`` is its module (``experiments.<name>``), which the report quotes in the command that
+    made it; ``title`` the default heading. Writes
     ``report.md`` into ``--out`` and prints it.
     """
     parser = argparse.ArgumentParser(description=description)

@@ -9,9 +9,15 @@ import torch
 from torch import Tensor
 
 
+def is_int(v: object, minimum: int | None = None) -> bool:
+    """True for an ``int`` that is not a ``bool`` (``True`` is an ``int`` to Python), and at least
+    ``minimum`` when one is given."""
+    return isinstance(v, int) and not isinstance(v, bool) and (minimum is None or v >= minimum)
+
+
 def is_positive_int(v: object) -> bool:
     """True for an ``int`` (not a ``bool``) greater than 0."""
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+    return is_int(v, 1)
 
 
 def check_num_samples(num_samples: object) -> int:
@@ -38,11 +44,52 @@ def check_rows(x: object, name: str, width: int, width_name: str) -> None:
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim != 2 or x.shape[1] != width:
-        raise ValueError(
-            f"{name} must be 2-D with shape (N, {width_name}={width}), got shape {tuple(x.shape)}"
-        )
+        raise ValueError(f"{name} must be 2-D with shape (N, {width_name}={width}), got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must have a floating-point dtype, got {x.dtype}")
+
+
+_FINITE_CHECKS = {"enabled": True}
+
+
+class set_finite_checks:
+    """Turn the package's finite checks (:func:`check_finite`) on or off, globally or in a block.
+
+    Each check costs one wait for the device per call of a public module (the flow's forward,
+    each regularizer and loss call). Turned off, non-finite input and overflow pass through
+    silently, as in PyTorch; shapes, dtypes and settings are still checked, which costs no
+    wait. On by default: a wrong finite value or a NaN that surfaces epochs later costs more
+    than the wait; the cost per step is measured by ``benchmarks/finite_checks.py``.
+
+    Works as a function, like :class:`torch.set_grad_enabled`, and as a context manager that
+    restores the previous setting on exit::
+
+        pml_regularizers.set_finite_checks(False)       # from here on
+        with pml_regularizers.set_finite_checks(False):  # only inside the block
+            ...
+
+    Parameters
+    ----------
+    enabled : bool
+        Whether the checks run.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        if not isinstance(enabled, bool):
+            raise ValueError(f"enabled must be True or False, got {enabled!r}")
+        self.previous = _FINITE_CHECKS["enabled"]
+        _FINITE_CHECKS["enabled"] = enabled
+
+    def __enter__(self) -> set_finite_checks:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _FINITE_CHECKS["enabled"] = self.previous
+
+
+def finite_checks_enabled() -> bool:
+    """Whether the finite checks run (:class:`set_finite_checks`)."""
+    return _FINITE_CHECKS["enabled"]
 
 
 def check_finite(
@@ -57,7 +104,8 @@ def check_finite(
     every input is finite but one of ``outputs`` is not (the computation overflowed), the
     ``ValueError`` names ``where``, the inputs and their largest magnitudes, instead of letting
     the NaN or infinity through. All tensors are tested together, so a call costs one wait for
-    the device whatever the number of tensors; the messages are only built on failure.
+    the device whatever the number of tensors, and one sum a tensor; the messages are only built
+    on failure.
 
     Parameters
     ----------
@@ -70,20 +118,26 @@ def check_finite(
     params : mapping of str to float, optional
         The caller's numeric settings that scale the result (such as a target or a skew), quoted
         in the overflow message, since one of them may be the cause.
+
+    Nothing is checked while :class:`set_finite_checks` has turned the checks off.
     """
     tensors = [*inputs.values(), *outputs]
-    if not tensors:
+    if not tensors or not _FINITE_CHECKS["enabled"]:
         return
     device = tensors[0].device
-    flags = torch.stack([torch.isfinite(t.detach()).all().to(device) for t in tensors])
-    if bool(flags.all()):
+    # One reduction a tensor: a NaN or infinity makes its float64 sum non-finite, and finite
+    # values of 16- or 32-bit dtypes cannot overflow it. A float64 sum of huge finite float64
+    # values can, so a non-finite total is confirmed element-wise before anything is raised.
+    total = torch.stack([t.detach().sum(dtype=torch.float64).to(device) for t in tensors]).sum()
+    if bool(torch.isfinite(total)):
+        return
+    if all(bool(torch.isfinite(t).all()) for t in tensors):
         return
     for name, t in inputs.items():
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name} contains non-finite values (nan or inf)")
     sizes = ", ".join(
-        f"largest |{name}| = {float(t.detach().abs().max()) if t.numel() else 0.0:.3g}"
-        for name, t in inputs.items()
+        f"largest |{name}| = {float(t.detach().abs().max()) if t.numel() else 0.0:.3g}" for name, t in inputs.items()
     )
     if params:
         sizes += "; " + ", ".join(f"{name} = {value:.3g}" for name, value in params.items())

@@ -101,8 +101,7 @@ def _check_grouped_rows(x: Tensor, group_size: int, block_size: int | None, name
     rows = x.shape[0]
     if rows % group_size != 0 or rows // group_size < 2:
         raise ValueError(
-            f"the rows of {name} ({rows}) must be a multiple of group_size ({group_size}) "
-            "and hold at least 2 groups"
+            f"the rows of {name} ({rows}) must be a multiple of group_size ({group_size}) and hold at least 2 groups"
         )
     if block_size is not None and not is_positive_int(block_size):
         raise ValueError(f"block_size must be an int >= 1 or None, got {block_size!r}")
@@ -296,9 +295,7 @@ def row_skewed_means(
     return torch.cat(out)
 
 
-def _gram_transform(
-    s: Tensor, transform: GramTransform, power: float
-) -> tuple[Tensor, Tensor | None]:
+def _gram_transform(s: Tensor, transform: GramTransform, power: float) -> tuple[Tensor, Tensor | None]:
     """Pair value and its derivative with respect to the inner product ``s``."""
     if transform == "similarity":
         return s, None
@@ -314,7 +311,9 @@ class _GramPairwiseSkewedMean(torch.autograd.Function):
 
     Forward: per row block, one product for the block's similarities against the rows after it and,
     when a gradient is needed, two products (rows and columns) that accumulate the gradient with an
-    online rescaling by the running maximum. Backward: one scaling of that accumulator.
+    online rescaling by the running maximum. Backward: one scaling of that accumulator, which has
+    no derivative itself: a backward with ``create_graph=True`` raises instead of silently
+    leaving this term out of the second derivative.
 
     With :math:`m` the running extreme of the pair values :math:`g` (the maximum for
     :math:`\\lambda > 0`, the minimum for :math:`\\lambda < 0`) and :math:`z = \\lambda (g - m)
@@ -396,6 +395,7 @@ class _GramPairwiseSkewedMean(torch.autograd.Function):
         else:
             t = total / seen
             log_t = math.log1p(total_m1 / seen) if t > 0.5 else math.log(t)
+            assert running_ext is not None  # set by the first block with pairs (seen > 0 here)
             value = running_ext + log_t / lam
         if acc is not None:
             ctx.save_for_backward(acc.div_(total))
@@ -403,6 +403,12 @@ class _GramPairwiseSkewedMean(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):  # type: ignore[override]
+        if torch.is_grad_enabled():  # autograd runs backward in grad mode only for create_graph=True
+            raise RuntimeError(
+                "gram_pairwise_skewed_mean has no second derivative (its backward scales a gradient "
+                "accumulated in the forward pass), so it cannot be differentiated with "
+                "create_graph=True; for higher derivatives use skewed_mean on the explicit pair values"
+            )
         (grad_u,) = ctx.saved_tensors
         return grad_output * grad_u, None, None, None, None, None
 
@@ -473,9 +479,7 @@ def gram_pairwise_skewed_mean(
 
 
 @torch.no_grad()
-def pairwise_cosine_stats(
-    x: Tensor, group_size: int = 1, block_size: int | None = None
-) -> tuple[float, float]:
+def pairwise_cosine_stats(x: Tensor, group_size: int = 1, block_size: int | None = None) -> tuple[float, float]:
     """Largest and mean cosine similarity over pairs of rows in different groups.
 
     The mean uses the O(R x D) identity
@@ -589,9 +593,7 @@ def same_class_interpolation(h: Tensor, labels: Tensor, eps: float) -> tuple[Ten
     if h.ndim != 2:
         raise ValueError(f"h must be 2-D with shape (N, D), got shape {tuple(h.shape)}")
     if labels.ndim != 1 or labels.shape[0] != h.shape[0]:
-        raise ValueError(
-            f"labels must have shape ({h.shape[0]},) to match h, got shape {tuple(labels.shape)}"
-        )
+        raise ValueError(f"labels must have shape ({h.shape[0]},) to match h, got shape {tuple(labels.shape)}")
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
     n = h.shape[0]
@@ -602,7 +604,6 @@ def same_class_interpolation(h: Tensor, labels: Tensor, eps: float) -> tuple[Ten
     partner = torch.where(has_partner, scores.argmax(dim=1), torch.arange(n, device=h.device))
     u = (eps * torch.rand(n, 1, device=h.device)).to(h.dtype)
     return h + u * (h[partner] - h), has_partner
-
 
 
 # DVML --------------------------------------------------------------------------------------------
@@ -669,9 +670,7 @@ def reparameterized_samples(
     if noise is None:
         noise = torch.randn(rows, num_samples, dim, dtype=mu.dtype, device=mu.device)
     elif noise.shape != (rows, num_samples, dim):
-        raise ValueError(
-            f"noise must have shape (B, T, D) = {(rows, num_samples, dim)}, got {tuple(noise.shape)}"
-        )
+        raise ValueError(f"noise must have shape (B, T, D) = {(rows, num_samples, dim)}, got {tuple(noise.shape)}")
     elif noise.dtype != mu.dtype or noise.device != mu.device:
         raise ValueError(f"noise must be {mu.dtype} on {mu.device} like mu, got {noise.dtype} on {noise.device}")
     sigma = torch.exp(0.5 * logvar)
@@ -710,9 +709,7 @@ def reconstruction_error(target: Tensor, reconstruction: Tensor) -> Tensor:
     return (decoded - target.unsqueeze(1)).pow(2).sum(dim=-1).mean()
 
 
-def draw_aligned_triplets(
-    labels: Tensor, num_samples: int, exclude_own: bool = True
-) -> tuple[Tensor, Tensor, Tensor]:
+def draw_aligned_triplets(labels: Tensor, num_samples: int, exclude_own: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """Every triplet whose anchor is a real row and whose positive and negative are synthetic
     draws of the same index ``t``.
 

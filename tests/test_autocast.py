@@ -49,8 +49,11 @@ def test_skewed_mean_stays_in_float32(form):
 
 @pytest.mark.parametrize("embedder", ["flow", "dueling"])
 def test_flow_logdets_and_embeddings_stay_in_float32(embedder):
-    flow = randomised(FlowEmbedder(16, 8, hidden_features=32) if embedder == "flow"
-                      else DuelingFlowEmbedder(16, 8, hidden_features=32))
+    flow = randomised(
+        FlowEmbedder(16, 8, hidden_features=32)
+        if embedder == "flow"
+        else DuelingFlowEmbedder(16, 8, hidden_features=32)
+    )
     x = torch.randn(8, 16)
     z_expected = flow(x)
     logdet_expected = flow.logdet_of(z_expected)
@@ -70,8 +73,9 @@ def test_flow_logdets_and_embeddings_stay_in_float32(embedder):
 
 def test_the_full_determinant_loss_is_finite_and_close_to_float32():
     emb = randomised(DuelingFlowEmbedder(16, 8, hidden_features=32))
-    loss_fn = JacobianDeterminantLoss(losses.ContrastiveLoss(), emb, penalty_weight=0.5, reward_weight=0.2,
-                                      interpolation_eps=0.5)
+    loss_fn = JacobianDeterminantLoss(
+        losses.ContrastiveLoss(), emb, penalty_weight=0.5, reward_weight=0.2, interpolation_eps=0.5
+    )
     x = torch.randn(8, 16)
     torch.manual_seed(3)
     expected = loss_fn(emb(x), LABELS)

@@ -58,21 +58,24 @@ def test_fence_pattern_takes_whole_blocks_only():
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(ROOT).as_posix() for p in PAGES])
+@pytest.mark.slow
 def test_python_blocks_of_the_page_run(page, tmp_path):
     blocks = [m.group(2) for m in FENCE.finditer(page.read_text(encoding="utf-8"))]
     script = tmp_path / "page.py"
     script.write_text("\n\n".join(blocks), encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=180
-    )
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, f"{page.name}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
 
 
 def test_a_report_must_name_the_command_that_made_it(tmp_path, monkeypatch):
     conf = _load_docs_conf()
     monkeypatch.setattr(conf, "DOCS", tmp_path)
-    for name, text in [("named", "Command: `torchrun --nproc_per_node=2 -m x`"), ("typed", "| 0.5 |"),
-                       ("script", "python experiments/evidence_summary.py"), ("other", "python make_up.py")]:
+    for name, text in [
+        ("named", "Command: `torchrun --nproc_per_node=2 -m x`"),
+        ("typed", "| 0.5 |"),
+        ("script", "python -m experiments.evidence_summary"),
+        ("other", "python make_up.py"),
+    ]:
         (tmp_path / "results" / name).mkdir(parents=True)
         (tmp_path / "results" / name / "report.md").write_text(f"# {name}\n\n{text}\n")
     assert conf.reports_without_command() == ["results/other/report", "results/typed/report"]
@@ -140,12 +143,15 @@ def built_docs(tmp_path_factory) -> Path:
     out = root / "html"
     result = subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-E", "-q", "-b", "html", src, out],
-        capture_output=True, text=True, timeout=180,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
 
+@pytest.mark.slow
 def test_results_page_lists_every_report_with_its_plot(built_docs):
     results_html = (built_docs / "results.html").read_text(encoding="utf-8")
     first = results_html.index('href="results/a_first/report.html"')
@@ -155,6 +161,7 @@ def test_results_page_lists_every_report_with_its_plot(built_docs):
     assert (built_docs / "_images" / "metrics.png").is_file()
 
 
+@pytest.mark.slow
 def test_no_page_has_an_empty_section(built_docs):
     for page in sorted(built_docs.rglob("*.html")):
         if page.name in ("genindex.html", "search.html", "py-modindex.html"):
@@ -165,6 +172,7 @@ def test_no_page_has_an_empty_section(built_docs):
         assert not empty, f"{page.relative_to(built_docs)}: empty sections {empty}"
 
 
+@pytest.mark.slow
 def test_method_pages_render_their_math_for_mathjax(built_docs):
     for source in sorted((DOCS / "methods").glob("*.md")):
         if "$" not in source.read_text(encoding="utf-8"):
@@ -175,6 +183,7 @@ def test_method_pages_render_their_math_for_mathjax(built_docs):
         assert "$$" not in html, f"{source.name}: a $$ block was not parsed as math"
 
 
+@pytest.mark.slow
 def test_quickstart_lists_every_example(built_docs):
     html = (built_docs / "quickstart.html").read_text(encoding="utf-8")
     conf = _load_docs_conf()

@@ -2,6 +2,7 @@
 each process holds half the batch; the metric terms on the gathered real and synthetic rows equal
 one process's on the whole batch (times the wrappers' world_size factor), and so do the gradients."""
 
+import pytest
 import torch
 from pytorch_metric_learning import losses, miners
 from pytorch_metric_learning.utils.distributed import DistributedLossWrapper, DistributedMinerWrapper
@@ -9,6 +10,8 @@ from pytorch_metric_learning.utils.distributed import DistributedLossWrapper, Di
 from pml_regularizers import DVMLEmbedder, DVMLLoss, DVMLMiner
 
 from ._gloo import spawn_gloo
+
+pytestmark = pytest.mark.slow
 
 WORLD, PER_RANK, IN, EMB, T, CLASSES = 2, 8, 10, 4, 3, 4
 METRIC_TERMS = ("synthetic_metric_loss", "metric_loss")
@@ -45,9 +48,7 @@ def _worker(rank, out_dir):
     terms = make_dvml(embedder, True).terms(mine, labels[rows], 2, noise=noise[rows])
     out = {}
     for k in METRIC_TERMS:
-        feat_grad, head_grad = torch.autograd.grad(
-            terms[k], [mine, embedder.heads.weight], retain_graph=True
-        )
+        feat_grad, head_grad = torch.autograd.grad(terms[k], [mine, embedder.heads.weight], retain_graph=True)
         out[k] = {"value": terms[k].detach(), "feat_grad": feat_grad, "head_grad": head_grad}
     torch.save(out, f"{out_dir}/rank{rank}.pt")
 
@@ -61,9 +62,7 @@ def test_same_metric_terms_and_gradients_as_one_process(tmp_path):
     terms = make_dvml(embedder, False).terms(features, labels, 2, noise=noise)
     outs = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     for k in METRIC_TERMS:
-        feat_grad, head_grad = torch.autograd.grad(
-            terms[k], [features, embedder.heads.weight], retain_graph=True
-        )
+        feat_grad, head_grad = torch.autograd.grad(terms[k], [features, embedder.heads.weight], retain_graph=True)
         assert terms[k].item() > 0, k
         head_sum = torch.zeros_like(head_grad)
         for rank, out in enumerate(outs):

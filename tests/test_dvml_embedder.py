@@ -153,7 +153,10 @@ def test_input_errors():
         emb(torch.zeros(5, 8, dtype=torch.long))
     with pytest.raises(ValueError, match=r"z must have shape \(N, out_features=4\)"):
         emb.decode(torch.randn(5, 3))
-    for kwargs in ({"in_features": 0, "out_features": 4}, {"in_features": 8, "out_features": 2.5},
-                   {"in_features": 8, "out_features": 4, "decoder_hidden": 0}):
+    for kwargs in (
+        {"in_features": 0, "out_features": 4},
+        {"in_features": 8, "out_features": 2.5},
+        {"in_features": 8, "out_features": 4, "decoder_hidden": 0},
+    ):
         with pytest.raises(ValueError, match="must be a positive int"):
             DVMLEmbedder(**kwargs)

@@ -5,11 +5,11 @@ PML's own losses and miners, the phase weights, the miner wiring and the input c
 import pytest
 import torch
 from pytorch_metric_learning import losses, miners
-from pytorch_metric_learning.utils.distributed import DistributedMinerWrapper
+from pytorch_metric_learning.utils.distributed import DistributedLossWrapper, DistributedMinerWrapper
 
 from pml_regularizers import DVMLEmbedder, DVMLLoss, DVMLMiner
 from pml_regularizers import functional as F
-from pml_regularizers.losses.dvml_loss import split_miners
+from pml_regularizers.losses.dvml_loss import split_miners, takes_reference
 
 IN, EMB, T, B = 10, 4, 3, 12
 
@@ -24,8 +24,10 @@ def setup(loss=None, miner=None, **kwargs):
 
 
 def grads(value, params):
-    return [torch.zeros_like(p) if g is None else g
-            for p, g in zip(params, torch.autograd.grad(value, params, allow_unused=True, retain_graph=True))]
+    return [
+        torch.zeros_like(p) if g is None else g
+        for p, g in zip(params, torch.autograd.grad(value, params, allow_unused=True, retain_graph=True))
+    ]
 
 
 @pytest.mark.parametrize("epoch, phase", [(1, 1), (2, 2), (5, 2)])
@@ -66,9 +68,13 @@ def test_terms_match_direct_computation(dimension_mean):
     sigma = torch.exp(0.5 * logvar)
     samples = (z + mu).repeat_interleave(T, 0) + sigma.repeat_interleave(T, 0) * noise.reshape(B * T, EMB)
     sample_labels = labels.repeat_interleave(T)
-    kl = torch.distributions.kl_divergence(
-        torch.distributions.Normal(mu, torch.exp(0.5 * logvar)), torch.distributions.Normal(0.0, 1.0)
-    ).sum(1).mean()
+    kl = (
+        torch.distributions.kl_divergence(
+            torch.distributions.Normal(mu, torch.exp(0.5 * logvar)), torch.distributions.Normal(0.0, 1.0)
+        )
+        .sum(1)
+        .mean()
+    )
     recon = ((embedder.decoder(samples) - features.repeat_interleave(T, 0)) ** 2).sum(1).mean()
     if dimension_mean:  # means over the embedding and feature dimensions instead of sums
         kl, recon = kl / EMB, recon / features.shape[1]
@@ -88,20 +94,84 @@ def test_terms_match_direct_computation(dimension_mean):
 def test_losses_without_ref_emb_get_the_synthetic_samples_alone():
     loss = losses.ProxyAnchorLoss(num_classes=3, embedding_size=EMB)
     trunk, embedder, dvml, x, labels = setup(loss)
+    assert dvml.synthetic_reference is False
     features = trunk(x)
     noise = torch.randn(B, T, EMB)
-    for _ in range(2):  # the first call finds out, the second remembers
-        value = dvml.terms(features, labels, 1, noise=noise)["synthetic_metric_loss"]
-        z, mu, logvar = embedder.encode(features)
-        samples = F.reparameterized_samples(z, mu, logvar, T, noise)
-        torch.testing.assert_close(value, loss(samples, labels.repeat_interleave(T)))
-    assert dvml._loss_takes_ref is False
+    value = dvml.terms(features, labels, 1, noise=noise)["synthetic_metric_loss"]
+    z, mu, logvar = embedder.encode(features)
+    samples = F.reparameterized_samples(z, mu, logvar, T, noise)
+    torch.testing.assert_close(value, loss(samples, labels.repeat_interleave(T)))
+
+
+def test_synthetic_reference_false_is_the_samples_alone_for_any_loss():
+    loss = losses.TripletMarginLoss(margin=0.2)
+    trunk, embedder, dvml, x, labels = setup(loss, synthetic_reference=False)
+    features = trunk(x)
+    noise = torch.randn(B, T, EMB)
+    value = dvml.terms(features, labels, 1, noise=noise)["synthetic_metric_loss"]
+    z, mu, logvar = embedder.encode(features)
+    samples = F.reparameterized_samples(z, mu, logvar, T, noise)
+    torch.testing.assert_close(value, loss(samples, labels.repeat_interleave(T)))
+    with pytest.raises(ValueError, match="synthetic_reference must be True, False or None"):
+        DVMLLoss(embedder, loss, synthetic_reference="auto")
+
+
+def test_the_embedder_is_held_by_reference_and_the_metric_loss_owned():
+    """As JacobianDeterminantLoss does: the loss's parameters and state are the metric loss's
+    (ProxyAnchor's proxies), never the embedder's, which the user's optimizer trains."""
+    loss = losses.ProxyAnchorLoss(num_classes=3, embedding_size=EMB)
+    trunk, embedder, dvml, x, labels = setup(loss)
+    assert dvml.embedder is embedder
+    assert [id(p) for p in dvml.parameters()] == [id(loss.proxies)]
+    assert set(dvml.state_dict()) == {f"loss.{k}" for k in loss.state_dict()}
+    dvml.terms(trunk(x), labels, 1)["metric_loss"].backward()
+    assert embedder.heads.weight.grad is not None  # the embedder still trains through the terms
+
+
+def _pml_losses():
+    """Every PML metric loss class, with the arguments it needs here."""
+    needs = {
+        "HistogramLoss": {"n_bins": 10},
+        "ManifoldLoss": {"l": EMB},
+        "P2SGradLoss": {"descriptors_dim": EMB, "num_classes": 3},
+        "RankedListLoss": {"margin": 0.4, "Tn": 1.0},
+    }
+    return [
+        pytest.param(cls, needs.get(name, {}), id=name)
+        for name, cls in sorted(vars(losses).items())
+        if isinstance(cls, type)
+        and issubclass(cls, losses.BaseMetricLossFunction)
+        and cls not in (losses.BaseMetricLossFunction, losses.GenericPairLoss)
+    ]
+
+
+@pytest.mark.parametrize("cls, kwargs", _pml_losses())
+def test_the_table_of_losses_without_references_matches_what_pml_accepts(cls, kwargs):
+    """NO_REFERENCE_LOSSES holds exactly the PML losses that refuse reference embeddings or
+    tuples: found here by calling each with them, so a PML release that changes this fails."""
+    try:
+        loss = cls(**{"num_classes": 3, "embedding_size": EMB, **kwargs})
+    except TypeError:  # a loss without class weights
+        loss = cls(**kwargs)
+    g = torch.Generator().manual_seed(0)
+    emb, ref = torch.randn(6, EMB, generator=g), torch.randn(12, EMB, generator=g)
+    labels, ref_labels = torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 1, 2] * 4)
+    tuples = (torch.tensor([0, 2]), torch.tensor([0, 1]), torch.tensor([1, 0]))
+    try:
+        loss(emb, labels, tuples, ref, ref_labels)
+    except ValueError as err:
+        accepted = "not supported" not in str(err)
+        if accepted:
+            raise
+    else:
+        accepted = True
+    assert takes_reference(loss) is accepted
+    assert takes_reference(DistributedLossWrapper(loss)) is accepted
 
 
 @pytest.mark.parametrize("switch", [1, 3])
 def test_forward_weights_the_terms_by_phase(switch):
-    trunk, embedder, dvml, x, labels = setup(phase2_start_epoch=switch,
-                                             phase1_weights=(0.5, 2.0, 0.25, 3.0))
+    trunk, embedder, dvml, x, labels = setup(phase2_start_epoch=switch, phase1_weights=(0.5, 2.0, 0.25, 3.0))
     features = trunk(x)
     noise = torch.randn(B, T, EMB)
     for epoch in (1, 2, 3, 4):
@@ -109,11 +179,14 @@ def test_forward_weights_the_terms_by_phase(switch):
         total = dvml(features, labels, epoch, noise=noise)
         terms = dvml.terms(features, labels, epoch, noise=noise)
         assert dvml.last_terms == pytest.approx({k: v.item() for k, v in terms.items()}, rel=1e-6)
-        expected = sum(w * terms[k] for w, k in zip(weights, ["kl_loss", "reconstruction_loss",
-                                                                  "synthetic_metric_loss", "metric_loss"]))
+        expected = sum(
+            w * terms[k]
+            for w, k in zip(weights, ["kl_loss", "reconstruction_loss", "synthetic_metric_loss", "metric_loss"])
+        )
         torch.testing.assert_close(total, expected)
-        assert dvml.weights(epoch) == dict(zip(["kl_loss", "reconstruction_loss", "synthetic_metric_loss",
-                                                "metric_loss"], weights))
+        assert dvml.weights(epoch) == dict(
+            zip(["kl_loss", "reconstruction_loss", "synthetic_metric_loss", "metric_loss"], weights)
+        )
 
 
 def test_miner_wiring():
@@ -178,7 +251,9 @@ def test_errors():
         dvml(torch.randn(4, IN), torch.arange(3), 1)
     with pytest.raises(ValueError, match=f"in_features={IN}"):
         dvml(torch.randn(4, IN + 1), torch.arange(4), 1)
-    with pytest.raises(ValueError, match=rf"features must be a 2-D tensor with at least one row, got torch.Size\(\[0, {IN}\]\)"):
+    with pytest.raises(
+        ValueError, match=rf"features must be a 2-D tensor with at least one row, got torch.Size\(\[0, {IN}\]\)"
+    ):
         dvml(torch.randn(0, IN), torch.arange(0), 1)
     with pytest.raises(ValueError, match="features must be a 2-D tensor with at least one row, got list"):
         dvml([[0.0] * IN], torch.arange(1), 1)

@@ -67,8 +67,7 @@ def test_no_inner_miner_gives_every_draw_aligned_triplet(exclude_own):
 def test_triplet_margin_miner_per_draw(kind, exclude_own):
     real, labels, synthetic, ref_labels = batch(1)
     margin = 0.3
-    miner = DVMLMiner(miners.TripletMarginMiner(margin=margin, type_of_triplets=kind),
-                      exclude_own_samples=exclude_own)
+    miner = DVMLMiner(miners.TripletMarginMiner(margin=margin, type_of_triplets=kind), exclude_own_samples=exclude_own)
     tuples = miner(real, labels, synthetic, ref_labels)
     assert_valid(tuples, labels, exclude_own)
 
@@ -136,9 +135,7 @@ def test_stats_are_summed_over_draws():
 def test_draw_aligned_triplets_layout():
     labels = torch.tensor([0, 0, 1])
     a, p, n = F.draw_aligned_triplets(labels, 2, exclude_own=True)
-    assert list(zip(a.tolist(), p.tolist(), n.tolist())) == [
-        (0, 2, 4), (1, 0, 4), (0, 3, 5), (1, 1, 5)
-    ]
+    assert list(zip(a.tolist(), p.tolist(), n.tolist())) == [(0, 2, 4), (1, 0, 4), (0, 3, 5), (1, 1, 5)]
 
 
 def test_errors():
@@ -158,4 +155,3 @@ def test_errors():
         DVMLMiner(DVMLMiner())
     with pytest.raises(ValueError, match="exclude_own_samples must be a bool"):
         DVMLMiner(exclude_own_samples=1)
-

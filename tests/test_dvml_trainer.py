@@ -32,13 +32,19 @@ def make_trainer(dataset, miner=None, batch_size=32, **kwargs):
         "trunk_optimizer": torch.optim.Adam(trunk.parameters(), 1e-3),
         "embedder_optimizer": torch.optim.Adam(embedder.parameters(), 1e-3),
     }
-    defaults = dict(batch_size=batch_size, loss_funcs={"metric_loss": losses.TripletMarginLoss(margin=0.2)},
-                    mining_funcs={} if miner is None else {"tuple_miner": miner},
-                    dataset=dataset, dataloader_num_workers=0, num_samples=5)
+    defaults = dict(
+        batch_size=batch_size,
+        loss_funcs={"metric_loss": losses.TripletMarginLoss(margin=0.2)},
+        mining_funcs={} if miner is None else {"tuple_miner": miner},
+        dataset=dataset,
+        dataloader_num_workers=0,
+        num_samples=5,
+    )
     defaults.update(kwargs)
     return DVMLTrainer(models=models, optimizers=optimizers, **defaults)
 
 
+@pytest.mark.slow
 def test_one_epoch_with_tester_and_record_keeper(tmp_path):
     train, val = blobs(8, 16, 16, 0), blobs(4, 16, 16, 1)
     record_keeper, _, _ = logging_presets.get_record_keeper(str(tmp_path / "logs"), str(tmp_path / "tb"))
@@ -47,14 +53,17 @@ def test_one_epoch_with_tester_and_record_keeper(tmp_path):
     tester = testers.GlobalEmbeddingSpaceTester(
         end_of_testing_hook=hooks.end_of_testing_hook,
         dataloader_num_workers=0,
-        accuracy_calculator=AccuracyCalculator(include=("mean_average_precision_at_r", "precision_at_1"),
-                                               k="max_bin_count"),
+        accuracy_calculator=AccuracyCalculator(
+            include=("mean_average_precision_at_r", "precision_at_1"), k="max_bin_count"
+        ),
     )
-    end_of_epoch_hook = hooks.end_of_epoch_hook(tester, {"val": val}, str(tmp_path / "models"),
-                                                test_interval=1, patience=1)
+    end_of_epoch_hook = hooks.end_of_epoch_hook(
+        tester, {"val": val}, str(tmp_path / "models"), test_interval=1, patience=1
+    )
     miner = DVMLMiner(miners.MultiSimilarityMiner(epsilon=0.1), collect_stats=True)
-    trainer = make_trainer(train, miner, end_of_iteration_hook=hooks.end_of_iteration_hook,
-                           end_of_epoch_hook=end_of_epoch_hook)
+    trainer = make_trainer(
+        train, miner, end_of_iteration_hook=hooks.end_of_iteration_hook, end_of_epoch_hook=end_of_epoch_hook
+    )
     assert trainer.mining_funcs["synthetic_tuple_miner"] is miner
     assert isinstance(trainer.mining_funcs["tuple_miner"], miners.MultiSimilarityMiner)
     trainer.train(num_epochs=1)
@@ -84,13 +93,18 @@ def test_one_epoch_with_tester_and_record_keeper(tmp_path):
 
 
 @pytest.mark.parametrize("epoch", [1, 2])
+@pytest.mark.slow
 def test_same_loss_values_as_the_plain_loop_module(epoch):
     data = blobs(6, 8, 16, 2)
     logged = {}
-    trainer = make_trainer(data, miners.TripletMarginMiner(margin=0.3), batch_size=48,
-                           sampler=torch.utils.data.SequentialSampler(data), iterations_per_epoch=1,
-                           end_of_iteration_hook=lambda t: logged.update(
-                               {k: float(v) for k, v in t.losses.items()}))
+    trainer = make_trainer(
+        data,
+        miners.TripletMarginMiner(margin=0.3),
+        batch_size=48,
+        sampler=torch.utils.data.SequentialSampler(data),
+        iterations_per_epoch=1,
+        end_of_iteration_hook=lambda t: logged.update({k: float(v) for k, v in t.losses.items()}),
+    )
     models = copy.deepcopy(trainer.models)
     captured = {}
     get_batch = trainer.get_batch
@@ -104,8 +118,9 @@ def test_same_loss_values_as_the_plain_loop_module(epoch):
     trainer.train(start_epoch=epoch, num_epochs=epoch)
 
     x, labels = captured["batch"]
-    plain = DVMLLoss(models["embedder"], losses.TripletMarginLoss(margin=0.2),
-                     miners.TripletMarginMiner(margin=0.3), num_samples=5)
+    plain = DVMLLoss(
+        models["embedder"], losses.TripletMarginLoss(margin=0.2), miners.TripletMarginMiner(margin=0.3), num_samples=5
+    )
     torch.manual_seed(123)
     total = plain(models["trunk"](x), labels, epoch)
     weights = plain.weights(epoch)
@@ -150,8 +165,7 @@ def test_errors():
     with pytest.raises(ValueError, match="models must be a dict with 'trunk' and 'embedder'"):
         DVMLTrainer(models={"trunk": trunk}, loss_funcs=loss_funcs, **common)
     with pytest.raises(ValueError, match="embedder must be a DVMLEmbedder"):
-        DVMLTrainer(models={"trunk": trunk, "embedder": torch.nn.Linear(32, 8)}, loss_funcs=loss_funcs,
-                    **common)
+        DVMLTrainer(models={"trunk": trunk, "embedder": torch.nn.Linear(32, 8)}, loss_funcs=loss_funcs, **common)
     models = {"trunk": trunk, "embedder": DVMLEmbedder(32, 8)}
     with pytest.raises(ValueError, match="loss_funcs must be a dict with 'metric_loss'"):
         DVMLTrainer(models=models, loss_funcs={"other": losses.ContrastiveLoss()}, **common)
@@ -160,8 +174,9 @@ def test_errors():
     with pytest.raises(ValueError, match="phase2_weights must be 4"):
         DVMLTrainer(models=models, loss_funcs=loss_funcs, phase2_weights=(1, 1), **common)
     with pytest.raises(ValueError, match="mining_funcs keys must be among"):
-        DVMLTrainer(models=models, loss_funcs=loss_funcs,
-                    mining_funcs={"miner": miners.MultiSimilarityMiner()}, **common)
+        DVMLTrainer(
+            models=models, loss_funcs=loss_funcs, mining_funcs={"miner": miners.MultiSimilarityMiner()}, **common
+        )
     with pytest.raises(ValueError, match="in_features=32"):
         bad = {"trunk": torch.nn.Linear(16, 20), "embedder": DVMLEmbedder(32, 8)}
         DVMLTrainer(models=bad, loss_funcs=loss_funcs, **common).train(num_epochs=1)

@@ -1,38 +1,29 @@
-"""The evidence-study driver (experiments/evidence.py) at its tiny size: the search runs only on
-validation, the final runs test once with the chosen settings, and the report holds the search,
-its budget, the paired test table and the command that made it."""
+"""The evidence-study driver (``python -m experiments.evidence``) at its tiny size: the search runs
+only on validation, the final runs test once with the chosen settings, and the report holds the
+search, its budget, the paired test table and the command that made it; and the scripts that read
+finished experiments."""
 
-import importlib.util
 import json
 import math
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pml_regularizers.bench.report import read_report_command
+from experiments import dvml_samples, evidence, flow_volume
+from experiments import evidence_summary as summary
+from experiments import skewed_mean_sweep as sweep
+from pml_regularizers.bench.report_data import read_report_data
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def evidence():
-    spec = importlib.util.spec_from_file_location("evidence", REPO / "experiments" / "evidence.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["evidence"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["evidence"]
+pytestmark = pytest.mark.slow
 
 
 def splits_of(exp_dir):
     return {r["split"] for r in json.loads((exp_dir / "results.json").read_text())["records"]}
 
 
-def test_every_study_composes_valid_configs(evidence):
+def test_every_study_composes_valid_configs():
     from pml_regularizers.bench.config import load_config
 
     for name, study in evidence.STUDIES.items():
@@ -45,10 +36,21 @@ def test_every_study_composes_valid_configs(evidence):
                 assert str(got) == value, (name, key)
 
 
-def test_tiny_study_searches_on_validation_and_tests_the_chosen_configs(evidence, tmp_path, capsys):
+def test_tiny_study_searches_on_validation_and_tests_the_chosen_configs(tmp_path, capsys):
     out, docs = tmp_path / "runs", tmp_path / "docs"
-    argv = ["skewed_mean_proxy_anchor", "--size", "tiny", "--out", str(out), "--docs", str(docs),
-            "--cache", str(tmp_path / "cache"), "--embedding-size", "8"]
+    argv = [
+        "skewed_mean_proxy_anchor",
+        "--size",
+        "tiny",
+        "--out",
+        str(out),
+        "--docs",
+        str(docs),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--embedding-size",
+        "8",
+    ]
     assert evidence.main(argv) == 0
     tag = "skewed_mean_proxy_anchor-glyphs-n6-d8"
     searches = sorted(p for p in out.iterdir() if "-search" in p.name)
@@ -64,7 +66,7 @@ def test_tiny_study_searches_on_validation_and_tests_the_chosen_configs(evidence
     for role in ("baseline", "method"):
         assert splits_of(out / f"{tag}-{role}") == {"val", "test"}
     report = (docs / tag / "report.md").read_text()
-    assert "python experiments/evidence.py skewed_mean_proxy_anchor --size tiny" in report
+    assert "python -m experiments.evidence skewed_mean_proxy_anchor --size tiny" in report
     assert "## Hyperparameter search (validation only)" in report
     assert report.count("| baseline | `optimizer.lr=") == 3
     assert report.count("| method | `regularizer.weight=") == 3
@@ -76,22 +78,32 @@ def test_tiny_study_searches_on_validation_and_tests_the_chosen_configs(evidence
         assert (docs / tag / f"curve_{column}.png").stat().st_size > 0
 
 
-def test_parallel_jobs_give_the_sequential_results(evidence, tmp_path, monkeypatch):
+def test_parallel_jobs_give_the_sequential_results(tmp_path):
     """--jobs runs the same experiments in worker processes: same folders, same metrics, same report
     tables; a study with an extra comparator covers the searches that run side by side."""
-    monkeypatch.syspath_prepend(str(REPO / "experiments"))  # spawned workers import the module by name
     reports = {}
     for jobs in (1, 3):
         out, docs = tmp_path / f"runs{jobs}", tmp_path / f"docs{jobs}"
-        argv = ["jacobian_determinant_proxy_anchor", "--size", "tiny", "--out", str(out), "--docs", str(docs),
-                "--cache", str(tmp_path / "cache"), "--embedding-size", "4", "--jobs", str(jobs)]
+        argv = [
+            "jacobian_determinant_proxy_anchor",
+            "--size",
+            "tiny",
+            "--out",
+            str(out),
+            "--docs",
+            str(docs),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--embedding-size",
+            "4",
+            "--jobs",
+            str(jobs),
+        ]
         assert evidence.main(argv) == 0
-        reports[jobs] = {
-            p.name: json.loads((p / "results.json").read_text())["records"] for p in sorted(out.iterdir())
-        }
+        reports[jobs] = {p.name: json.loads((p / "results.json").read_text())["records"] for p in sorted(out.iterdir())}
         (report_dir,) = docs.iterdir()
         text = (report_dir / "report.md").read_text()
-        reports[jobs]["tables"] = text[text.index("Test split."):text.index("## Over training")]
+        reports[jobs]["tables"] = text[text.index("Test split.") : text.index("## Over training")]
     assert len(reports[1]) == 2 * 3 + 3 + 3 + 1  # lr searches of baseline and linear, the method's, 3 finals, tables
     assert reports[3] == reports[1]
     with pytest.raises(SystemExit):
@@ -100,7 +112,7 @@ def test_parallel_jobs_give_the_sequential_results(evidence, tmp_path, monkeypat
         evidence.run_all([], tmp_path, None, jobs=0)
 
 
-def test_per_class_sets_the_glyph_option_and_names_the_data(evidence):
+def test_per_class_sets_the_glyph_option_and_names_the_data():
     import argparse
 
     parser = argparse.ArgumentParser()
@@ -116,62 +128,61 @@ def test_per_class_sets_the_glyph_option_and_names_the_data(evidence):
         evidence.dataset_overrides(parser.parse_args(["--per-class", "1"]))
 
 
-def _experiment_script(name):
-    """Load ``experiments/<name>.py`` for a module's tests; it imports the evidence driver, so
-    ``experiments/`` is on ``sys.path`` meanwhile."""
-    sys.path.insert(0, str(REPO / "experiments"))
-    spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    sys.path.remove(str(REPO / "experiments"))
-
-
-@pytest.fixture(scope="module")
-def summary(evidence):
-    yield from _experiment_script("evidence_summary")
-
-
-def test_summary_quotes_each_studys_own_report(evidence, summary, tmp_path):
+def test_summary_quotes_each_studys_own_report(tmp_path):
     out, docs = tmp_path / "runs", tmp_path / "docs"
     with pytest.raises(FileNotFoundError, match="no evidence study report"):
-        summary.write_summary(docs, "python experiments/evidence_summary.py")
-    argv = ["jacobian_determinant_proxy_anchor", "--size", "tiny", "--out", str(out), "--docs", str(docs),
-            "--cache", str(tmp_path / "cache"), "--embedding-size", "8"]
+        summary.write_summary(docs, "python -m experiments.evidence_summary")
+    argv = [
+        "jacobian_determinant_proxy_anchor",
+        "--size",
+        "tiny",
+        "--out",
+        str(out),
+        "--docs",
+        str(docs),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--embedding-size",
+        "8",
+    ]
     assert evidence.main(argv) == 0
     tag = "jacobian_determinant_proxy_anchor-glyphs-n6-d8"
     study_report = (docs / tag / "report.md").read_text()
+    numbers = read_report_data(docs / tag)
     shutil.rmtree(out)  # the published reports are all it reads
-    (docs / "skewed_mean_sweep-glyphs-n6-d8").mkdir()  # not a study: left out
-    (docs / "skewed_mean_sweep-glyphs-n6-d8" / "report.md").write_text("# a sweep\n")
-    text = summary.write_summary(docs, "python experiments/evidence_summary.py")
+    (docs / "skewed_mean_sweep-glyphs-n6-d8").mkdir()  # not a study: left out, its report.json unread
+    (docs / "skewed_mean_sweep-glyphs-n6-d8" / "report.json").write_text("{}")
+    text = summary.write_summary(docs, "python -m experiments.evidence_summary")
     assert text == (docs / "evidence_summary" / "report.md").read_text()
-    assert "python experiments/evidence.py jacobian_determinant_proxy_anchor --size tiny" in text
-    assert read_report_command(study_report).startswith("python experiments/evidence.py jacobian_determinant_proxy_anchor")
+    assert "python -m experiments.evidence jacobian_determinant_proxy_anchor --size tiny" in text
+    assert numbers.command.startswith("python -m experiments.evidence jacobian_determinant_proxy_anchor")
     rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| jacobian_determinant_proxy_anchor")]
     assert [r[3] for r in rows] == ["method", "linear"]
     for row in rows:
         # the study's report has the same separated MAP@R and paired difference in its table
-        table_row = next(line for line in study_report.splitlines()
-                         if line.startswith(f"| {tag}-{row[3]} | separated |"))
+        table_row = next(
+            line for line in study_report.splitlines() if line.startswith(f"| {tag}-{row[3]} | separated |")
+        )
         assert f"{row[5]} (Δ {row[6]})" in table_row
-        mean, half = (float(x) for x in row[6].split(" ± "))
-        verdict = "higher" if mean - half > 0 else "lower" if mean + half < 0 else "no measurable difference"
-        assert row[8].rstrip(" |") == verdict
-    # a comparator missing from a report's table is left out
-    trimmed = "\n".join(line for line in study_report.splitlines() if not line.startswith(f"| {tag}-linear |"))
-    (docs / tag / "report.md").write_text(trimmed)
-    text = summary.write_summary(docs, "python experiments/evidence_summary.py")
+        # and its verdict is where the full-precision interval of report.json lies
+        (sep,) = [
+            r
+            for r in numbers.rows
+            if (r.experiment, r.embedding, r.metric) == (f"{tag}-{row[3]}", "separated", "mean_average_precision_at_r")
+        ]
+        low, high = sep.diff_mean - sep.diff_half_width, sep.diff_mean + sep.diff_half_width
+        assert row[8].rstrip(" |") == ("higher" if low > 0 else "lower" if high < 0 else "no measurable difference")
+    # it reads report.json alone, and leaves out a comparator missing from it
+    data = json.loads((docs / tag / "report.json").read_text())
+    data["rows"] = [r for r in data["rows"] if r["experiment"] != f"{tag}-linear"]
+    (docs / tag / "report.json").write_text(json.dumps(data))
+    (docs / tag / "report.md").unlink()
+    text = summary.write_summary(docs, "python -m experiments.evidence_summary")
     assert [line.split(" | ")[3] for line in text.splitlines() if line.startswith("| jacobian")] == ["method"]
 
 
-@pytest.fixture(scope="module")
-def sweep(evidence):
-    yield from _experiment_script("skewed_mean_sweep")
-
-
 @pytest.mark.parametrize("lam", [0.5, 4.0, 16.0])
-def test_sweep_proxy_geometry_matches_a_loop_over_pairs(sweep, lam):
+def test_sweep_proxy_geometry_matches_a_loop_over_pairs(lam):
     proxies = torch.randn(9, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 3
     unit = proxies / proxies.norm(dim=1, keepdim=True)
     sims = [float(unit[i] @ unit[j]) for i in range(9) for j in range(i + 1, 9)]
@@ -183,19 +194,34 @@ def test_sweep_proxy_geometry_matches_a_loop_over_pairs(sweep, lam):
 
 @pytest.mark.parametrize(
     ("loss", "tag"),
-    [("proxy_anchor", "skewed_mean_sweep-glyphs-n6-d8"), ("normalized_softmax", "skewed_mean_sweep_normalized_softmax-glyphs-n6-d8")],
+    [
+        ("proxy_anchor", "skewed_mean_sweep-glyphs-n6-d8"),
+        ("normalized_softmax", "skewed_mean_sweep_normalized_softmax-glyphs-n6-d8"),
+    ],
 )
-def test_tiny_sweep_runs_every_weight_on_validation_only(sweep, tmp_path, loss, tag):
+def test_tiny_sweep_runs_every_weight_on_validation_only(tmp_path, loss, tag):
     out, docs = tmp_path / "runs", tmp_path / "docs"
-    argv = ["--size", "tiny", "--out", str(out), "--docs", str(docs), "--cache", str(tmp_path / "cache"),
-            "--embedding-size", "8", "--loss", loss]
+    argv = [
+        "--size",
+        "tiny",
+        "--out",
+        str(out),
+        "--docs",
+        str(docs),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--embedding-size",
+        "8",
+        "--loss",
+        loss,
+    ]
     assert sweep.main(argv) == 0
     runs = sorted(out.iterdir())
     assert len(runs) == len(sweep.WEIGHTS)
     for exp_dir in runs:
         assert splits_of(exp_dir) == {"val"}
     report = (docs / tag / "report.md").read_text()
-    assert "python experiments/skewed_mean_sweep.py --size tiny" in report
+    assert "python -m experiments.skewed_mean_sweep --size tiny" in report
     assert f"loss={loss}" in report
     assert report.count("pml-bench run ") == len(sweep.WEIGHTS)
     for w in sweep.WEIGHTS:
@@ -204,12 +230,7 @@ def test_tiny_sweep_runs_every_weight_on_validation_only(sweep, tmp_path, loss, 
     assert (docs / tag / "sweep.png").stat().st_size > 0
 
 
-@pytest.fixture(scope="module")
-def dvml_samples(evidence):
-    yield from _experiment_script("dvml_samples")
-
-
-def test_dvml_sample_geometry_matches_loops(dvml_samples):
+def test_dvml_sample_geometry_matches_loops():
     from pml_regularizers import DVMLEmbedder
 
     torch.manual_seed(0)
@@ -251,7 +272,7 @@ def test_dvml_sample_geometry_matches_loops(dvml_samples):
     assert got["center accuracy, synthetic"] == pytest.approx(synthetic_hits / (12 * t))
 
 
-def test_dvml_samples_reads_a_finished_dvml_run_and_refuses_others(dvml_samples, tmp_path):
+def test_dvml_samples_reads_a_finished_dvml_run_and_refuses_others(tmp_path):
     from pml_regularizers.bench.cli import main as cli_main
 
     from .bench.test_runner import tiny
@@ -267,7 +288,7 @@ def test_dvml_samples_reads_a_finished_dvml_run_and_refuses_others(dvml_samples,
     score = val["metrics"]["mean_average_precision_at_r"]
     assert f"| `{exp_dir.name}` | {score:.4f} | 2 | " in report  # one row: its validation score, both folds
     assert report.count("pml-bench run ") == 1
-    assert f"python experiments/dvml_samples.py {exp_dir}" in report
+    assert f"python -m experiments.dvml_samples {exp_dir}" in report
 
     assert_refuses_a_linear_run(dvml_samples.experiment_geometry, exp_dir, tmp_path, "dvml", "not a DVML experiment")
 
@@ -283,12 +304,7 @@ def assert_refuses_a_linear_run(figures, exp_dir, tmp_path, embedder, match):
         figures(plain)
 
 
-@pytest.fixture(scope="module")
-def flow_volume(evidence):
-    yield from _experiment_script("flow_volume")
-
-
-def test_flow_volume_matches_per_row_jacobians(flow_volume):
+def test_flow_volume_matches_per_row_jacobians():
     import numpy as np
 
     from pml_regularizers import FlowEmbedder
@@ -326,7 +342,7 @@ def test_flow_volume_matches_per_row_jacobians(flow_volume):
     assert got["norm ratio"] == pytest.approx(np.mean(ratios), rel=1e-4)
 
 
-def test_flow_volume_of_a_new_flow_is_the_identity(flow_volume):
+def test_flow_volume_of_a_new_flow_is_the_identity():
     from pml_regularizers import FlowEmbedder
 
     got = flow_volume.volume_change(FlowEmbedder(5, 5, hidden_features=8), torch.randn(300, 5))  # > one chunk
@@ -337,7 +353,7 @@ def test_flow_volume_of_a_new_flow_is_the_identity(flow_volume):
         flow_volume.volume_change(torch.nn.Linear(5, 5), torch.randn(3, 5))
 
 
-def test_flow_volume_reads_a_finished_flow_run_and_refuses_others(flow_volume, tmp_path):
+def test_flow_volume_reads_a_finished_flow_run_and_refuses_others(tmp_path):
     from pml_regularizers.bench.cli import main as cli_main
 
     from .bench.test_runner import tiny
@@ -354,12 +370,12 @@ def test_flow_volume_reads_a_finished_flow_run_and_refuses_others(flow_volume, t
     assert cells[1].strip() == f"{score:.4f}" and cells[2].strip() == "2"  # its validation score, both folds
     assert len(cells) == 3 + 8 and float(cells[3].split("±")[0]) != 0.0  # trained: no longer the identity
     assert report.count("pml-bench run ") == 1
-    assert f"python experiments/flow_volume.py {exp_dir}" in report
+    assert f"python -m experiments.flow_volume {exp_dir}" in report
 
     assert_refuses_a_linear_run(flow_volume.experiment_volume, exp_dir, tmp_path, "flow", "not a flow experiment")
 
 
-def test_flow_volume_reads_a_run_without_cross_validation(flow_volume, tmp_path):
+def test_flow_volume_reads_a_run_without_cross_validation(tmp_path):
     from pml_regularizers.bench.cli import main as cli_main
 
     from .bench.test_runner import tiny
@@ -372,20 +388,3 @@ def test_flow_volume_reads_a_run_without_cross_validation(flow_volume, tmp_path)
     out = tmp_path / "report"
     assert flow_volume.main([str(exp_dir), "--out", str(out)]) == 0
     assert f"| `{exp_dir.name}` | – | 2 | " in (out / "report.md").read_text()  # no validation score
-
-
-@pytest.fixture(scope="module")
-def trained_folds(evidence):
-    yield from _experiment_script("trained_folds")
-
-
-def test_tested_checkpoint_is_the_one_the_runner_tested(trained_folds, tmp_path):
-    fold_dir = tmp_path / "seed_0" / "fold_0"
-    fold_dir.mkdir(parents=True)
-    assert trained_folds.tested_checkpoint(fold_dir, validated=True) is None  # not started
-    torch.save({"state": {"done": False}}, fold_dir / "checkpoint_latest.pt")
-    torch.save({"state": {"done": False}}, fold_dir / "checkpoint_best.pt")
-    assert trained_folds.tested_checkpoint(fold_dir, validated=True) is None  # still training
-    torch.save({"state": {"done": True}}, fold_dir / "checkpoint_latest.pt")
-    assert trained_folds.tested_checkpoint(fold_dir, validated=True) == fold_dir / "checkpoint_best.pt"
-    assert trained_folds.tested_checkpoint(fold_dir, validated=False) == fold_dir / "checkpoint_latest.pt"

@@ -43,8 +43,11 @@ def _check_plain_loop(stdout: str, folder: Path) -> None:
 
 
 def _check_flow_trainer(stdout: str, folder: Path) -> None:
-    rows = {line.split("|")[1].strip(): line.split("|")[2:5] for line in stdout.splitlines()
-            if line.startswith("| with") or line.startswith("| without")}
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2:5]
+        for line in stdout.splitlines()
+        if line.startswith("| with") or line.startswith("| without")
+    }
     without = rows["without regularizer"]
     regularized = rows["with JacobianDeterminantRegularizer (square, weight 0.1)"]
     for p_at_1, map_at_r, _ in (without, regularized):
@@ -107,13 +110,11 @@ def test_example_starts_with_what_it_shows_and_how_to_run_it(path):
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=IDS)
+@pytest.mark.slow
 def test_example_runs_at_tiny_size(path, tmp_path):
-    result = subprocess.run(
-        _command(path), cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT_S
-    )
+    result = subprocess.run(_command(path), cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert result.returncode == 0, (
-        f"{path.name} --size tiny failed ({result.returncode}):\n"
-        f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        f"{path.name} --size tiny failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     )
     assert result.stdout.strip(), f"{path.name} printed nothing"
     if path.name in OUTPUT_CHECKS:

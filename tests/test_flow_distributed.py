@@ -4,6 +4,7 @@ points, give the same loss and gradients as one process on the concatenated batc
 wrapper's documented world_size factor (gradients of the flow's parameters: their mean over ranks,
 which is what DDP applies, equals the single-process gradient)."""
 
+import pytest
 import torch
 from pytorch_metric_learning import losses
 from pytorch_metric_learning.utils.distributed import DistributedLossWrapper
@@ -17,6 +18,8 @@ from pml_regularizers import (
 from pml_regularizers import functional as F
 
 from ._gloo import spawn_gloo
+
+pytestmark = pytest.mark.slow
 
 WORLD, PER_RANK, IN, EMB = 2, 6, 7, 4
 EPS, LAM1, LAM2 = 0.9, 0.5, 0.25
@@ -45,7 +48,11 @@ def regularized_loss(flow):
 
 def dueling_loss(emb):
     return JacobianDeterminantLoss(
-        losses.ContrastiveLoss(), emb, penalty_weight=LAM1, reward_weight=LAM2, penalty="square",
+        losses.ContrastiveLoss(),
+        emb,
+        penalty_weight=LAM1,
+        reward_weight=LAM2,
+        penalty="square",
         interpolation_eps=EPS,
     )
 

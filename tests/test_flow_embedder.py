@@ -164,7 +164,7 @@ def test_copy_and_pickle_drop_the_cache():
     flow(torch.randn(3, 6, requires_grad=True))  # the cache holds a graph: not deep-copyable
     for clone in (copy.deepcopy(flow), pickle.loads(pickle.dumps(flow))):
         with pytest.raises(RuntimeError, match="has not run yet"):
-            clone.latest_logdet
+            _ = clone.latest_logdet
         x = torch.randn(3, 6)
         torch.testing.assert_close(clone(x), flow(x))
     assert flow.latest_logdet.shape == (3,)

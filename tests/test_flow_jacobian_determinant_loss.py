@@ -38,9 +38,7 @@ def test_logdet_penalty_closed_forms():
     ld = torch.tensor([-2.0, -0.5, 0.0, 0.5, 3.0], dtype=torch.float64)
     torch.testing.assert_close(F.logdet_penalty(ld, "signed", 0.5), ld - 0.5)
     torch.testing.assert_close(F.logdet_penalty(ld, "square", 0.5), (ld - 0.5) ** 2)
-    torch.testing.assert_close(
-        F.logdet_penalty(ld, "hinge", 0.5), torch.tensor([0, 0, 0, 0, 2.5], dtype=torch.float64)
-    )
+    torch.testing.assert_close(F.logdet_penalty(ld, "hinge", 0.5), torch.tensor([0, 0, 0, 0, 2.5], dtype=torch.float64))
     with pytest.raises(ValueError, match="penalty must be one of"):
         F.logdet_penalty(ld, "abs")
 
@@ -67,6 +65,7 @@ def test_interpolated_points_lie_between_same_class_samples():
         assert len(found) == 1 and labels[found[0]] == labels[i]
 
 
+@pytest.mark.slow
 def test_interpolation_partners_are_uniform_within_the_class():
     h = torch.eye(6, dtype=torch.float64)  # partner j is read off as the nonzero coordinate
     labels = torch.tensor([0, 0, 0, 0, 1, 1])
@@ -116,8 +115,15 @@ def test_value_equals_brute_force(interpolation_eps, penalty, reward):
     inner = losses.ContrastiveLoss()
     lam1, lam2, tau1, tau2 = 0.7, 0.3, 0.2, 1.5
     loss_fn = JacobianDeterminantLoss(
-        inner, emb, penalty_weight=lam1, reward_weight=lam2, penalty=penalty, target=tau1,
-        reward=reward, reward_target=tau2, interpolation_eps=interpolation_eps,
+        inner,
+        emb,
+        penalty_weight=lam1,
+        reward_weight=lam2,
+        penalty=penalty,
+        target=tau1,
+        reward=reward,
+        reward_target=tau2,
+        interpolation_eps=interpolation_eps,
     )
     torch.manual_seed(11)
     value = loss_fn(emb(x), labels)
@@ -144,8 +150,9 @@ def test_reference_embeddings_reach_the_inner_loss_and_zero_penalty_weight_drops
     x, ref = torch.randn(6, 8, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)
     labels, ref_labels = torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 1, 2, 2])
     inner = losses.ContrastiveLoss()
-    loss_fn = JacobianDeterminantLoss(inner, emb, penalty_weight=0.0, reward_weight=0.4, reward="signed",
-                                      reward_target=1.0)
+    loss_fn = JacobianDeterminantLoss(
+        inner, emb, penalty_weight=0.0, reward_weight=0.4, reward="signed", reward_target=1.0
+    )
     z = emb(x)
     value = loss_fn(z, labels, None, ref, ref_labels)
     reward = 0.4 * (1.0 - brute_force_logdets(emb.branch2, x)).mean()
@@ -159,8 +166,9 @@ def test_the_terms_follow_the_embeddings_when_the_reference_batch_also_went_thro
     x, ref = torch.randn(6, 8, dtype=torch.float64), torch.randn(6, 8, dtype=torch.float64)
     labels, ref_labels = torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 1, 2, 0, 1, 2])
     inner = losses.ContrastiveLoss()
-    loss_fn = JacobianDeterminantLoss(inner, emb, penalty_weight=0.7, reward_weight=0.4, penalty="square",
-                                      interpolation_eps=0.5)
+    loss_fn = JacobianDeterminantLoss(
+        inner, emb, penalty_weight=0.7, reward_weight=0.4, penalty="square", interpolation_eps=0.5
+    )
     z = emb(x)
     z_ref = emb(ref)  # same size, after the embeddings: its records must not be read
     torch.manual_seed(5)
@@ -173,6 +181,7 @@ def test_the_terms_follow_the_embeddings_when_the_reference_batch_also_went_thro
     assert value.item() == pytest.approx(expected.item(), rel=1e-10)
 
 
+@pytest.mark.slow
 def test_gradcheck_float64_with_dueling_and_interpolation():
     emb = make_dueling(5, 4)
     labels = torch.tensor([0, 0, 1, 1, 1, 2])
@@ -196,6 +205,7 @@ def test_only_the_inner_loss_parameters_belong_to_it():
     assert loss_fn.embedder is emb
 
 
+@pytest.mark.slow
 def test_plain_loop_penalty_lowers_branch1_and_reward_raises_branch2():
     torch.manual_seed(0)
     centers = 3 * torch.randn(4, 8)
@@ -239,8 +249,11 @@ def test_also_takes_a_single_flow_and_an_embedding_regularizer():
     x = torch.randn(6, 8, dtype=torch.float64)
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     loss_fn = JacobianDeterminantLoss(
-        losses.ContrastiveLoss(), flow, penalty="signed",
-        embedding_regularizer=JacobianDeterminantRegularizer(flow, penalty="signed"), embedding_reg_weight=2.0,
+        losses.ContrastiveLoss(),
+        flow,
+        penalty="signed",
+        embedding_regularizer=JacobianDeterminantRegularizer(flow, penalty="signed"),
+        embedding_reg_weight=2.0,
     )
     z = flow(x)
     expected = losses.ContrastiveLoss()(z, labels) + 3.0 * brute_force_logdets(flow, x).mean()

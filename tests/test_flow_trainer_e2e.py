@@ -4,6 +4,7 @@ data; and that the regularizer lowers the mean log|det J| against the same run w
 
 import csv
 
+import pytest
 import torch
 from pytorch_metric_learning import losses, testers, trainers
 from pytorch_metric_learning.utils import logging_presets
@@ -15,6 +16,8 @@ from pml_regularizers import (
     JacobianDeterminantLoss,
     JacobianDeterminantRegularizer,
 )
+
+pytestmark = pytest.mark.slow
 
 DIM, EMB = 16, 8
 
@@ -38,15 +41,15 @@ def train(tmp_path, embedder, metric_loss, epochs=1, lr=1e-2, seed=0):
     }
     if list(metric_loss.parameters()):
         optimizers["metric_loss_optimizer"] = torch.optim.Adam(metric_loss.parameters(), lr)
-    record_keeper, _, _ = logging_presets.get_record_keeper(
-        str(tmp_path / "logs"), str(tmp_path / "tensorboard")
-    )
+    record_keeper, _, _ = logging_presets.get_record_keeper(str(tmp_path / "logs"), str(tmp_path / "tensorboard"))
     assert record_keeper is not None, "logging presets need the tensorboard package"
     hooks = logging_presets.get_hook_container(record_keeper, log_freq=1)
     tester = testers.GlobalEmbeddingSpaceTester(
         end_of_testing_hook=hooks.end_of_testing_hook,
         dataloader_num_workers=0,
-        accuracy_calculator=AccuracyCalculator(include=("mean_average_precision_at_r", "precision_at_1"), k="max_bin_count"),
+        accuracy_calculator=AccuracyCalculator(
+            include=("mean_average_precision_at_r", "precision_at_1"), k="max_bin_count"
+        ),
     )
     end_of_epoch_hook = hooks.end_of_epoch_hook(
         tester, {"val": blobs(5, 20, 1)}, str(tmp_path / "models"), test_interval=1, patience=None

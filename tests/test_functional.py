@@ -41,9 +41,7 @@ def test_wang_isola_uniformity_is_a_special_case():
     d2 = upper_pairs(torch.cdist(u, u) ** 2)
     uniformity = torch.log(torch.exp(-t * d2).mean())
     s = upper_pairs(u @ u.T)
-    assert (-2 * t + 2 * t * F.skewed_mean(s, 2 * t)).item() == pytest.approx(
-        uniformity.item(), rel=1e-12
-    )
+    assert (-2 * t + 2 * t * F.skewed_mean(s, 2 * t)).item() == pytest.approx(uniformity.item(), rel=1e-12)
 
 
 @pytest.mark.parametrize("s_exp", [0.5, 1.0, 2.0])
@@ -59,9 +57,7 @@ def test_log_energy_is_a_special_case():
     u = unit_rows(30, 4)
     d = upper_pairs(torch.cdist(u, u))
     energy = torch.log(1 / d).sum()
-    assert (-d.numel() * F.skewed_mean(torch.log(d), 0.0)).item() == pytest.approx(
-        energy.item(), rel=1e-12
-    )
+    assert (-d.numel() * F.skewed_mean(torch.log(d), 0.0)).item() == pytest.approx(energy.item(), rel=1e-12)
 
 
 def test_infinite_lam_gives_max_and_min_and_large_lam_approaches_them():
@@ -95,7 +91,7 @@ def test_gradient_is_softmax_and_gradcheck():
         (g,) = torch.autograd.grad(F.skewed_mean(x, lam, dim=1).sum(), x)
         expected = torch.softmax(lam * x, dim=1)
         torch.testing.assert_close(g, expected, rtol=1e-12, atol=1e-14)
-        assert torch.autograd.gradcheck(lambda t: F.skewed_mean(t, lam, dim=(0, 1)), (x,))
+        assert torch.autograd.gradcheck(lambda t, lam=lam: F.skewed_mean(t, lam, dim=(0, 1)), (x,))
 
 
 def test_large_lam_does_not_overflow():
@@ -147,7 +143,15 @@ def test_keepdim_and_dims():
         ({"x": torch.arange(5), "lam": 1.0}, "floating-point"),
         ({"x": torch.randn(5), "lam": math.nan}, "lam must be"),
         ({"x": torch.randn(5), "lam": 1.0, "mask": torch.ones(5)}, "boolean"),
-        ({"x": torch.randn(2, 5), "lam": 1.0, "dim": 1, "mask": torch.tensor([True, False]).unsqueeze(1).expand(2, 5).clone() & False}, "no entry"),
+        (
+            {
+                "x": torch.randn(2, 5),
+                "lam": 1.0,
+                "dim": 1,
+                "mask": torch.tensor([True, False]).unsqueeze(1).expand(2, 5).clone() & False,
+            },
+            "no entry",
+        ),
     ],
 )
 def test_bad_input(kwargs, match):
@@ -162,7 +166,7 @@ def test_gram_kernel_matches_full_matrix(group_size, transform, lam):
     u = unit_rows(24, 5)
     s = u @ u.T
     g = torch.arange(24) // group_size
-    keep = (g.unsqueeze(1) < g.unsqueeze(0))
+    keep = g.unsqueeze(1) < g.unsqueeze(0)
     a = s[keep] if transform == "similarity" else -torch.cdist(u, u)[keep]
     expected = F.skewed_mean(a, lam)
     for block in [1, 5, 24]:
@@ -174,10 +178,27 @@ def test_gram_kernel_matches_full_matrix(group_size, transform, lam):
 def test_gram_kernel_gradcheck(transform, power):
     x = torch.randn(11, 4, dtype=torch.float64, requires_grad=True)
     for lam in [3.0, 0.0]:
-        fn = lambda t: F.gram_pairwise_skewed_mean(  # noqa: E731
+        fn = lambda t, lam=lam: F.gram_pairwise_skewed_mean(  # noqa: E731
             torch.nn.functional.normalize(t, dim=1), lam, 1, transform, power, block_size=4
         )
         assert torch.autograd.gradcheck(fn, (x,))
+
+
+def test_gram_kernel_refuses_a_second_derivative_that_would_leave_it_out():
+    """With another term that has a second derivative, create_graph=True used to give a Hessian
+    without the skewed mean's part; it raises now, and the explicit skewed mean has one."""
+    u = torch.nn.functional.normalize(torch.randn(6, 3, dtype=torch.float64), dim=1).requires_grad_()
+    value = F.gram_pairwise_skewed_mean(u, 2.0) + u.pow(3).sum()
+    with pytest.raises(RuntimeError, match="no second derivative"):
+        torch.autograd.grad(value, u, create_graph=True)
+    (first,) = torch.autograd.grad(F.gram_pairwise_skewed_mean(u, 2.0), u)  # plain backward works
+    i, j = torch.triu_indices(6, 6, offset=1)
+
+    def explicit(v: torch.Tensor) -> torch.Tensor:
+        return F.skewed_mean((v @ v.T)[i, j], 2.0)
+
+    torch.testing.assert_close(first, torch.autograd.grad(explicit(u), u)[0])
+    assert torch.autograd.gradgradcheck(explicit, (u,))
 
 
 def test_gram_kernel_coincident_rows_give_finite_gradients():
@@ -196,7 +217,7 @@ def _brute_force_pair_values(u, group_size, transform, power):
         for j in range(i + 1, len(u)):
             if i // group_size != j // group_size:
                 s = torch.dot(u[i], u[j])
-                out.append(s if transform == "similarity" else -(2 - 2 * s).clamp_min(0) ** (power / 2))
+                out.append(s if transform == "similarity" else -((2 - 2 * s).clamp_min(0) ** (power / 2)))
     return torch.stack(out)
 
 
@@ -263,6 +284,7 @@ def test_gram_kernel_with_large_unnormalised_values_does_not_overflow():
         assert got.item() == pytest.approx(extreme, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_gram_kernel_tends_to_the_mean_as_lam_shrinks():
     u = unit_rows(300, 8, dtype=torch.float32)
     pairs = upper_pairs(u.double() @ u.double().T)
@@ -272,6 +294,7 @@ def test_gram_kernel_tends_to_the_mean_as_lam_shrinks():
         assert got == pytest.approx(mean + lam * var / 2, abs=2e-7), lam  # SM = mean + lam var/2 + O(lam^2)
 
 
+@pytest.mark.slow
 def test_row_skewed_means_matches_loops_and_checkpointing_keeps_gradients():
     x = torch.randn(10, 3, dtype=torch.float64, requires_grad=True)
     dist = lambda q, r: -torch.cdist(q, r)  # noqa: E731
@@ -280,9 +303,7 @@ def test_row_skewed_means_matches_loops_and_checkpointing_keeps_gradients():
     for i in range(10):
         others = [j for j in range(10) if j // 2 != i // 2]
         assert rows[i].item() == pytest.approx(F.skewed_mean(m[i, others], 2.0).item(), rel=1e-12)
-    assert torch.autograd.gradcheck(
-        lambda t: F.row_skewed_means(t, dist, 2.0, 2, 3).sum(), (x,)
-    )
+    assert torch.autograd.gradcheck(lambda t: F.row_skewed_means(t, dist, 2.0, 2, 3).sum(), (x,))
 
 
 def test_pairwise_cosine_stats():
@@ -301,8 +322,11 @@ def _dot(q, r):
 
 @pytest.mark.parametrize(
     "call",
-    [F.gram_pairwise_skewed_mean, lambda x, **kw: F.row_skewed_means(x, _dot, **kw),
-     lambda x, **kw: F.pairwise_cosine_stats(x, **{k: v for k, v in kw.items() if k != "lam"})],
+    [
+        F.gram_pairwise_skewed_mean,
+        lambda x, **kw: F.row_skewed_means(x, _dot, **kw),
+        lambda x, **kw: F.pairwise_cosine_stats(x, **{k: v for k, v in kw.items() if k != "lam"}),
+    ],
     ids=["gram_pairwise_skewed_mean", "row_skewed_means", "pairwise_cosine_stats"],
 )
 @pytest.mark.parametrize(

@@ -114,6 +114,7 @@ def test_reducer_gets_one_value_per_embedding():
 
 
 @pytest.mark.parametrize("penalty", ["signed", "square", "hinge"])
+@pytest.mark.slow
 def test_gradcheck_float64_inputs_and_flow_parameters(penalty):
     flow = random_flow(6, 4, std=0.4).double()
     reg = JacobianDeterminantRegularizer(flow, penalty=penalty, target=-0.05)

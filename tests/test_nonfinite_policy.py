@@ -53,8 +53,12 @@ def dvml_trainer_step(features):
     trainer = DVMLTrainer(
         models={"trunk": torch.nn.Identity(), "embedder": embedder},
         optimizers={"embedder_optimizer": torch.optim.SGD(embedder.parameters(), 0.1)},
-        batch_size=6, loss_funcs={"metric_loss": losses.ContrastiveLoss()}, mining_funcs={},
-        dataset=data, dataloader_num_workers=0, num_samples=2,
+        batch_size=6,
+        loss_funcs={"metric_loss": losses.ContrastiveLoss()},
+        mining_funcs={},
+        dataset=data,
+        dataloader_num_workers=0,
+        num_samples=2,
     )
     trainer.epoch = 1
     trainer.calculate_loss((features, LABELS))
@@ -97,18 +101,26 @@ CALLS = {
     "DVMLEmbedder.encode": (lambda x: DVMLEmbedder(8, 4).encode(x), "x"),
     "DVMLEmbedder.decode": (lambda x: DVMLEmbedder(8, 4).decode(x[:, :4]), "z"),
     "DVMLEmbedder.sample": (
-        lambda x: DVMLEmbedder(8, 4).sample(x[:, :4], torch.zeros(6, 4), torch.zeros(6, 4), 2), "invariant"
+        lambda x: DVMLEmbedder(8, 4).sample(x[:, :4], torch.zeros(6, 4), torch.zeros(6, 4), 2),
+        "invariant",
     ),
     "DVMLMiner embeddings": (lambda x: miner_call(x, "embeddings"), "embeddings"),
     "DVMLMiner ref_emb": (lambda x: miner_call(x, "ref_emb"), "ref_emb"),
-    "DVMLLoss": (lambda x: DVMLLoss(DVMLEmbedder(8, 4), losses.ContrastiveLoss(), num_samples=2)(x, LABELS, 1), "features"),
+    "DVMLLoss": (
+        lambda x: DVMLLoss(DVMLEmbedder(8, 4), losses.ContrastiveLoss(), num_samples=2)(x, LABELS, 1),
+        "features",
+    ),
     "DVMLTrainer": (dvml_trainer_step, "features"),
 }
 
 
 def test_every_public_module_is_covered():
     classes = {name: getattr(pml_regularizers, name) for name in pml_regularizers.__all__}
-    public = {name for name, c in classes.items() if isinstance(c, type) and not issubclass(c, tuple)}
+    public = {
+        name
+        for name, c in classes.items()
+        if isinstance(c, type) and not issubclass(c, tuple) and c is not pml_regularizers.set_finite_checks
+    }
     covered = {key.split()[0].split(".")[0] for key in CALLS}
     assert public == covered
 
@@ -119,6 +131,44 @@ def test_non_finite_input_raises_naming_the_argument(case, value):
     call, name = CALLS[case]
     with pytest.raises(ValueError, match=rf"^{name} contains non-finite values \(nan or inf\)$"):
         call(poisoned(torch.randn(6, 8), value))
+
+
+def test_huge_finite_float64_values_whose_sum_overflows_pass_the_check():
+    """The check sums each tensor in float64; finite values near float64's largest overflow that
+    sum, and must still pass, while a NaN, +inf or -inf among them is found."""
+    from pml_regularizers._checks import check_finite
+
+    x = torch.full((4, 3), 1.5e308, dtype=torch.float64)
+    y = torch.full((5,), -1.5e308, dtype=torch.float64)
+    check_finite("M", {"x": x}, [y])
+    for value in (math.nan, math.inf, -math.inf):
+        with pytest.raises(ValueError, match="^x contains non-finite values"):
+            check_finite("M", {"x": poisoned(x, value)}, [y])
+        with pytest.raises(ValueError, match="^M: x is finite but the result is not"):
+            check_finite("M", {"x": x}, [poisoned(y, value)])
+
+
+def test_finite_checks_can_be_turned_off_in_a_block_or_from_here_on():
+    x = poisoned(torch.randn(6, 8), math.nan)
+    flow = FlowEmbedder(8, 4, hidden_features=8)
+    with pml_regularizers.set_finite_checks(False):
+        assert not pml_regularizers.finite_checks_enabled()
+        assert torch.isnan(SkewedMeanRegularizer()(x))  # passes through, as in torch
+        assert torch.isnan(flow(x)).any()
+        with pytest.raises(ValueError, match="centers_per_class"):  # settings are still checked
+            SkewedMeanRegularizer(centers_per_class=4)(x)
+    assert pml_regularizers.finite_checks_enabled()  # the block restores the previous setting
+    with pytest.raises(ValueError, match="x contains non-finite values"):
+        SkewedMeanRegularizer()(x)
+    pml_regularizers.set_finite_checks(False)
+    try:
+        assert torch.isnan(flow(x)).any()
+    finally:
+        pml_regularizers.set_finite_checks(True)
+    with pytest.raises(ValueError, match="x contains non-finite values"):
+        flow(x)
+    with pytest.raises(ValueError, match="enabled must be True or False"):
+        pml_regularizers.set_finite_checks("no")
 
 
 # finite input whose result overflows: (call, the message's module and argument)
@@ -133,7 +183,8 @@ OVERFLOWS = {
     ),
     "FlowEmbedder": (lambda x: randomised(FlowEmbedder(8, 4, hidden_features=8))(x), "FlowEmbedder: x is finite"),
     "FlowEmbedder.inverse": (
-        lambda x: randomised(FlowEmbedder(8, 8, hidden_features=8)).inverse(x), "FlowEmbedder.inverse: z is finite"
+        lambda x: randomised(FlowEmbedder(8, 8, hidden_features=8)).inverse(x),
+        "FlowEmbedder.inverse: z is finite",
     ),
     "DVMLEmbedder": (lambda x: DVMLEmbedder(8, 4)(x, num_samples=2), "DVMLEmbedder: x is finite"),
     "DVMLLoss": (
@@ -147,15 +198,21 @@ OVERFLOWS = {
 def test_finite_input_whose_result_overflows_raises(case):
     call, start = OVERFLOWS[case]
     x = 3e37 * (2 * torch.rand(6, 8) - 1)
-    with pytest.raises(ValueError, match=rf"^{start} but the result is not \(largest \|\w+\| = [0-9.e+]+(; lam = 4)?\): the computation overflowed or was undefined in float32"):
+    with pytest.raises(
+        ValueError,
+        match=rf"^{start} but the result is not \(largest \|\w+\| = [0-9.e+]+(; lam = 4)?\): "
+        "the computation overflowed or was undefined in float32",
+    ):
         call(x)
 
 
 def test_an_overflow_caused_by_a_setting_names_it():
     flow = FlowEmbedder(8, 4, hidden_features=8)
     z = flow(torch.randn(6, 8))
-    message = (r"JacobianDeterminantRegularizer: x is finite but the result is not \(largest \|x\| = "
-               r"[0-9.e+-]+; target = 1e\+20\): .* float32; scale the input down, use smaller settings")
+    message = (
+        r"JacobianDeterminantRegularizer: x is finite but the result is not \(largest \|x\| = "
+        r"[0-9.e+-]+; target = 1e\+20\): .* float32; scale the input down, use smaller settings"
+    )
     with pytest.raises(ValueError, match=message):
         JacobianDeterminantRegularizer(flow, target=1e20)(z)
 

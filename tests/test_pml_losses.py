@@ -74,9 +74,7 @@ def test_weight_regularizer_adds_exactly_its_weighted_value(dtype, loss_cls, kwa
 
 
 @pytest.mark.parametrize("dtype", TEST_DTYPES)
-@pytest.mark.parametrize(
-    "loss", [losses.ContrastiveLoss, losses.TripletMarginLoss, losses.MultiSimilarityLoss]
-)
+@pytest.mark.parametrize("loss", [losses.ContrastiveLoss, losses.TripletMarginLoss, losses.MultiSimilarityLoss])
 def test_embedding_regularizer_batch_uniformity(dtype, loss):
     reg_weight = 0.3
     plain = loss()
@@ -85,7 +83,9 @@ def test_embedding_regularizer_batch_uniformity(dtype, loss):
     labels = torch.randint(0, 4, (20,))
     diff = with_reg(emb, labels) - plain(emb, labels)
     expected = reg_weight * SkewedMeanRegularizer(lam=2.0)(emb)
-    torch.testing.assert_close(diff.double(), expected.double(), rtol=rtol_for(dtype), atol=2e-3 if dtype == torch.float16 else 1e-6)
+    torch.testing.assert_close(
+        diff.double(), expected.double(), rtol=rtol_for(dtype), atol=2e-3 if dtype == torch.float16 else 1e-6
+    )
     (g,) = torch.autograd.grad(with_reg(emb, labels), emb)
     assert torch.isfinite(g).all()
 

@@ -73,6 +73,7 @@ def test_matches_brute_force(dtype, dist_name, form, lam, group_size):
 
 @pytest.mark.parametrize("dist_name", ["cosine", "l2", "l2_raw", "dot"])
 @pytest.mark.parametrize("form", ["pairwise", "rowwise"])
+@pytest.mark.slow
 def test_gradcheck_float64(dist_name, form):
     x = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
     reg = SkewedMeanRegularizer(lam=3.0, form=form, centers_per_class=1, block_size=4, distance=DISTANCES[dist_name]())
@@ -135,6 +136,7 @@ def test_rowwise_form_goes_through_the_reducer():
     assert p_mean.item() == p_sum.item()
 
 
+@pytest.mark.slow
 def test_minimising_spreads_the_closest_pair_more_than_the_plain_mean():
     """The point of the skew: lam > 0 separates the closest centers; lam = 0 only moves the mean."""
     torch.manual_seed(1)

@@ -4,12 +4,15 @@ the logging_presets hooks writing through record-keeper, for one short epoch on 
 import csv
 import sqlite3
 
+import pytest
 import torch
 from pytorch_metric_learning import losses, testers, trainers
 from pytorch_metric_learning.utils import logging_presets
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
 from pml_regularizers import SkewedMeanRegularizer
+
+pytestmark = pytest.mark.slow
 
 
 def blobs(num_classes, per_class, dim, seed):
@@ -36,15 +39,15 @@ def test_metric_loss_only_with_tester_and_record_keeper(tmp_path):
         "embedder_optimizer": torch.optim.Adam(embedder.parameters(), 1e-3),
         "metric_loss_optimizer": torch.optim.Adam(loss.parameters(), 1e-2),
     }
-    record_keeper, _, _ = logging_presets.get_record_keeper(
-        str(tmp_path / "logs"), str(tmp_path / "tensorboard")
-    )
+    record_keeper, _, _ = logging_presets.get_record_keeper(str(tmp_path / "logs"), str(tmp_path / "tensorboard"))
     assert record_keeper is not None, "logging presets need the tensorboard package"
     hooks = logging_presets.get_hook_container(record_keeper)
     tester = testers.GlobalEmbeddingSpaceTester(
         end_of_testing_hook=hooks.end_of_testing_hook,
         dataloader_num_workers=0,
-        accuracy_calculator=AccuracyCalculator(include=("mean_average_precision_at_r", "precision_at_1"), k="max_bin_count"),
+        accuracy_calculator=AccuracyCalculator(
+            include=("mean_average_precision_at_r", "precision_at_1"), k="max_bin_count"
+        ),
     )
     end_of_epoch_hook = hooks.end_of_epoch_hook(
         tester, {"val": val}, str(tmp_path / "models"), test_interval=1, patience=1

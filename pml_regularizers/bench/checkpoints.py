@@ -12,6 +12,7 @@ whatever code the file holds.
 from __future__ import annotations
 
 import pickle
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ __all__ = [
     "CHECKPOINT_KEYS",
     "STATE_KEYS",
     "LoadedCheckpoint",
+    "apply_checkpoint",
     "backup_path",
     "load_checkpoint",
     "read_checkpoint",
@@ -161,6 +163,46 @@ def load_checkpoint(
     if errors:
         raise errors[0]
     return None
+
+
+def apply_checkpoint(
+    payload: dict,
+    path: Path,
+    models: dict[str, torch.nn.Module],
+    loss: torch.nn.Module | None = None,
+    optimizers: dict[str, Any] | None = None,
+) -> None:
+    """Load a checkpoint's contents into models, the metric loss and optimizers.
+
+    Parameters
+    ----------
+    payload : dict
+        What :func:`read_checkpoint` read from ``path``.
+    path : Path
+        The file, named in the error.
+    models : dict of str to torch.nn.Module
+        Each gets the ``state_dict`` saved under its key in ``payload["models"]``.
+    loss : torch.nn.Module, optional
+        Gets ``payload["loss"]``.
+    optimizers : dict, optional
+        Each (an optimizer, or a gradient scaler) gets the state saved under its key in
+        ``payload["optimizers"]``.
+
+    Raises
+    ------
+    UserError
+        When a key is missing or a state does not fit; the message names ``path``.
+    """
+    try:
+        for k, m in models.items():
+            m.load_state_dict(payload["models"][k])
+        if loss is not None:
+            loss.load_state_dict(payload["loss"])
+        for k, o in (optimizers or {}).items():
+            o.load_state_dict(payload["optimizers"][k])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        detail = f"no {err.args[0]!r}" if isinstance(err, KeyError) else str(err)
+        raise UserError(f"{path} does not match this experiment's models ({textwrap.shorten(detail, 200)})") from err
 
 
 def _require_keys(mapping: dict, keys: tuple[str, ...], path: Path, where: str) -> None:

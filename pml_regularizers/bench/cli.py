@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import UserError, experiment_name, load_config
+from .extras import bench_extra_message, missing_bench_modules
 
 # The default comparison: each of the plugin's methods against its base loss, on the same seeds and
 # data. Each group is reported on its own; its first entry is the baseline the others are paired
@@ -54,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     int
         The exit status: 0 on success, 2 for a user error (a config, path, data set or experiment
         folder that does not fit: :class:`~pml_regularizers.bench.config.UserError`), whose
-        message goes to stderr as one ``pml-bench: error:`` line.
+        message goes to stderr as one ``pml-bench: error:`` line. Also 2, with such a line, when
+        the bench extra is not installed.
     """
     parser = argparse.ArgumentParser(prog="pml-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,15 +72,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep.add_argument("--out", type=Path, help="output folder (default: beside the first experiment)")
     rep.add_argument("--title", default="Benchmark report", help="the report's heading")
     rep.add_argument(
-        "--split", default="test", choices=("test", "val"),
+        "--split",
+        default="test",
+        choices=("test", "val"),
         help="test: held-out classes; val: best validation MAP@R over the folds (for tuning)",
     )
     args = parser.parse_args(argv)
+    missing = missing_bench_modules()
+    if missing:
+        print(f"pml-bench: error: {bench_extra_message(missing)}", file=sys.stderr)
+        return 2
+    from .config import UserError, load_config  # needs the bench extra
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "report":
             command = _command("report", [str(a) for a in argv or sys.argv[1:]][1:])
-            _report(args.experiments, args.baseline, args.out, args.split, args.title, command)
+            _print_summaries([_report(args.experiments, args.baseline, args.out, args.split, args.title, command)])
         elif args.command == "compare":
             _compare(args.overrides)
         else:
@@ -90,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cfg, evaluate_only=args.command == "evaluate", command=_command("run", args.overrides)
             )
             if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports
-                _report([exp_dir], None, exp_dir, "test" if cfg.test else "val")
+                _print_summaries([_report([exp_dir], None, exp_dir, "test" if cfg.test else "val")])
     except UserError as err:
         print(f"pml-bench: error: {_one_line(str(err))}", file=sys.stderr)
         return 2
@@ -103,9 +112,10 @@ def _one_line(message: str) -> str:
 
 
 def _compare(overrides: Sequence[str]) -> None:
+    from .config import experiment_name, load_config
     from .runner import run_experiment
 
-    texts = []
+    reports = []
     for group, entries in DEFAULT_COMPARISON.items():
         dirs, baseline = [], None
         for entry in entries:
@@ -114,12 +124,10 @@ def _compare(overrides: Sequence[str]) -> None:
             dirs.append(run_experiment(cfg, command=_command("run", args)))
             baseline = baseline or experiment_name(cfg)
         out = dirs[0].parent / "comparison" / group
-        texts.append(
-            _report(dirs, baseline, out, title=f"Default comparison: {group}",
-                    command=_command("compare", overrides), quiet=True)
+        reports.append(
+            _report(dirs, baseline, out, title=f"Default comparison: {group}", command=_command("compare", overrides))
         )
-    print("\n\n".join(texts))
-    print(f"\nreports written to {dirs[0].parent / 'comparison'}")
+    _print_summaries(reports)
 
 
 def _command(sub: str, args: Sequence[str]) -> str:
@@ -133,36 +141,41 @@ def _report(
     split: str = "test",
     title: str = "Benchmark report",
     command: str | None = None,
-    quiet: bool = False,
-) -> str:
+) -> Path:
+    """Write the report of ``exp_dirs`` into ``out`` (by default ``report/`` beside the first
+    experiment) and return that folder."""
     from .report import write_report
 
     out = out or exp_dirs[0].parent / "report"
     _check_report_inputs(exp_dirs, baseline, out, split)
-    text = write_report(
-        [str(d) for d in exp_dirs], str(out), baseline=baseline, split=split, title=title, command=command
-    )
-    if not quiet:
-        print(text)
-        print(f"\nreport written to {out}")
-    return text
+    write_report([str(d) for d in exp_dirs], str(out), baseline=baseline, split=split, title=title, command=command)
+    return out
+
+
+def _print_summaries(report_dirs: Sequence[Path]) -> None:
+    """Print the terminal summary of each report (its compact table and where it is), one after
+    another: the full Markdown, with its image links and wide tables, is for reading as a file."""
+    from .terminal_summary import report_summary
+
+    print("\n\n".join(report_summary(d) for d in report_dirs))
 
 
 def _check_report_inputs(exp_dirs: Sequence[Path], baseline: str | None, out: Path, split: str) -> None:
     """Refuse, as a :class:`UserError`, experiment folders without valid results or with the
     same experiment, a ``--baseline`` that is not one of their experiments with ``split`` records,
     and an ``--out`` that is a file."""
-    from .report import load_experiment
+    from .config import UserError
+    from .experiment import ExperimentFolder
 
     names: dict[str, bool] = {}  # experiment -> whether it has records of the split
     for exp_dir in exp_dirs:
         try:
-            name, records = load_experiment(exp_dir)
+            results = ExperimentFolder(exp_dir).results()
         except (OSError, ValueError) as err:
             raise UserError(str(err)) from err
-        if name in names:
-            raise UserError(f"the experiments must differ; {name!r} is given twice")
-        names[name] = any(r["split"] == split for r in records)
+        if results.experiment in names:
+            raise UserError(f"the experiments must differ; {results.experiment!r} is given twice")
+        names[results.experiment] = any(r["split"] == split for r in results.records)
     if baseline is not None and not names.get(baseline):
         candidates = ", ".join(n for n, has_split in names.items() if has_split)
         raise UserError(

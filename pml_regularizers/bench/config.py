@@ -15,8 +15,10 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
+
+from .._checks import is_int
 
 __all__ = ["ConfigError", "GROUPS", "UserError", "load_config", "experiment_name"]
 
@@ -74,7 +76,7 @@ def load_config(overrides: Sequence[str] = ()) -> DictConfig:
     finally:
         GlobalHydra.instance().clear()
     choices = {g: cfg.hydra.runtime.choices.get(g) for g in GROUPS}
-    with _unlocked(cfg):
+    with open_dict(cfg):
         del cfg["hydra"]
         cfg.choices = choices
     try:
@@ -84,8 +86,7 @@ def load_config(overrides: Sequence[str] = ()) -> DictConfig:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(
-            f"these keys must be set for this config: {', '.join(missing)} "
-            f"(e.g. {missing[0]}=/path/to/data)"
+            f"these keys must be set for this config: {', '.join(missing)} (e.g. {missing[0]}=/path/to/data)"
         )
     _validate(cfg)
     return cfg
@@ -114,9 +115,6 @@ def _validate(cfg: DictConfig) -> None:
         if not ok:
             raise ConfigError(f"{key} must be {expected}, got {OmegaConf.select(cfg, key)!r}")
 
-    def is_int(v: object) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
     need(is_int(cfg.seeds) and cfg.seeds >= 1, "seeds", "an int >= 1")
     need(is_int(cfg.seed_offset) and cfg.seed_offset >= 0, "seed_offset", "an int >= 0")
     need(is_int(cfg.epochs) and cfg.epochs >= 1, "epochs", "an int >= 1")
@@ -124,17 +122,29 @@ def _validate(cfg: DictConfig) -> None:
     need(is_int(cfg.embedding_size) and cfg.embedding_size >= 1, "embedding_size", "an int >= 1")
     need(is_int(cfg.cv_folds) and (cfg.cv_folds == 0 or cfg.cv_folds >= 2), "cv_folds", "0 or an int >= 2")
     need(cfg.patience is None or (is_int(cfg.patience) and cfg.patience >= 1), "patience", "null or an int >= 1")
-    need(cfg.patience is None or cfg.cv_folds >= 2, "patience", "null when cv_folds=0 (early stopping needs validation folds)")
+    need(
+        cfg.patience is None or cfg.cv_folds >= 2,
+        "patience",
+        "null when cv_folds=0 (early stopping needs validation folds)",
+    )
     need(
         cfg.experiment is None
-        or (isinstance(cfg.experiment, str) and cfg.experiment not in ("", ".", "..")
-            and "/" not in cfg.experiment and "\\" not in cfg.experiment),
+        or (
+            isinstance(cfg.experiment, str)
+            and cfg.experiment not in ("", ".", "..")
+            and "/" not in cfg.experiment
+            and "\\" not in cfg.experiment
+        ),
         "experiment",
         "null or a folder name (no '/', '\\', '.' or '..': it names a folder inside output_dir)",
     )
     need(isinstance(cfg.test, bool), "test", "true or false")
     need(cfg.test or cfg.cv_folds >= 2, "cv_folds", "an int >= 2 when test=false (validation needs folds)")
-    need(cfg.num_workers == "auto" or (is_int(cfg.num_workers) and cfg.num_workers >= 0), "num_workers", "auto or an int >= 0")
+    need(
+        cfg.num_workers == "auto" or (is_int(cfg.num_workers) and cfg.num_workers >= 0),
+        "num_workers",
+        "auto or an int >= 0",
+    )
     need(cfg.precision in ("fp32", "bf16", "fp16"), "precision", "fp32, bf16 or fp16")
     need(cfg.channels_last in ("auto", True, False), "channels_last", "auto, true or false")
     reg = cfg.regularizer
@@ -160,15 +170,3 @@ def wraps_loss(reg: DictConfig) -> bool:
     except Exception:  # noqa: BLE001 -- Hydra wraps import errors of any kind
         return False
     return isinstance(cls, type) and issubclass(cls, BaseMetricLossFunction)
-
-
-class _unlocked:
-    def __init__(self, cfg: DictConfig) -> None:
-        self.cfg = cfg
-
-    def __enter__(self) -> DictConfig:
-        OmegaConf.set_struct(self.cfg, False)
-        return self.cfg
-
-    def __exit__(self, *exc: object) -> None:
-        OmegaConf.set_struct(self.cfg, True)

@@ -21,7 +21,7 @@ __all__ = ["atomic_write", "atomic_torch_save", "write_json"]
 
 def atomic_write(
     path: str | os.PathLike,
-    write: Callable[[BinaryIO], None],
+    write: Callable[[BinaryIO], object],
     suffix: str = ".tmp",
     backup: str | os.PathLike | None = None,
 ) -> Path:
@@ -34,7 +34,7 @@ def atomic_write(
     path : str or os.PathLike
         Destination; its folder is created if needed.
     write : callable
-        Receives the open temporary file.
+        Receives the open temporary file; what it returns is ignored.
     suffix : str
         Suffix of the temporary file's name.
     backup : str or os.PathLike, optional

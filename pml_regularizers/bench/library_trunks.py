@@ -21,22 +21,19 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from .._checks import is_positive_int
+from .extras import VISION_INSTALL, missing_module_hint
 from .weights_file import adapt_input_channels, load_weights_file
 
 __all__ = ["WeightsDownloadError", "timm_trunk", "torchvision_trunk"]
 
-TORCHVISION_MISSING_MESSAGE = (
-    'torchvision trunks need torchvision: pip install "pml-regularizers[vision]"'
-)
-TIMM_MISSING_MESSAGE = (
-    'timm trunks need timm (and torchvision): pip install "pml-regularizers[vision]"'
-)
+TORCHVISION_MISSING_MESSAGE = f"torchvision trunks need torchvision: {VISION_INSTALL}"
+TIMM_MISSING_MESSAGE = f"timm trunks need timm (and torchvision): {VISION_INSTALL}"
 
 
 class WeightsDownloadError(OSError):
@@ -118,10 +115,8 @@ def torchvision_trunk(
     WeightsDownloadError
         When ``pretrained`` weights are neither cached nor downloadable.
     """
-    try:
+    with missing_module_hint(TORCHVISION_MISSING_MESSAGE):
         from torchvision import models
-    except ImportError as err:
-        raise ImportError(TORCHVISION_MISSING_MESSAGE) from err
     names = models.list_models(module=models)
     if name not in names:
         close = difflib.get_close_matches(str(name), names, n=3)
@@ -158,9 +153,7 @@ def torchvision_trunk(
     model.set_submodule(head_name, nn.Identity())
     stem_name = _adapt_stem(model, name, in_channels)
     if weights is not None:
-        load_weights_file(
-            model, weights, removed=[*removed, head_name], stems=[f"{stem_name}.weight"]
-        )
+        load_weights_file(model, weights, removed=[*removed, head_name], stems=[f"{stem_name}.weight"])
     image_size = getattr(model, "image_size", None)  # a ViT takes exactly this size
     if not isinstance(image_size, int):
         image_size = max((available.DEFAULT if chosen is None else chosen).meta["min_size"])
@@ -218,10 +211,8 @@ def timm_trunk(
     WeightsDownloadError
         When ``pretrained`` weights are neither cached nor downloadable.
     """
-    try:
+    with missing_module_hint(TIMM_MISSING_MESSAGE):
         import timm
-    except ImportError as err:
-        raise ImportError(TIMM_MISSING_MESSAGE) from err
     if not isinstance(pretrained, bool):
         raise ValueError(
             f"pretrained must be true or false for timm (a weights tag goes into the name, "
@@ -251,7 +242,8 @@ def timm_trunk(
             stems=[f"{stem}.weight" for stem in _names(cfg.get("first_conv"))],
         )
     head_hidden_size = getattr(model, "head_hidden_size", None)
-    model.output_size = int(head_hidden_size if head_hidden_size else model.num_features)
+    timm_model: Any = model  # timm's attributes, and the trunk's output_size, are not nn.Module's
+    timm_model.output_size = int(head_hidden_size if head_hidden_size else timm_model.num_features)
     return model
 
 
@@ -260,25 +252,20 @@ def _check_common(pretrained: object, weights: object, in_channels: object) -> N
         raise ValueError(f"pretrained must be true, false or a weights name, got {pretrained!r}")
     if pretrained is not False and weights is not None:
         raise ValueError(
-            f"pass either pretrained or weights, not both (got pretrained={pretrained!r}, "
-            f"weights={weights!r})"
+            f"pass either pretrained or weights, not both (got pretrained={pretrained!r}, weights={weights!r})"
         )
     if not is_positive_int(in_channels):
         raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
 
 
-def _model_kwargs(
-    model_kwargs: Mapping[str, Any] | None, reserved: Sequence[str]
-) -> dict[str, Any]:
+def _model_kwargs(model_kwargs: Mapping[str, Any] | None, reserved: Sequence[str]) -> dict[str, Any]:
     if model_kwargs is None:
         return {}
     if not isinstance(model_kwargs, Mapping):
         raise ValueError(f"model_kwargs must be a mapping, got {type(model_kwargs).__name__}")
     taken = [k for k in reserved if k in model_kwargs]
     if taken:
-        raise ValueError(
-            f"model_kwargs may not set {', '.join(taken)}: the trunk's own arguments set them"
-        )
+        raise ValueError(f"model_kwargs may not set {', '.join(taken)}: the trunk's own arguments set them")
     return dict(model_kwargs)
 
 
@@ -287,7 +274,7 @@ def _drop_auxiliary_classifiers(model: nn.Module) -> list[str]:
     return the names of the removed children."""
     if not getattr(model, "aux_logits", False):
         return []
-    model.aux_logits = False
+    cast(Any, model).aux_logits = False  # an attribute of torchvision's models, not nn.Module's
     removed = [n for n, _ in model.named_children() if n.lower().startswith("aux")]
     for child_name in removed:
         setattr(model, child_name, None)
@@ -312,17 +299,13 @@ def _adapt_stem(model: nn.Module, name: str, in_channels: int) -> str:
             f"re-normalises RGB channels), got {in_channels}"
         )
     if stem.groups != 1:
-        raise ValueError(
-            f"in_channels cannot be changed for {name!r}: its stem {stem_name} is grouped"
-        )
+        raise ValueError(f"in_channels cannot be changed for {name!r}: its stem {stem_name} is grouped")
     stem.weight = nn.Parameter(adapt_input_channels(stem.weight.detach(), in_channels))
     stem.in_channels = in_channels
     return stem_name
 
 
-def _check_features(
-    model: nn.Module, name: str, head_name: str, width: int, in_channels: int, side: int
-) -> None:
+def _check_features(model: nn.Module, name: str, head_name: str, width: int, in_channels: int, side: int) -> None:
     """One eval-mode forward of a blank image: the model must now return ``(1, width)``."""
     was_training = model.training
     model.eval()

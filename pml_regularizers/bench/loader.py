@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sized
+from typing import cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .._checks import is_positive_int
+from .._checks import is_int, is_positive_int
 
 MAX_AUTO_WORKERS = 8
 SEED_BLOCK = 1024  # item seeds are drawn this many at a time
@@ -42,9 +43,7 @@ def auto_num_workers(world_size: int = 1) -> int:
         Workers per process, from 0 (more processes than CPUs: decode in the main process) to 8.
     """
     if not is_positive_int(world_size):
-        raise ValueError(
-            f"world_size must be a positive int (processes on the node), got {world_size!r}"
-        )
+        raise ValueError(f"world_size must be a positive int (processes on the node), got {world_size!r}")
     if hasattr(os, "sched_getaffinity"):
         cpus = len(os.sched_getaffinity(0))
     else:
@@ -78,15 +77,13 @@ class SeededSampler(Sampler[tuple[int, int]]):
 
     def __init__(self, inner: Iterable[int] | None, length: int | None = None) -> None:
         if inner is None:
-            if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+            if not is_int(length, 0):
                 raise ValueError(
-                    "length must be an int >= 0 (the number of items to shuffle) when inner is "
-                    f"None, got {length!r}"
+                    f"length must be an int >= 0 (the number of items to shuffle) when inner is None, got {length!r}"
                 )
         elif length is not None:
             raise ValueError(
-                "length is only for inner=None; with a sampler the length is len(inner), "
-                f"got length={length!r}"
+                f"length is only for inner=None; with a sampler the length is len(inner), got length={length!r}"
             )
         elif not isinstance(inner, Sized):
             raise ValueError(f"inner must be a sampler with a length, got {type(inner).__name__}")
@@ -94,11 +91,11 @@ class SeededSampler(Sampler[tuple[int, int]]):
         self._length = length
 
     def __len__(self) -> int:
-        return len(self.inner) if self.inner is not None else self._length
+        return len(self.inner) if self.inner is not None else cast(int, self._length)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.inner is None:
-            indices: Iterable[int] = torch.randperm(self._length).tolist()
+            indices: Iterable[int] = torch.randperm(cast(int, self._length)).tolist()
         else:
             indices = self.inner
         generator = torch.Generator()
@@ -151,7 +148,7 @@ def training_loader(
         ``persistent_workers`` are.
     """
     _check_loader_arguments(batch_size, num_workers)
-    seeded = SeededSampler(sampler, len(dataset) if sampler is None else None)
+    seeded = SeededSampler(sampler, len(cast(Sized, dataset)) if sampler is None else None)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -164,9 +161,7 @@ def training_loader(
     )
 
 
-def evaluation_loader(
-    dataset: Dataset, batch_size: int, num_workers: int = 0, pin_memory: bool = False
-) -> DataLoader:
+def evaluation_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """A DataLoader over every item of ``dataset`` in order, the last batch possibly smaller.
 
     Parameters
@@ -200,5 +195,5 @@ def evaluation_loader(
 def _check_loader_arguments(batch_size: int, num_workers: int) -> None:
     if not is_positive_int(batch_size):
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
+    if not is_int(num_workers, 0):
         raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")

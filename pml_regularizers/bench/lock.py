@@ -14,9 +14,11 @@ import logging
 import os
 import socket
 from pathlib import Path
+from types import ModuleType
 
 from .config import UserError
 
+fcntl: ModuleType | None
 try:
     import fcntl
 except ImportError:  # Windows

@@ -84,9 +84,7 @@ def _recall_metric(k: int) -> Callable[..., float | list[float]]:
         label_counts: tuple[Tensor, Tensor],
         **kwargs: object,
     ) -> float | list[float]:
-        knn_labels, query_labels = try_getting_not_lone_labels(
-            knn_labels, query_labels, not_lone_query_mask
-        )
+        knn_labels, query_labels = try_getting_not_lone_labels(knn_labels, query_labels, not_lone_query_mask)
         if knn_labels is None:
             return nan_accuracy(label_counts[0], self.return_per_class)
         return recall_at_k(
@@ -136,9 +134,7 @@ class BenchAccuracyCalculator(AccuracyCalculator):
         """Metrics that need the k-NN search: PML's plus every Recall@k."""
         return [*super().requires_knn(), *(f"recall_at_{k}" for k in RECALL_KS)]
 
-    def determine_k(
-        self, bin_counts: Tensor, num_reference_embeddings: int, ref_includes_query: bool
-    ) -> int:
+    def determine_k(self, bin_counts: Tensor, num_reference_embeddings: int, ref_includes_query: bool) -> int:
         """PML's neighbour count, raised to the largest requested Recall@k the references allow."""
         base = super().determine_k(bin_counts, num_reference_embeddings, ref_includes_query)
         wanted = [k for k in RECALL_KS if f"recall_at_{k}" in self.get_curr_metrics()]

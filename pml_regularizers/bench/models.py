@@ -13,13 +13,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from .._checks import is_int
 from .library_trunks import WeightsDownloadError, timm_trunk, torchvision_trunk
 
 __all__ = ["Conv4", "SmallResNet", "MLP", "WeightsDownloadError", "timm_trunk", "torchvision_trunk"]
 
 
 def _check_positive_int(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not is_int(value, 1):
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
@@ -47,15 +48,12 @@ class Conv4(nn.Module):
 
     def __init__(self, in_channels: int = 1, image_size: int = 32, hidden: int = 64) -> None:
         super().__init__()
-        for name, value in [("in_channels", in_channels), ("image_size", image_size),
-                            ("hidden", hidden)]:
+        for name, value in [("in_channels", in_channels), ("image_size", image_size), ("hidden", hidden)]:
             _check_positive_int(name, value)
         if image_size < 16:
             raise ValueError(f"image_size must be at least 16 (four 2x poolings), got {image_size}")
         widths = [in_channels, hidden, hidden, hidden, hidden]
-        self.features = nn.Sequential(
-            *[self._block(c_in, c_out) for c_in, c_out in zip(widths[:-1], widths[1:])]
-        )
+        self.features = nn.Sequential(*[self._block(c_in, c_out) for c_in, c_out in zip(widths[:-1], widths[1:])])
         self.output_size = hidden * (image_size // 16) ** 2
 
     @staticmethod
@@ -87,9 +85,7 @@ class _BasicBlock(nn.Module):
         if stride == 1 and c_in == c_out:
             self.shortcut: nn.Module = nn.Identity()
         else:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
-            )
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.relu(self.body(x) + self.shortcut(x))

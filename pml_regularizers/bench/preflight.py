@@ -10,7 +10,9 @@ fold with fewer than 2 classes of 2 or more images (every retrieval metric would
 from __future__ import annotations
 
 import logging
+from collections.abc import Sized
 from pathlib import Path
+from typing import cast
 
 import torch
 from hydra.utils import instantiate
@@ -70,8 +72,7 @@ def split_classes(
     num_classes = len(torch.unique(labels))
     if num_classes < 2:
         raise ConfigError(
-            f"the data set holds only {num_classes} class; the benchmark needs at least 4 "
-            "(2 to train on, 2 to test on)"
+            f"the data set holds only {num_classes} class; the benchmark needs at least 4 (2 to train on, 2 to test on)"
         )
     train_classes, test_classes = class_disjoint_split(labels)
     if cfg.cv_folds > len(train_classes):
@@ -106,15 +107,16 @@ def check_retrieval_sets(
                 found += ", none of them" if paired == 0 else f", only {paired} of them"
                 found += " with 2 or more images"
             raise ConfigError(
-                f"{subject} {found}; retrieval metrics need at least 2 classes with 2 or more "
-                f"images each: {advice}"
+                f"{subject} {found}; retrieval metrics need at least 2 classes with 2 or more images each: {advice}"
             )
         single = len(classes) - paired
         if single:
             LOGGER.warning(
                 "%d of the %d %s classes have a single image: as queries they have nothing to "
                 "retrieve, so the retrieval metrics leave them out",
-                single, len(classes), kind,
+                single,
+                len(classes),
+                kind,
             )
 
 
@@ -160,7 +162,7 @@ def check_batches(cfg: DictConfig, fold: int, labels: torch.Tensor, world: int =
     loader = c_f.get_train_dataloader(range(size), per_process, sampler, 0, None)
     if len(loader) == 0:
         raise ConfigError(
-            f"fold {fold}: sampler {type(sampler).__name__} gives {len(sampler)} samples an epoch, "
+            f"fold {fold}: sampler {type(sampler).__name__} gives {len(cast(Sized, sampler))} samples an epoch, "
             f"fewer than a batch of {per_process} (batch_size is {cfg.batch_size}{shared}), so its "
             "epochs would have no batch"
         )
@@ -178,6 +180,11 @@ def training_sampler(
         )
     if world > 1:
         return torch.utils.data.DistributedSampler(
-            range(len(labels)), num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True
+            cast(torch.utils.data.Dataset, range(len(labels))),
+            num_replicas=world,
+            rank=rank,
+            shuffle=True,
+            seed=seed,
+            drop_last=True,
         )
     return None

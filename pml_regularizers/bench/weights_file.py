@@ -15,15 +15,16 @@ import pickle
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeGuard
 
 import torch
 from torch import Tensor, nn
 
+from .extras import VISION_INSTALL, missing_module_hint
+
 __all__ = ["adapt_input_channels", "load_weights_file", "read_state_dict"]
 
-SAFETENSORS_MISSING_MESSAGE = (
-    'reading .safetensors weights needs safetensors: pip install "pml-regularizers[vision]"'
-)
+SAFETENSORS_MISSING_MESSAGE = f"reading .safetensors weights needs safetensors: {VISION_INSTALL}"
 NESTING_KEYS = ("state_dict", "model")
 DDP_PREFIX = "module."
 MAX_LISTED = 10
@@ -50,9 +51,7 @@ def adapt_input_channels(weight: Tensor, in_channels: int) -> Tensor:
         reproduced here so that torchvision stems and local files are adapted the same way.
     """
     if weight.ndim != 4:
-        raise ValueError(
-            f"weight must be a 4-D convolution weight, got shape {tuple(weight.shape)}"
-        )
+        raise ValueError(f"weight must be a 4-D convolution weight, got shape {tuple(weight.shape)}")
     channels = weight.shape[1]
     if in_channels == channels:
         return weight
@@ -93,21 +92,17 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist (or is not a file)")
     if path.suffix == ".safetensors":
-        try:
+        with missing_module_hint(SAFETENSORS_MISSING_MESSAGE):
             from safetensors.torch import load_file
-        except ImportError as err:
-            raise ImportError(SAFETENSORS_MISSING_MESSAGE) from err
         try:
             obj: object = load_file(path)
         except Exception as err:  # safetensors raises its own SafetensorError for bad files
-            raise ValueError(
-                f"weights file {path} is not a readable safetensors file ({_reason(err)})"
-            ) from err
+            raise ValueError(f"weights file {path} is not a readable safetensors file ({_reason(err)})") from err
     else:
         obj = _torch_load(path)
     state = _unwrap(obj, path)
     if all(key.startswith(DDP_PREFIX) for key in state):
-        state = {key[len(DDP_PREFIX):]: value for key, value in state.items()}
+        state = {key[len(DDP_PREFIX) :]: value for key, value in state.items()}
     return state
 
 
@@ -154,10 +149,7 @@ def load_weights_file(
         if key in own and value.shape != own[key].shape
     ]
     if mismatched:
-        raise ValueError(
-            f"weights file {Path(path)} does not fit the trunk: shape mismatch for "
-            f"{_listing(mismatched)}"
-        )
+        raise ValueError(f"weights file {Path(path)} does not fit the trunk: shape mismatch for {_listing(mismatched)}")
     # Checked here rather than left to load_state_dict, which would load the fitting keys before
     # reporting the others. A BatchNorm ``num_batches_tracked`` absent from the file (files
     # written before torch 0.4.1 lack it) is not missing: load_state_dict fills it in.
@@ -179,9 +171,7 @@ def _torch_load(path: Path) -> object:
         # turning it off. What is kept of them is the name of a refused object.
         refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         if refused is None:
-            raise ValueError(
-                f"weights file {path} is not a readable PyTorch file ({_reason(err)})"
-            ) from None
+            raise ValueError(f"weights file {path} is not a readable PyTorch file ({_reason(err)})") from None
         raise ValueError(
             f"weights file {path} holds Python objects besides tensors ({refused.group(1)}), which "
             "the safe loader (torch.load with weights_only=True) does not rebuild: save the state "
@@ -189,8 +179,7 @@ def _torch_load(path: Path) -> object:
         ) from None
     except Exception as err:  # torch raises RuntimeError, KeyError, EOFError... for bad files
         raise ValueError(
-            f"weights file {path} is not a readable PyTorch file, truncated or of another kind "
-            f"({_reason(err)})"
+            f"weights file {path} is not a readable PyTorch file, truncated or of another kind ({_reason(err)})"
         ) from err
 
 
@@ -204,10 +193,10 @@ def _unwrap(obj: object, path: Path) -> dict[str, Tensor]:
             f"weights file {path} holds no state dict: expected a mapping of names to tensors, "
             f"possibly under {' or '.join(repr(k) for k in NESTING_KEYS)}; found {_describe(obj)}"
         )
-    return dict(obj)  # type: ignore[arg-type]
+    return dict(obj)
 
 
-def _is_state_dict(obj: object) -> bool:
+def _is_state_dict(obj: object) -> TypeGuard[Mapping[str, Tensor]]:
     return (
         isinstance(obj, Mapping)
         and len(obj) > 0

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .flow_embedder import Coupling, FlowEmbedder
+from .flow_embedder import FlowEmbedder
 from .forward_records import FlowForward, ForwardRecords, gathered
 
 
@@ -33,8 +33,11 @@ class DuelingFlowEmbedder(nn.Module):
 
     Parameters
     ----------
-    in_features, out_features, num_blocks, coupling, hidden_features, clamp
-        As for :class:`FlowEmbedder`; both branches get the same.
+    in_features, out_features : int
+        As for :class:`FlowEmbedder`.
+    **flow_options
+        :class:`FlowEmbedder`'s keyword arguments (``num_blocks``, ``coupling``,
+        ``hidden_features``, ``clamp``), with its defaults; both branches get the same.
 
     Notes
     -----
@@ -43,21 +46,10 @@ class DuelingFlowEmbedder(nn.Module):
     to the embeddings branch 1 returned (:meth:`branch2_logdet_of`).
     """
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        num_blocks: int = 4,
-        coupling: Coupling = "affine",
-        hidden_features: int | Sequence[int] = 512,
-        clamp: float = 2.0,
-    ) -> None:
+    def __init__(self, in_features: int, out_features: int, **flow_options: Any) -> None:
         super().__init__()
-        kwargs = dict(
-            num_blocks=num_blocks, coupling=coupling, hidden_features=hidden_features, clamp=clamp
-        )
-        self.branch1 = FlowEmbedder(in_features, out_features, **kwargs)
-        self.branch2 = FlowEmbedder(in_features, out_features, **kwargs)
+        self.branch1 = FlowEmbedder(in_features, out_features, **flow_options)
+        self.branch2 = FlowEmbedder(in_features, out_features, **flow_options)
         self.in_features = in_features
         self.out_features = out_features
         self._branch2_records = ForwardRecords()

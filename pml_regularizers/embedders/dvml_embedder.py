@@ -79,9 +79,7 @@ class DVMLEmbedder(nn.Module):
     precision.
     """
 
-    def __init__(
-        self, in_features: int, out_features: int, decoder_hidden: int | None = None
-    ) -> None:
+    def __init__(self, in_features: int, out_features: int, decoder_hidden: int | None = None) -> None:
         super().__init__()
         if decoder_hidden is None:
             decoder_hidden = out_features
@@ -202,28 +200,21 @@ class DVMLEmbedder(nn.Module):
     def decode(self, z: Tensor) -> Tensor:
         """Reconstruct trunk features from embeddings ``z`` of shape ``(N, out_features)``."""
         if z.ndim != 2 or z.shape[1] != self.out_features:
-            raise ValueError(
-                f"z must have shape (N, out_features={self.out_features}), got {tuple(z.shape)}"
-            )
+            raise ValueError(f"z must have shape (N, out_features={self.out_features}), got {tuple(z.shape)}")
         with autocast_off(z):
             out = self.decoder(z.to(self.heads.weight.dtype))
         check_finite(f"{type(self).__name__}.decode", {"z": z}, [out])
         return out
 
     def extra_repr(self) -> str:
-        return (
-            f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"decoder_hidden={self.decoder_hidden}"
-        )
+        return f"in_features={self.in_features}, out_features={self.out_features}, decoder_hidden={self.decoder_hidden}"
 
     def _check_features(self, x: Tensor) -> None:
         if not isinstance(x, Tensor):
             raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(
-                f"x must be trunk features of shape (B, in_features={self.in_features}), "
-                f"got shape {tuple(x.shape)}"
+                f"x must be trunk features of shape (B, in_features={self.in_features}), got shape {tuple(x.shape)}"
             )
         if not x.is_floating_point():
             raise ValueError(f"x must have a floating-point dtype, got {x.dtype}")
-

@@ -8,7 +8,7 @@ from functools import partial
 from typing import Literal
 
 import torch
-from torch import BoolTensor, Tensor, nn
+from torch import Tensor, nn
 from torch.distributions import Transform
 from zuko.flows.coupling import GeneralCouplingTransform
 from zuko.lazy import UnconditionalTransform
@@ -20,7 +20,7 @@ from zuko.transforms import (
     MonotonicAffineTransform,
 )
 
-from .._checks import check_finite, check_rows, finite_float, is_positive_int
+from .._checks import check_finite, check_rows, finite_float, is_int, is_positive_int
 from .._precision import autocast_off
 from .forward_records import FlowForward, ForwardRecords, gathered
 
@@ -86,14 +86,19 @@ class FlowEmbedder(nn.Module):
     out_features : int
         Embedding size, at least 2.
     num_blocks : int
-        Number of coupling blocks :math:`K`. Default 4.
+        Number of coupling blocks :math:`K`. Default 4: the paper publishes no architecture;
+        depths 2, 4 and 8 were compared on validation folds in the evidence study
+        (``docs/results``, the flow-depth reports).
     coupling : {"affine", "additive"}
         Real NVP affine blocks (default) or NICE additive blocks with a final diagonal scaling.
     hidden_features : int or sequence of int
-        Hidden widths of each conditioner MLP. Default 512 (one hidden layer).
+        Hidden widths of each conditioner MLP. Default 512 (one hidden layer); the paper
+        publishes no architecture.
     clamp : float
         Bound :math:`c` of each soft-clamped log-scale, between 1e-6 and 80 (see
-        :data:`CLAMP_RANGE`). Default 2.
+        :data:`CLAMP_RANGE`). Default 2: each block scales a coordinate by at most
+        :math:`e^{\\pm 2}` (a bound on how far one block can move the determinant); not
+        published in the paper.
 
     Notes
     -----
@@ -125,7 +130,7 @@ class FlowEmbedder(nn.Module):
         super().__init__()
         if not is_positive_int(in_features):
             raise ValueError(f"in_features must be a positive int, got {in_features!r}")
-        if not (is_positive_int(out_features) and out_features >= 2):
+        if not is_int(out_features, 2):
             raise ValueError(f"out_features must be an int >= 2, got {out_features!r}")
         if not is_positive_int(num_blocks):
             raise ValueError(f"num_blocks must be a positive int, got {num_blocks!r}")
@@ -134,8 +139,7 @@ class FlowEmbedder(nn.Module):
         hidden = (hidden_features,) if isinstance(hidden_features, int) else tuple(hidden_features)
         if not hidden or not all(is_positive_int(w) for w in hidden):
             raise ValueError(
-                "hidden_features must be a positive int or a non-empty sequence of them, "
-                f"got {hidden_features!r}"
+                f"hidden_features must be a positive int or a non-empty sequence of them, got {hidden_features!r}"
             )
         clamp = finite_float("clamp", clamp)
         if not CLAMP_RANGE[0] <= clamp <= CLAMP_RANGE[1]:
@@ -144,15 +148,10 @@ class FlowEmbedder(nn.Module):
                 "a block scales by up to e^clamp, which overflows float32 above 88, and zuko's "
                 "soft clamp divides by log(e^-clamp), which is 0 in float64 below about 1e-16"
             )
-        self.in_features = in_features
-        self.out_features = out_features
-        self.num_blocks = num_blocks
-        self.coupling = coupling
-        self.hidden_features = hidden
-        self.clamp = clamp
-        self.projection = (
-            nn.Linear(in_features, out_features) if in_features != out_features else None
-        )
+        self.in_features, self.out_features = in_features, out_features
+        self.num_blocks, self.coupling = num_blocks, coupling
+        self.hidden_features, self.clamp = hidden, clamp
+        self.projection = nn.Linear(in_features, out_features) if in_features != out_features else None
         slope = math.exp(-clamp)
         if coupling == "affine":
             univariate: Callable[..., Transform] = partial(MonotonicAffineTransform, slope=slope)
@@ -173,11 +172,7 @@ class FlowEmbedder(nn.Module):
             nn.init.zeros_(block.hyper[-1].bias)
             blocks.append(block)
         if coupling == "additive":
-            blocks.append(
-                UnconditionalTransform(
-                    partial(_diagonal_scaling, slope=slope), torch.zeros(out_features)
-                )
-            )
+            blocks.append(UnconditionalTransform(partial(_diagonal_scaling, slope=slope), torch.zeros(out_features)))
         self.blocks = nn.ModuleList(blocks)
         self._records = ForwardRecords()
 
@@ -275,8 +270,7 @@ class FlowEmbedder(nn.Module):
     def _latest(self) -> FlowForward:
         if self._records.latest is None:
             raise RuntimeError(
-                f"{type(self).__name__} has not run yet: call it on the batch before asking for "
-                "its log-determinant"
+                f"{type(self).__name__} has not run yet: call it on the batch before asking for its log-determinant"
             )
         return self._records.latest
 
@@ -287,7 +281,7 @@ class FlowEmbedder(nn.Module):
 class _HalfCouplingTransform(GeneralCouplingTransform):
     """zuko's lazy coupling block for a mask that is one contiguous half of the features."""
 
-    def __init__(self, features: int, mask: BoolTensor, **kwargs) -> None:
+    def __init__(self, features: int, mask: Tensor, **kwargs) -> None:
         super().__init__(features, mask=mask, **kwargs)
         self.kept_first = bool(mask[0])
         self.first = int((mask == mask[0]).sum())
@@ -327,17 +321,4 @@ class _SlicedCouplingTransform(CouplingTransform):
 def _diagonal_scaling(log_scale: Tensor, slope: float) -> Transform:
     """NICE's top layer: :math:`z = e^{\\tilde\\sigma} \\odot y`, log-determinant summed over
     features."""
-    return DependentTransform(
-        MonotonicAffineTransform(torch.zeros_like(log_scale), log_scale, slope=slope), 1
-    )
-
-
-class ModuleReference:
-    """Holds a module by reference, hidden from ``nn.Module`` registration (so the module's
-    parameters stay out of the holder's ``parameters()`` and ``state_dict()``) and from
-    record-keeper's recursive logging, which walks modules, dicts, lists and tuples."""
-
-    __slots__ = ("module",)
-
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
+    return DependentTransform(MonotonicAffineTransform(torch.zeros_like(log_scale), log_scale, slope=slope), 1)

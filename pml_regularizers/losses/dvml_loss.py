@@ -5,22 +5,52 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
+from typing import cast
 
+from pytorch_metric_learning import losses
 from pytorch_metric_learning.miners import BaseMiner
-from pytorch_metric_learning.utils.distributed import DistributedMinerWrapper
+from pytorch_metric_learning.utils.distributed import DistributedLossWrapper, DistributedMinerWrapper
 from torch import Tensor, nn
 
 from .. import functional as F
-from .._checks import check_finite, check_num_samples
+from .._checks import check_finite, check_num_samples, is_int
+from .._pml_glue import ModuleReference
 from .._precision import autocast_off
 from ..embedders.dvml_embedder import DVMLEmbedder, DVMLOutput
 from ..miners.dvml_miner import DVMLMiner
 
 TERM_NAMES = ("kl_loss", "reconstruction_loss", "synthetic_metric_loss", "metric_loss")
+# DVMLLoss's settings after the modules, which DVMLTrainer passes on
+SETTINGS = (
+    "num_samples",
+    "phase2_start_epoch",
+    "phase1_weights",
+    "phase2_weights",
+    "dimension_mean",
+    "synthetic_reference",
+)
 PAPER_PHASE1_WEIGHTS = (1.0, 1.0, 0.1, 1.0)
 PAPER_PHASE2_WEIGHTS = (0.8, 1.0, 0.2, 0.8)
-# the messages of PML's c_f.ref_not_supported and c_f.indices_tuple_not_supported
-_REFUSALS = ("ref_emb is not supported", "indices_tuple is not supported")
+# PML 2.9's losses whose compute_loss refuses ref_emb or indices_tuple (c_f.ref_not_supported,
+# c_f.indices_tuple_not_supported), with their subclasses (ArcFace, CosFace, SphereFace,
+# SubCenterArcFace); tests/test_dvml_loss.py checks this against every PML loss.
+NO_REFERENCE_LOSSES: tuple[type, ...] = (
+    losses.FastAPLoss,
+    losses.HistogramLoss,
+    losses.InstanceLoss,
+    losses.LargeMarginSoftmaxLoss,
+    losses.ManifoldLoss,
+    losses.NPairsLoss,
+    losses.NormalizedSoftmaxLoss,
+    losses.P2SGradLoss,
+    losses.PNPLoss,
+    losses.ProxyAnchorLoss,
+    losses.ProxyNCALoss,
+    losses.RankedListLoss,
+    losses.SmoothAPLoss,
+    losses.SoftTripleLoss,
+    losses.VICRegLoss,
+)
 
 
 class DVMLLoss(nn.Module):
@@ -56,11 +86,12 @@ class DVMLLoss(nn.Module):
     Parameters
     ----------
     embedder : DVMLEmbedder
-        The embedder (or a ``DistributedDataParallel`` around one). It is a submodule, so
-        ``DVMLLoss.parameters()`` includes its parameters and the metric loss's: give an
-        optimizer each parameter once.
+        The embedder (or a ``DistributedDataParallel`` around one), held by reference as
+        :class:`~pml_regularizers.JacobianDeterminantLoss` holds its flow: it is a model, trained
+        by the user's optimizer for it, and ``DVMLLoss.parameters()`` and ``state_dict()`` hold
+        only the metric loss's (proxies, class weights), as for any PML loss.
     loss : torch.nn.Module
-        A PML metric loss :math:`L_m` (or ``DistributedLossWrapper`` around one).
+        A PML metric loss :math:`L_m` (or ``DistributedLossWrapper`` around one); a submodule.
     miner : BaseMiner, optional
         Miner for :math:`L_m(z_I)` on the real batch. When ``synthetic_miner`` is not given, a
         copy of it is wrapped in a :class:`~pml_regularizers.DVMLMiner` for
@@ -81,10 +112,15 @@ class DVMLLoss(nn.Module):
         Divide the KL term by the embedding size :math:`D` and the reconstruction term by the
         feature width :math:`F` (means over dimensions instead of the paper's sums). Default
         ``True``: with the sums, on the benchmark runner's glyph set (conv-4 trunk, 256-d features,
-        64-d embeddings, Triplet or MultiSimilarity loss) the two terms start 500 to 10,000 times
-        larger than the metric loss, their gradients reach the trunk, and retrieval on unseen
-        classes collapsed (MAP@R about 0.01 against 0.40 without DVML). ``False`` gives the
-        paper's printed formula.
+        64-d embeddings) the two terms start orders of magnitude larger than the metric loss, their
+        gradients reach the trunk, and retrieval on unseen classes collapsed (``docs/results``,
+        the DVML reports). ``False`` gives the paper's printed formula.
+    synthetic_reference : bool, optional
+        How :math:`L_m(\\hat z)` calls ``loss`` (see Notes): ``True``, with the real batch and the
+        synthetic samples as reference embeddings; ``False``, on the synthetic samples alone.
+        Default ``None``: ``False`` for the PML losses that refuse reference embeddings or
+        tuples (:data:`NO_REFERENCE_LOSSES`, also inside a ``DistributedLossWrapper``), ``True``
+        for every other loss; a loss of your own that refuses them needs ``False``.
 
     Notes
     -----
@@ -93,8 +129,7 @@ class DVMLLoss(nn.Module):
     ``DVMLMiner``: real anchors, positives and negatives from one draw. Losses that refuse
     ``ref_emb`` or ``indices_tuple`` (proxy and classification losses, ``NPairsLoss``,
     ``FastAPLoss``, ``InstanceLoss``, ...) get the synthetic samples alone,
-    ``loss(samples, sample_labels)``; the first call finds out which case applies (from PML's
-    error message) and remembers it.
+    ``loss(samples, sample_labels)``; ``synthetic_reference`` says which case applies.
     """
 
     def __init__(
@@ -108,21 +143,22 @@ class DVMLLoss(nn.Module):
         phase1_weights: Sequence[float] = PAPER_PHASE1_WEIGHTS,
         phase2_weights: Sequence[float] = PAPER_PHASE2_WEIGHTS,
         dimension_mean: bool = True,
+        synthetic_reference: bool | None = None,
     ) -> None:
         super().__init__()
         inner = getattr(embedder, "module", embedder)
         if not isinstance(inner, DVMLEmbedder):
             raise ValueError(
-                f"embedder must be a DVMLEmbedder (or DistributedDataParallel around one), got "
-                f"{type(inner).__name__}"
+                f"embedder must be a DVMLEmbedder (or DistributedDataParallel around one), got {type(inner).__name__}"
             )
         if not isinstance(loss, nn.Module):
             raise ValueError(f"loss must be a PML metric loss module, got {type(loss).__name__}")
         check_num_samples(num_samples)
-        if not (isinstance(phase2_start_epoch, int) and not isinstance(phase2_start_epoch, bool)
-                and phase2_start_epoch >= 1):
+        if not is_int(phase2_start_epoch, 1):
             raise ValueError(f"phase2_start_epoch must be an int >= 1, got {phase2_start_epoch!r}")
-        self.embedder = embedder
+        if synthetic_reference is not None and not isinstance(synthetic_reference, bool):
+            raise ValueError(f"synthetic_reference must be True, False or None, got {synthetic_reference!r}")
+        self._embedder = ModuleReference(embedder)
         self.loss = loss
         self.miner, self.synthetic_miner = split_miners(miner, synthetic_miner)
         if not isinstance(dimension_mean, bool):
@@ -134,12 +170,17 @@ class DVMLLoss(nn.Module):
             1: _check_weights("phase1_weights", phase1_weights),
             2: _check_weights("phase2_weights", phase2_weights),
         }
-        self.last_terms: dict[str, float] = {}
-        self._loss_takes_ref: bool | None = None
+        self._last_terms: dict[str, Tensor] = {}
+        self.synthetic_reference = takes_reference(loss) if synthetic_reference is None else synthetic_reference
+
+    @property
+    def embedder(self) -> nn.Module:
+        """The embedder whose outputs the terms are computed from."""
+        return self._embedder.module
 
     def phase(self, epoch: int) -> int:
         """1 before ``phase2_start_epoch``, else 2."""
-        if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1):
+        if not is_int(epoch, 1):
             raise ValueError(f"epoch must be an int >= 1 (counted from 1), got {epoch!r}")
         return 1 if epoch < self.phase2_start_epoch else 2
 
@@ -147,9 +188,7 @@ class DVMLLoss(nn.Module):
         """The four terms' weights in ``epoch``'s phase, keyed by term name."""
         return self.phase_weights[self.phase(epoch)].copy()
 
-    def terms(
-        self, features: Tensor, labels: Tensor, epoch: int, noise: Tensor | None = None
-    ) -> dict[str, Tensor]:
+    def terms(self, features: Tensor, labels: Tensor, epoch: int, noise: Tensor | None = None) -> dict[str, Tensor]:
         """The four unweighted terms, keyed ``kl_loss``, ``reconstruction_loss``,
         ``synthetic_metric_loss`` and ``metric_loss``.
 
@@ -169,6 +208,12 @@ class DVMLLoss(nn.Module):
         dict of str to Tensor
             Each term as a 0-dim tensor, before the phase weights of :meth:`weights` are applied.
         """
+        terms = self._terms(features, labels, epoch, noise)
+        check_finite(type(self).__name__, {"features": features}, list(terms.values()))
+        return terms
+
+    def _terms(self, features: Tensor, labels: Tensor, epoch: int, noise: Tensor | None) -> dict[str, Tensor]:
+        """:meth:`terms` without the check of the result, which the caller makes."""
         phase = self.phase(epoch)
         if not isinstance(features, Tensor) or features.ndim != 2 or len(features) == 0:
             raise ValueError(
@@ -182,9 +227,7 @@ class DVMLLoss(nn.Module):
             )
         labels = labels.to(features.device)
         check_finite(type(self).__name__, {"features": features})
-        out = self.embedder(
-            features, num_samples=self.num_samples, detach_decoder_input=phase == 1, noise=noise
-        )
+        out = self.embedder(features, num_samples=self.num_samples, detach_decoder_input=phase == 1, noise=noise)
         real_tuples = None if self.miner is None else self.miner(out.invariant, labels)
         with autocast_off(features):  # in the embedder's dtype, not autocast's
             kl = F.gaussian_kl_to_standard_normal(out.mu, out.logvar).mean()
@@ -199,48 +242,49 @@ class DVMLLoss(nn.Module):
             "synthetic_metric_loss": self._synthetic_metric_loss(out, labels),
             "metric_loss": self.loss(out.invariant, labels, real_tuples),
         }
-        check_finite(type(self).__name__, {"features": features}, list(terms.values()))
         return terms
 
-    def forward(
-        self, features: Tensor, labels: Tensor, epoch: int, noise: Tensor | None = None
-    ) -> Tensor:
+    def forward(self, features: Tensor, labels: Tensor, epoch: int, noise: Tensor | None = None) -> Tensor:
         """The weighted sum of the four terms for ``epoch``'s phase; the unweighted terms of the
         call are kept, as floats, in ``last_terms``."""
         weights = self.weights(epoch)
-        terms = self.terms(features, labels, epoch, noise)
-        self.last_terms = {k: float(v.detach()) for k, v in terms.items()}
-        total = sum(weights[k] * terms[k] for k in TERM_NAMES)
+        terms = self._terms(features, labels, epoch, noise)
+        self._last_terms = {k: v.detach() for k, v in terms.items()}
+        total = cast(Tensor, sum(weights[k] * terms[k] for k in TERM_NAMES))  # TERM_NAMES is not empty
         settings = {f"weight of {k}": w for k, w in weights.items()}
-        check_finite(type(self).__name__, {"features": features}, [total], settings)
-        return total  # type: ignore[return-value]
+        check_finite(type(self).__name__, {"features": features}, [*terms.values(), total], settings)
+        return total
+
+    @property
+    def last_terms(self) -> dict[str, float]:
+        """The unweighted terms of the latest :meth:`forward`, as floats (read when asked for, so
+        that a training step does not wait for the device to fill them)."""
+        return {k: float(v) for k, v in self._last_terms.items()}
 
     def _synthetic_metric_loss(self, out: DVMLOutput, labels: Tensor) -> Tensor:
         sample_labels = labels.repeat_interleave(self.num_samples)
-        if self._loss_takes_ref is not False:
-            tuples = self.synthetic_miner(out.invariant, labels, out.samples, sample_labels)
-            try:
-                value = self.loss(out.invariant, labels, tuples, out.samples, sample_labels)
-            except ValueError as err:
-                if not any(refusal in str(err) for refusal in _REFUSALS):
-                    raise
-                self._loss_takes_ref = False
-            else:
-                self._loss_takes_ref = True
-                return value
-        return self.loss(out.samples, sample_labels)
+        if not self.synthetic_reference:
+            return self.loss(out.samples, sample_labels)
+        tuples = self.synthetic_miner(out.invariant, labels, out.samples, sample_labels)
+        return self.loss(out.invariant, labels, tuples, out.samples, sample_labels)
 
     def extra_repr(self) -> str:
         return (
             f"num_samples={self.num_samples}, phase2_start_epoch={self.phase2_start_epoch}, "
             f"phase1_weights={tuple(self.phase_weights[1].values())}, "
-            f"phase2_weights={tuple(self.phase_weights[2].values())}"
+            f"phase2_weights={tuple(self.phase_weights[2].values())}, "
+            f"synthetic_reference={self.synthetic_reference}"
         )
 
 
-def split_miners(
-    miner: nn.Module | None, synthetic_miner: nn.Module | None
-) -> tuple[nn.Module | None, nn.Module]:
+def takes_reference(loss: nn.Module) -> bool:
+    """Whether ``loss`` (or the loss inside a ``DistributedLossWrapper``) accepts reference
+    embeddings and tuples: ``False`` for :data:`NO_REFERENCE_LOSSES`, ``True`` otherwise."""
+    inner = loss.loss if isinstance(loss, DistributedLossWrapper) else loss
+    return not isinstance(inner, NO_REFERENCE_LOSSES)
+
+
+def split_miners(miner: nn.Module | None, synthetic_miner: nn.Module | None) -> tuple[nn.Module | None, nn.Module]:
     """The miners for :math:`L_m(z_I)` and :math:`L_m(\\hat z)` from what the user gave (see
     :class:`DVMLLoss`'s ``miner`` and ``synthetic_miner``)."""
     if synthetic_miner is not None:
@@ -257,8 +301,7 @@ def split_miners(
     base = _unwrap_miner(miner)
     if not isinstance(base, BaseMiner):
         raise ValueError(
-            f"miner must be a PML BaseMiner (or DistributedMinerWrapper around one), got "
-            f"{type(miner).__name__}"
+            f"miner must be a PML BaseMiner (or DistributedMinerWrapper around one), got {type(miner).__name__}"
         )
     if isinstance(base, DVMLMiner):
         synthetic = miner
@@ -291,5 +334,3 @@ def _check_weights(name: str, weights: Sequence[float]) -> dict[str, float]:
             f"metric), got {weights!r}"
         )
     return dict(zip(TERM_NAMES, values))
-
-

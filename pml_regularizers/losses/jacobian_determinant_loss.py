@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from pytorch_metric_learning.losses import BaseMetricLossFunction
@@ -11,8 +11,9 @@ from torch import Tensor
 
 from .. import functional as F
 from .._checks import check_finite, check_rows, finite_float
+from .._pml_glue import ModuleReference, already_reduced
 from ..embedders.dueling_flow_embedder import DuelingFlowEmbedder
-from ..embedders.flow_embedder import FlowEmbedder, ModuleReference
+from ..embedders.flow_embedder import FlowEmbedder
 from ..embedders.forward_records import FlowForward, gathered
 
 _REWARDS = ("signed", "hinge")
@@ -88,7 +89,8 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
     - Reducer input: ``loss`` (the wrapped loss's value), ``logdet_penalty`` and
       ``logdet_reward``, all ``already_reduced``.
     - Give it the tensor the embedder returned: it reads the forward that returned it (other
-      forwards in between, such as a ``ref_emb`` batch, do not matter). Works as ``loss_funcs={"metric_loss": ...}`` of PML's trainers, in a plain loop and under
+      forwards in between, such as a ``ref_emb`` batch, do not matter). Works as
+      ``loss_funcs={"metric_loss": ...}`` of PML's trainers, in a plain loop and under
       PML's ``DistributedLossWrapper`` (which gathers embeddings and labels: log-determinants are
       gathered to match, and each rank interpolates within its own batch).
     - Stats (with ``collect_stats=True``): ``logdet_mean`` (branch 1 on the batch),
@@ -111,14 +113,9 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
     ) -> None:
         super().__init__(**kwargs)
         if not isinstance(loss, BaseMetricLossFunction):
-            raise ValueError(
-                f"loss must be a PML BaseMetricLossFunction, got {type(loss).__name__}"
-            )
+            raise ValueError(f"loss must be a PML BaseMetricLossFunction, got {type(loss).__name__}")
         if not isinstance(embedder, (FlowEmbedder, DuelingFlowEmbedder)):
-            raise ValueError(
-                "embedder must be a FlowEmbedder or DuelingFlowEmbedder, "
-                f"got {type(embedder).__name__}"
-            )
+            raise ValueError(f"embedder must be a FlowEmbedder or DuelingFlowEmbedder, got {type(embedder).__name__}")
         penalty_weight = finite_float("penalty_weight", penalty_weight)
         reward_weight = finite_float("reward_weight", reward_weight)
         for name, value in (("penalty_weight", penalty_weight), ("reward_weight", reward_weight)):
@@ -127,9 +124,7 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
         target = finite_float("target", target)
         reward_target = finite_float("reward_target", reward_target)
         if reward_weight != 0 and not isinstance(embedder, DuelingFlowEmbedder):
-            raise ValueError(
-                "reward_weight != 0 needs a DuelingFlowEmbedder (branch 2 is rewarded)"
-            )
+            raise ValueError("reward_weight != 0 needs a DuelingFlowEmbedder (branch 2 is rewarded)")
         if penalty not in F.LOGDET_PENALTIES:
             raise ValueError(f"penalty must be one of {F.LOGDET_PENALTIES}, got {penalty!r}")
         if reward not in _REWARDS:
@@ -139,12 +134,8 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
                 f"reward='hinge' needs reward_target > 0, got {reward_target}: branch 2 starts as "
                 "the identity (log-det 0) and only the reward trains it, so the hinge would never act"
             )
-        if interpolation_eps is not None and not (
-            finite_float("interpolation_eps", interpolation_eps) > 0
-        ):
-            raise ValueError(
-                f"interpolation_eps must be a finite number > 0 or None, got {interpolation_eps}"
-            )
+        if interpolation_eps is not None and not (finite_float("interpolation_eps", interpolation_eps) > 0):
+            raise ValueError(f"interpolation_eps must be a finite number > 0 or None, got {interpolation_eps}")
         self.loss = loss
         self._embedder = ModuleReference(embedder)
         self.penalty_weight = penalty_weight
@@ -154,9 +145,7 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
         self.reward = reward
         self.reward_target = reward_target
         self.interpolation_eps = None if interpolation_eps is None else float(interpolation_eps)
-        self.add_to_recordable_attributes(
-            list_of_names=["penalty_weight", "reward_weight"], is_stat=False
-        )
+        self.add_to_recordable_attributes(list_of_names=["penalty_weight", "reward_weight"], is_stat=False)
         self.add_to_recordable_attributes(
             list_of_names=[
                 "logdet_mean",
@@ -170,7 +159,7 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
     @property
     def embedder(self) -> FlowEmbedder | DuelingFlowEmbedder:
         """The flow metric layer whose forwards this loss reads."""
-        return self._embedder.module
+        return cast("FlowEmbedder | DuelingFlowEmbedder", self._embedder.module)
 
     def compute_loss(
         self,
@@ -181,12 +170,15 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
         ref_labels: Tensor | None,
     ) -> dict:
         check_rows(embeddings, "embeddings", self.embedder.out_features, "out_features")
-        check_finite(type(self).__name__, {"embeddings": embeddings})
         if self.interpolation_eps is not None and labels is None:
             raise ValueError("labels are required when interpolation_eps is set")
         if len(embeddings) == 0:
             return self.zero_losses()
-        record, is_gathered = self._branch1().find_forward(embeddings)
+        try:
+            record, is_gathered = self._branch1().find_forward(embeddings)
+        except ValueError:  # a NaN or infinity is named before the flow's "not my output"
+            check_finite(type(self).__name__, {"embeddings": embeddings})
+            raise
         own_ref = ref_emb is embeddings and ref_labels is labels
         metric = self.loss(
             embeddings,
@@ -196,26 +188,27 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
             None if own_ref else ref_labels,
         )
         points, valid = self._interpolated_points(record, labels, is_gathered)
-        out = {"loss": _already_reduced(metric)}
+        out = {"loss": already_reduced(metric)}
         out["logdet_penalty"] = self.zero_loss()
         out["logdet_reward"] = self.zero_loss()
         if self.penalty_weight != 0:
             batch = gathered(record.logdet) if is_gathered else record.logdet
             extra = self._at_points(self._branch1(), batch, points, valid, is_gathered)
             values = F.logdet_penalty(torch.cat([batch, extra]), self.penalty, self.target)
-            out["logdet_penalty"] = _already_reduced(self.penalty_weight * values.mean())
+            out["logdet_penalty"] = already_reduced(self.penalty_weight * values.mean())
             self._set_stats("logdet_mean", batch)
             if points is not None:
                 self._set_stats("interpolated_logdet_mean", extra)
         if self.reward_weight != 0:
-            batch = self.embedder.branch2_logdet_of(embeddings)  # raises if branch 2 did not run
-            extra = self._at_points(self.embedder.branch2, batch, points, valid, is_gathered)
+            dueling = cast(DuelingFlowEmbedder, self.embedder)  # __init__ checks it for reward_weight != 0
+            batch = dueling.branch2_logdet_of(embeddings)  # raises if branch 2 did not run
+            extra = self._at_points(dueling.branch2, batch, points, valid, is_gathered)
             values = torch.cat([batch, extra])
             if self.reward == "hinge":
                 values = torch.relu(self.reward_target - values)
             else:
                 values = self.reward_target - values
-            out["logdet_reward"] = _already_reduced(self.reward_weight * values.mean())
+            out["logdet_reward"] = already_reduced(self.reward_weight * values.mean())
             self._set_stats("branch2_logdet_mean", batch)
         if self.collect_stats and valid is not None:
             self.num_interpolated = int(valid.sum())
@@ -243,6 +236,7 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
         is gathered)."""
         if self.interpolation_eps is None:
             return None, None
+        assert labels is not None  # compute_loss refuses labels=None when interpolation_eps is set
         h = record.features
         # PML's DistributedLossWrapper puts this rank's labels first
         points, valid = F.same_class_interpolation(h, labels[: h.shape[0]], self.interpolation_eps)
@@ -270,7 +264,3 @@ class JacobianDeterminantLoss(BaseMetricLossFunction):
     def _set_stats(self, name: str, values: Tensor) -> None:
         if self.collect_stats:
             setattr(self, name, float(values.detach().mean()) if values.numel() else math.nan)
-
-
-def _already_reduced(value: Tensor) -> dict:
-    return {"losses": value, "indices": None, "reduction_type": "already_reduced"}

@@ -68,9 +68,7 @@ class DVMLMiner(BaseMiner):
       ``num_neg_pairs``, summed over draws, and ``num_own_samples_removed``.
     """
 
-    def __init__(
-        self, miner: BaseMiner | None = None, exclude_own_samples: bool = True, **kwargs
-    ) -> None:
+    def __init__(self, miner: BaseMiner | None = None, exclude_own_samples: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
         if miner is not None and not isinstance(miner, BaseMiner):
             raise ValueError(
@@ -108,9 +106,7 @@ class DVMLMiner(BaseMiner):
             self.num_own_samples_removed = removed
         return tuple(torch.cat(parts) for parts in zip(*per_draw))  # type: ignore[return-value]
 
-    def _check_layout(
-        self, embeddings: Tensor, labels: Tensor, ref_emb: Tensor, ref_labels: Tensor
-    ) -> int:
+    def _check_layout(self, embeddings: Tensor, labels: Tensor, ref_emb: Tensor, ref_labels: Tensor) -> int:
         if ref_emb is embeddings:
             raise ValueError(
                 "DVMLMiner needs the synthetic samples as ref_emb: call "
@@ -119,13 +115,11 @@ class DVMLMiner(BaseMiner):
         rows, total = embeddings.shape[0], ref_emb.shape[0]
         if rows == 0 or total == 0 or total % rows != 0:
             raise ValueError(
-                f"ref_emb must hold T >= 1 synthetic samples per real row: {total} reference rows "
-                f"for {rows} real rows"
+                f"ref_emb must hold T >= 1 synthetic samples per real row: {total} reference rows for {rows} real rows"
             )
         if ref_emb.shape[1:] != embeddings.shape[1:]:
             raise ValueError(
-                f"ref_emb rows must have the embeddings' width {embeddings.shape[1]}, got "
-                f"{ref_emb.shape[1]}"
+                f"ref_emb rows must have the embeddings' width {embeddings.shape[1]}, got {ref_emb.shape[1]}"
             )
         num_samples = total // rows
         if not torch.equal(ref_labels, labels.repeat_interleave(num_samples)):

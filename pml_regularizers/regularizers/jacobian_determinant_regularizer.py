@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from pytorch_metric_learning.regularizers import BaseRegularizer
 from pytorch_metric_learning.utils import common_functions as c_f
 from torch import Tensor
 
 from .. import functional as F
 from .._checks import check_finite, check_rows, finite_float
+from .._pml_glue import ModuleReference
 from ..embedders.dueling_flow_embedder import DuelingFlowEmbedder
-from ..embedders.flow_embedder import FlowEmbedder, ModuleReference
+from ..embedders.flow_embedder import FlowEmbedder
 
 
 class JacobianDeterminantRegularizer(BaseRegularizer):
@@ -40,7 +43,8 @@ class JacobianDeterminantRegularizer(BaseRegularizer):
     Parameters
     ----------
     flow : FlowEmbedder or DuelingFlowEmbedder
-        The metric layer whose forward produced the embeddings (branch 1 of a dueling pair). It is held by reference, not as a submodule: it adds nothing to this module's
+        The metric layer whose forward produced the embeddings (branch 1 of a dueling pair). It
+        is held by reference, not as a submodule: it adds nothing to this module's
         ``parameters()`` or ``state_dict()``, and is not moved by ``.to()``.
     penalty : {"square", "hinge", "signed"}
         The form :math:`\\rho`. Default ``"square"``, the form the validation search of the evidence
@@ -80,9 +84,7 @@ class JacobianDeterminantRegularizer(BaseRegularizer):
     ) -> None:
         super().__init__(**kwargs)
         if not isinstance(flow, (FlowEmbedder, DuelingFlowEmbedder)):
-            raise ValueError(
-                f"flow must be a FlowEmbedder or DuelingFlowEmbedder, got {type(flow).__name__}"
-            )
+            raise ValueError(f"flow must be a FlowEmbedder or DuelingFlowEmbedder, got {type(flow).__name__}")
         if penalty not in F.LOGDET_PENALTIES:
             raise ValueError(f"penalty must be one of {F.LOGDET_PENALTIES}, got {penalty!r}")
         target = finite_float("target", target)
@@ -97,14 +99,17 @@ class JacobianDeterminantRegularizer(BaseRegularizer):
     @property
     def flow(self) -> FlowEmbedder | DuelingFlowEmbedder:
         """The regularised flow."""
-        return self._flow.module
+        return cast("FlowEmbedder | DuelingFlowEmbedder", self._flow.module)
 
     def compute_loss(self, x: Tensor) -> dict:
         check_rows(x, "x", self.flow.out_features, "out_features")
         if len(x) == 0:  # PML's convention for a loss with nothing to reduce
             return {"loss": {"losses": 0, "indices": None, "reduction_type": "already_reduced"}}
-        check_finite(type(self).__name__, {"x": x})
-        logdet = self.flow.logdet_of(x)
+        try:
+            logdet = self.flow.logdet_of(x)
+        except ValueError:  # a NaN or infinity is named before the flow's "not my output"
+            check_finite(type(self).__name__, {"x": x})
+            raise
         losses = F.logdet_penalty(logdet, self.penalty, self.target)
         check_finite(type(self).__name__, {"x": x}, [losses], {"target": self.target})
         if self.collect_stats:

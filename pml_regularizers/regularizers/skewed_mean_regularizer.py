@@ -15,7 +15,8 @@ from pytorch_metric_learning.utils import common_functions as c_f
 from torch import Tensor
 
 from .. import functional as F
-from .._checks import check_finite, finite_float, is_positive_int
+from .._checks import check_finite, finite_float, is_int, is_positive_int
+from .._pml_glue import already_reduced
 from .._precision import autocast_off
 
 Form = Literal["pairwise", "rowwise"]
@@ -103,7 +104,7 @@ class SkewedMeanRegularizer(BaseRegularizer):
             raise ValueError(f"form must be 'pairwise' or 'rowwise', got {form!r}")
         if not is_positive_int(centers_per_class):
             raise ValueError(f"centers_per_class must be a positive int, got {centers_per_class!r}")
-        if num_classes is not None and not (is_positive_int(num_classes) and num_classes >= 2):
+        if num_classes is not None and not is_int(num_classes, 2):
             raise ValueError(f"num_classes must be an int >= 2 or None, got {num_classes!r}")
         if block_size is not None and not is_positive_int(block_size):
             raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
@@ -112,9 +113,7 @@ class SkewedMeanRegularizer(BaseRegularizer):
         self.num_classes = num_classes
         self.centers_per_class = centers_per_class
         self.block_size = block_size
-        self.add_to_recordable_attributes(
-            list_of_names=["lam", "centers_per_class"], is_stat=False
-        )
+        self.add_to_recordable_attributes(list_of_names=["lam", "centers_per_class"], is_stat=False)
         self.add_to_recordable_attributes(
             list_of_names=["skewed_mean", "min_distance", "mean_similarity"], is_stat=True
         )
@@ -137,17 +136,13 @@ class SkewedMeanRegularizer(BaseRegularizer):
         if self.form == "pairwise" and fast is not None:
             transform, power = fast
             u = self.distance.maybe_normalize(xc)
-            value = F.gram_pairwise_skewed_mean(
-                u, self.lam, group, transform, power, self.block_size
-            )
-            return value, _already_reduced(value.to(x.dtype))
+            value = F.gram_pairwise_skewed_mean(u, self.lam, group, transform, power, self.block_size)
+            return value, already_reduced(value.to(x.dtype))
         sign = 1.0 if self.distance.is_inverted else -1.0
-        rows = F.row_skewed_means(
-            xc, lambda q, r: sign * self.distance(q, r), self.lam, group, self.block_size
-        )
+        rows = F.row_skewed_means(xc, lambda q, r: sign * self.distance(q, r), self.lam, group, self.block_size)
         if self.form == "pairwise":
             value = F.skewed_mean(rows, self.lam)
-            return value, _already_reduced(value.to(x.dtype))
+            return value, already_reduced(value.to(x.dtype))
         loss = {
             "losses": rows.to(x.dtype),
             "indices": c_f.torch_arange_from_size(x),
@@ -171,39 +166,24 @@ class SkewedMeanRegularizer(BaseRegularizer):
         if not isinstance(x, Tensor):
             raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if x.ndim != 2:
-            raise ValueError(
-                f"x must be 2-D with shape (rows, embedding_size), got shape {tuple(x.shape)}"
-            )
+            raise ValueError(f"x must be 2-D with shape (rows, embedding_size), got shape {tuple(x.shape)}")
         if not x.is_floating_point():
             raise ValueError(f"x must have a floating-point dtype, got {x.dtype}")
         rows, k = x.shape[0], self.centers_per_class
         if rows % k != 0:
-            raise ValueError(
-                f"the number of rows of x ({rows}) must be divisible by centers_per_class ({k})"
-            )
+            raise ValueError(f"the number of rows of x ({rows}) must be divisible by centers_per_class ({k})")
         if self.num_classes is not None and rows != self.num_classes * k:
-            raise ValueError(
-                f"x must have num_classes * centers_per_class = {self.num_classes * k} rows, "
-                f"got {rows}"
-            )
+            raise ValueError(f"x must have num_classes * centers_per_class = {self.num_classes * k} rows, got {rows}")
         if rows // k < 2:
             raise ValueError(
                 f"x must hold at least 2 classes (rows / centers_per_class >= 2), got {rows} "
                 f"rows with centers_per_class={k}"
             )
-        check_finite(type(self).__name__, {"x": x})
 
     def _set_stats(self, x: Tensor, value: Tensor) -> None:
         if not self.collect_stats:
             return
-        max_sim, mean_sim = F.pairwise_cosine_stats(
-            x.detach(), self.centers_per_class, self.block_size
-        )
+        max_sim, mean_sim = F.pairwise_cosine_stats(x.detach(), self.centers_per_class, self.block_size)
         self.skewed_mean = float(value.detach())
         self.min_distance = math.sqrt(max(2.0 - 2.0 * max_sim, 0.0))
         self.mean_similarity = mean_sim
-
-
-def _already_reduced(value: Tensor) -> dict:
-    return {"losses": value, "indices": None, "reduction_type": "already_reduced"}
-

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 from pytorch_metric_learning.trainers import MetricLossOnly
 from torch import Tensor
 
-from ..losses.dvml_loss import (
-    PAPER_PHASE1_WEIGHTS,
-    PAPER_PHASE2_WEIGHTS,
-    TERM_NAMES,
-    DVMLLoss,
-)
+from ..losses.dvml_loss import SETTINGS, TERM_NAMES, DVMLLoss
 
 
 class DVMLTrainer(MetricLossOnly):
@@ -50,17 +45,10 @@ class DVMLTrainer(MetricLossOnly):
         :math:`L_m(z_I)`), ``"synthetic_tuple_miner"`` (an explicit ``DVMLMiner``) and PML's
         ``"subset_batch_miner"``. After construction ``mining_funcs`` holds the miners in use
         under ``"tuple_miner"`` and ``"synthetic_tuple_miner"``, so their stats are logged.
-    num_samples : int
-        Synthetic samples :math:`T` per input; default 20.
-    phase2_start_epoch : int
-        First epoch of phase 2; default 5 (not published; chosen from 2 and 5 by the evidence
-        study's validation search, Triplet on Omniglot with 10 epochs).
-    phase1_weights, phase2_weights : sequence of 4 floats
-        :math:`(\\lambda_1, \\lambda_2, \\lambda_3, \\lambda_4)` per phase; the paper's
-        ``(1, 1, 0.1, 1)`` and ``(0.8, 1, 0.2, 0.8)`` by default.
-    dimension_mean : bool
-        Means instead of sums over dimensions in the KL and reconstruction terms; default
-        ``True``. See :class:`~pml_regularizers.DVMLLoss`.
+    num_samples, phase2_start_epoch, phase1_weights, phase2_weights, dimension_mean, synthetic_reference
+        Keyword-only: :class:`~pml_regularizers.DVMLLoss`'s settings, with its defaults and their
+        reasons (:math:`T = 20`, phase 2 from epoch 5, the paper's phase weights, means over
+        dimensions, the synthetic loss's call form chosen from the metric loss).
 
     Notes
     -----
@@ -70,23 +58,8 @@ class DVMLTrainer(MetricLossOnly):
     embedder, loss and miners.
     """
 
-    def __init__(
-        self,
-        *args,
-        num_samples: int = 20,
-        phase2_start_epoch: int = 5,
-        phase1_weights: Sequence[float] = PAPER_PHASE1_WEIGHTS,
-        phase2_weights: Sequence[float] = PAPER_PHASE2_WEIGHTS,
-        dimension_mean: bool = True,
-        **kwargs,
-    ) -> None:
-        self._dvml_args = {
-            "dimension_mean": dimension_mean,
-            "num_samples": num_samples,
-            "phase2_start_epoch": phase2_start_epoch,
-            "phase1_weights": phase1_weights,
-            "phase2_weights": phase2_weights,
-        }
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._dvml_args = {k: kwargs.pop(k) for k in SETTINGS if k in kwargs}
         super().__init__(*args, **kwargs)
         self.base_loss_weights = {k: self.loss_weights[k] for k in TERM_NAMES}
 
@@ -129,15 +102,11 @@ class DVMLTrainer(MetricLossOnly):
 
     def _check_models_and_losses(self) -> None:
         if not isinstance(self.models, dict) or not {"trunk", "embedder"} <= set(self.models):
-            found = sorted(self.models) if isinstance(self.models, dict) else type(self.models)
-            raise ValueError(
-                f"models must be a dict with 'trunk' and 'embedder' (a DVMLEmbedder), got {found}"
-            )
+            found: object = sorted(self.models) if isinstance(self.models, dict) else type(self.models)
+            raise ValueError(f"models must be a dict with 'trunk' and 'embedder' (a DVMLEmbedder), got {found}")
         if not isinstance(self.loss_funcs, dict) or "metric_loss" not in self.loss_funcs:
             found = sorted(self.loss_funcs) if isinstance(self.loss_funcs, dict) else None
-            raise ValueError(
-                f"loss_funcs must be a dict with 'metric_loss' (a PML metric loss), got {found}"
-            )
+            raise ValueError(f"loss_funcs must be a dict with 'metric_loss' (a PML metric loss), got {found}")
         unknown = set(self.mining_funcs) - {"tuple_miner", "synthetic_tuple_miner", "subset_batch_miner"}
         if unknown:
             raise ValueError(

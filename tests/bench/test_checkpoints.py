@@ -55,8 +55,10 @@ def test_load_falls_back_to_the_backup_and_says_why(tmp_path):
     "content, expected",
     [
         ([1, 2], "holds a list, not a pml-bench checkpoint"),
-        ({"models": {}, "loss": {}, "optimizers": {}, "state": {"epoch": 1}},
-         "lacks the key(s) 'best_epoch', 'best_score', 'done' in its 'state'"),
+        (
+            {"models": {}, "loss": {}, "optimizers": {}, "state": {"epoch": 1}},
+            "lacks the key(s) 'best_epoch', 'best_score', 'done' in its 'state'",
+        ),
         ({"models": {}, "loss": {}, "optimizers": {}, "state": 3}, "has a 'state' that is not a dict"),
     ],
 )

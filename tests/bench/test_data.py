@@ -48,6 +48,7 @@ from pml_regularizers.bench.data import (
     safe_extract_zip,
     training_folds,
 )
+from pml_regularizers.bench.data.paths import require_path
 
 SHARED_OMNIGLOT = Path(__file__).resolve().parents[2].parent / "shared" / "omniglot"
 SMALL_ZIPS = ("images_background_small1.zip", "images_background_small2.zip")
@@ -150,21 +151,15 @@ def shifted_candidates(pixels, shift, fill):
     height, width = pixels.shape
     padded = np.pad(pixels, shift, constant_values=fill)
     return [
-        padded[top : top + height, left : left + width]
-        for top in range(2 * shift + 1)
-        for left in range(2 * shift + 1)
+        padded[top : top + height, left : left + width] for top in range(2 * shift + 1) for left in range(2 * shift + 1)
     ]
 
 
 def test_tensor_image_dataset_translation_is_a_shift_with_fill():
     torch.manual_seed(0)
-    image_set = ImageSet(
-        torch.randint(0, 256, (3, 1, 6, 5), dtype=torch.uint8), torch.tensor([0, 1, 1]), ["a", "b"]
-    )
+    image_set = ImageSet(torch.randint(0, 256, (3, 1, 6, 5), dtype=torch.uint8), torch.tensor([0, 1, 1]), ["a", "b"])
     for fill in (0.0, 1.0):
-        dataset = TensorImageDataset(
-            image_set, augment=True, max_shift=2, mean=0.0, std=1.0, fill=fill
-        )
+        dataset = TensorImageDataset(image_set, augment=True, max_shift=2, mean=0.0, std=1.0, fill=fill)
         pixels = image_set.images[1, 0].double().numpy() / 255
         candidates = shifted_candidates(pixels, 2, fill)
         seen = set()
@@ -297,7 +292,7 @@ def test_safe_extract_zip_rejects_path_traversal(tmp_path, evil):
 
 def test_safe_extract_zip_rejects_symlinks(tmp_path):
     info = zipfile.ZipInfo("link")
-    info.external_attr = (0o120777 << 16)
+    info.external_attr = 0o120777 << 16
     with zipfile.ZipFile(tmp_path / "link.zip", "w") as archive:
         archive.writestr(info, "/etc/passwd")
     with pytest.raises(ValueError, match="symlink"):
@@ -383,6 +378,7 @@ def test_glyph_classes_are_visually_distinct(glyphs30):
     assert distances[~torch.eye(30, dtype=torch.bool)].min() > 0
 
 
+@pytest.mark.slow
 def test_glyphs_are_deterministic_and_seeded(glyphs30, tmp_path):
     again = load_glyphs(tmp_path / "a", num_classes=30, per_class=5, size=32, seed=0)
     assert torch.equal(again.images, glyphs30.images) and again.class_names == glyphs30.class_names
@@ -430,7 +426,7 @@ def test_glyphs_other_size(tmp_path):
         ({"num_classes": 1}, "num_classes"),
         ({"per_class": 0}, "per_class"),
         ({"size": 4}, "size"),
-        ({"size": 8, "num_classes": 5000}, "exceeds"),
+        pytest.param({"size": 8, "num_classes": 5000}, "exceeds", marks=pytest.mark.slow),
         ({"num_classes": 12.5}, r"num_classes must be an int >= 2, got 12.5"),
         ({"per_class": 2.5}, r"per_class must be an int >= 1, got 2.5"),
         ({"size": None}, r"size must be a positive number of pixels, got None"),
@@ -442,6 +438,7 @@ def test_glyphs_reject_bad_parameters(tmp_path, kwargs, message):
         load_glyphs(tmp_path, **kwargs)
 
 
+@pytest.mark.slow
 def test_default_glyphs_have_enough_classes(default_glyphs):
     assert default_glyphs.num_classes >= 500
     assert default_glyphs.images.shape == (default_glyphs.num_classes * 20, 1, 32, 32)
@@ -485,6 +482,7 @@ def real_omniglot(tmp_path_factory):
     return image_set, cache
 
 
+@pytest.mark.slow
 def test_real_omniglot_counts_match_zip_listings(real_omniglot):
     image_set, _ = real_omniglot
     reference = zip_reference([SHARED_OMNIGLOT / name for name in SMALL_ZIPS])
@@ -497,23 +495,19 @@ def test_real_omniglot_counts_match_zip_listings(real_omniglot):
     assert set(counts.values()) == {20}
 
 
-@pytest.mark.parametrize(
-    "class_name", ["Greek/character01", "Balinese/character01", "Tagalog/character17"]
-)
+@pytest.mark.parametrize("class_name", ["Greek/character01", "Balinese/character01", "Tagalog/character17"])
+@pytest.mark.slow
 def test_real_omniglot_pixels_match_independent_decoding(real_omniglot, class_name):
     image_set, _ = real_omniglot
     reference = zip_reference([SHARED_OMNIGLOT / name for name in SMALL_ZIPS])
-    expected = sorted(
-        decode_bytes(data, 32).tobytes()
-        for (name, _), data in reference.items()
-        if name == class_name
-    )
+    expected = sorted(decode_bytes(data, 32).tobytes() for (name, _), data in reference.items() if name == class_name)
     label = image_set.class_names.index(class_name)
     got = sorted(image.numpy().tobytes() for image in image_set.images[image_set.labels == label])
     assert got == expected
     assert image_set.images[image_set.labels == label].float().mean() > 200  # white background
 
 
+@pytest.mark.slow
 def test_real_omniglot_reuses_extraction_and_reads_folders(real_omniglot, monkeypatch):
     image_set, cache = real_omniglot
     assert sorted(p.name for p in cache.iterdir() if p.is_dir()) == [
@@ -538,9 +532,7 @@ def test_real_omniglot_reuses_extraction_and_reads_folders(real_omniglot, monkey
 def fake_omniglot_zips(folder):
     """Two 'small' zips sharing Greek (same files) plus one unique alphabet each."""
     folder.mkdir(parents=True, exist_ok=True)
-    shared = {
-        f"Greek/character0{c}/0{c}_0{d}.png": png_bytes(40 * c + d) for c in (1, 2) for d in (1, 2)
-    }
+    shared = {f"Greek/character0{c}/0{c}_0{d}.png": png_bytes(40 * c + d) for c in (1, 2) for d in (1, 2)}
     subsets = {
         "images_background_small1": {
             "Aleph/character01/10_01.png": png_bytes(1),
@@ -985,3 +977,14 @@ def test_roots_of_the_wrong_kind_are_named_as_such(tmp_path):
             load(a_file)
     with pytest.raises(IsADirectoryError, match=f"features file {tmp_path} is a folder, not a file"):
         load_features(tmp_path)
+
+
+def test_require_path_checks_the_kind_it_is_given(tmp_path):
+    a_file = tmp_path / "data.txt"
+    a_file.write_text("x")
+    require_path(tmp_path, "root", "anything", kind="folder")
+    require_path(a_file, "file", "anything", kind="file")
+    with pytest.raises(FileNotFoundError, match=f"root {tmp_path / 'no'} does not exist; expected L"):
+        require_path(tmp_path / "no", "root", "L", kind="file")
+    with pytest.raises(ValueError, match="kind must be 'folder' or 'file', got 'link'"):
+        require_path(tmp_path, "root", "L", kind="link")

@@ -8,13 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from pytorch_metric_learning import losses, miners
 
-from pml_regularizers.bench.runner import _distribute, _Dist, _Parts
+from pml_regularizers.bench.build import Parts
+from pml_regularizers.bench.distributed import Dist, distribute
 
 from .._gloo import spawn_gloo
 from .test_runner import tiny
+
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 WORLD, PER_RANK, IN, DIM, CLASSES = 2, 6, 5, 4, 3
@@ -26,7 +30,7 @@ def make_parts(loss_seed):
     embedder = torch.nn.Linear(8, DIM).double()
     torch.manual_seed(loss_seed)  # ranks start with different proxies; rank 0's must win
     loss = losses.ProxyAnchorLoss(num_classes=CLASSES, embedding_size=DIM).double()
-    return _Parts({"trunk": trunk, "embedder": embedder}, {"metric_loss": loss}, miners.MultiSimilarityMiner())
+    return Parts({"trunk": trunk, "embedder": embedder}, {"metric_loss": loss}, miners.MultiSimilarityMiner())
 
 
 def batch():
@@ -49,7 +53,7 @@ def grads(parts):
 
 def _worker(rank, out_dir):
     parts = make_parts(loss_seed=100 + rank)
-    models, loss_funcs, miner = _distribute(parts, _Dist(rank, WORLD, 0), torch.device("cpu"))
+    models, loss_funcs, miner = distribute(parts, Dist(rank, WORLD, 0), torch.device("cpu"))
     assert isinstance(models["trunk"], torch.nn.parallel.DistributedDataParallel)
     x, y = batch()
     rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
@@ -78,7 +82,7 @@ def _refusing_worker(rank, out_dir):
         raise UserError(f"refused by rank {rank}")
 
     try:
-        _Dist(rank, WORLD, 0).on_main(refuse)
+        Dist(rank, WORLD, 0).on_main(refuse)
     except UserError as err:
         Path(out_dir, f"rank{rank}.txt").write_text(str(err))
 
@@ -93,16 +97,30 @@ def test_an_error_of_rank_0_reaches_every_rank(tmp_path):
 def test_torchrun_with_two_gloo_processes_runs_an_experiment(tmp_path):
     # patience=1: only rank 0 validates, so every rank must take its early-stopping decision from
     # rank 0's state; one deciding from its own copy would leave after epoch 1 and hang the others.
-    args = tiny(tmp_path, "seeds=1", "cv_folds=2", "sampler=m_per_class", "miner=multi_similarity", "device=cpu",
-                "patience=1")
+    args = tiny(
+        tmp_path, "seeds=1", "cv_folds=2", "sampler=m_per_class", "miner=multi_similarity", "device=cpu", "patience=1"
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "pml_regularizers.bench", "run", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "pml_regularizers.bench",
+            "run",
+            *args,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("# Benchmark report") == 1  # only rank 0 reports
+    assert proc.stdout.count("full report: ") == 1  # only rank 0 reports
     exp_dir = tmp_path / "runs" / "glyphs-proxy_anchor-multi_similarity-linear"
     results = json.loads((exp_dir / "results.json").read_text())
     assert results["world_size"] == 2

@@ -16,7 +16,10 @@ from pml_regularizers.bench.models import WeightsDownloadError, timm_trunk, torc
 
 models = pytest.importorskip("torchvision.models")
 # torchvision's notice that GoogLeNet's and Inception v3's default initialisation will change
-pytestmark = pytest.mark.filterwarnings("ignore:The default weight initialization:FutureWarning")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:The default weight initialization:FutureWarning"),
+]
 
 # name, input side, model_kwargs, the classifier torchvision defines (where it sits differs:
 # the trunk finds it without a table), and its input width as torchvision documents it

@@ -48,14 +48,12 @@ def brute_force(query, q_labels, reference, r_labels, ref_includes_query):
         for k in RECALL_KS:
             results[f"recall_at_{k}"].append(float(relevant[:k].any()))
         results["precision_at_1"].append(float(relevant[0]))
-        ap = sum(relevant[:j + 1].sum() / (j + 1) for j in range(r) if relevant[j]) / r
+        ap = sum(relevant[: j + 1].sum() / (j + 1) for j in range(r) if relevant[j]) / r
         results["mean_average_precision_at_r"].append(ap)
     return {name: float(np.mean(v)) for name, v in results.items()}
 
 
-BRUTE_METRICS = (
-    "mean_average_precision_at_r", "precision_at_1", *(f"recall_at_{k}" for k in RECALL_KS)
-)
+BRUTE_METRICS = ("mean_average_precision_at_r", "precision_at_1", *(f"recall_at_{k}" for k in RECALL_KS))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -140,8 +138,14 @@ def test_defaults_labels_and_knn_requirement():
     calc = BenchAccuracyCalculator()
     assert set(calc.get_curr_metrics()) == set(DEFAULT_METRICS)
     assert set(DEFAULT_METRICS) == {
-        "mean_average_precision_at_r", "r_precision", "precision_at_1",
-        "recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8", "NMI",
+        "mean_average_precision_at_r",
+        "r_precision",
+        "precision_at_1",
+        "recall_at_1",
+        "recall_at_2",
+        "recall_at_4",
+        "recall_at_8",
+        "NMI",
     }
     assert all(f"recall_at_{k}" in calc.requires_knn() for k in RECALL_KS)
     assert list(METRIC_LABELS)[: len(DEFAULT_METRICS)] == list(DEFAULT_METRICS)

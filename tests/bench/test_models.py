@@ -73,9 +73,7 @@ def test_mlp_flattens_and_reports_output_size(hidden):
     assert model.output_size == (hidden[-1] if hidden else 30)
     assert out.shape == (4, model.output_size)
     linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    assert [(m.in_features, m.out_features) for m in linear] == list(
-        zip((30, *hidden)[:-1], hidden)
-    )
+    assert [(m.in_features, m.out_features) for m in linear] == list(zip((30, *hidden)[:-1], hidden))
 
 
 def test_mlp_without_hidden_is_flatten():
@@ -130,9 +128,8 @@ def test_timm_trunk_rejects_bad_arguments(monkeypatch, kwargs, match):
         timm_trunk("fake_net", **kwargs)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("timm") is None, reason="timm is not installed (it needs torchvision)"
-)
+@pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="timm is not installed (it needs torchvision)")
+@pytest.mark.slow
 def test_real_timm_trunk_output_size():
     try:
         model = timm_trunk("resnet18", in_channels=1).eval()

@@ -227,9 +227,13 @@ def test_colour_reaches_the_output(tmp_path):
     root = write_folder_tree(tmp_path, classes=1, per_class=len(MODES), colour=(255, 0, 0))
     files = list_image_folder(root)
     dataset = NaturalImageDataset(files, natural_transforms(False, crop=16, resize=20))
-    red = torch.tensor([(1 - IMAGENET_MEAN[0]) / IMAGENET_STD[0],
-                        -IMAGENET_MEAN[1] / IMAGENET_STD[1],
-                        -IMAGENET_MEAN[2] / IMAGENET_STD[2]])
+    red = torch.tensor(
+        [
+            (1 - IMAGENET_MEAN[0]) / IMAGENET_STD[0],
+            -IMAGENET_MEAN[1] / IMAGENET_STD[1],
+            -IMAGENET_MEAN[2] / IMAGENET_STD[2],
+        ]
+    )
     luma = round(255 * 299 / 1000) / 255  # PIL's L = (299 R + 587 G + 114 B) / 1000
     gray = (luma - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
     tolerance = 2 / 255 / min(IMAGENET_STD)  # JPEG may move a solid colour by a level or two
@@ -353,6 +357,7 @@ def test_training_crop_may_exceed_resize_and_outputs_crop_size(trees):
     assert NaturalImageDataset(files, transform)[(0, 1)][0].shape == (3, 300, 300)
 
 
+@pytest.mark.slow
 def test_package_imports_without_torchvision_and_names_the_extra():
     script = textwrap.dedent(
         """
@@ -367,9 +372,7 @@ def test_package_imports_without_torchvision_and_names_the_extra():
             print("ImportError:", error)
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     expected = 'pipeline needs torchvision; pip install "pml-regularizers[vision]"'
     assert f"ImportError: the natural-image {expected}" in result.stdout
@@ -387,20 +390,17 @@ def epoch_batches(loader, global_seed, epoch):
 
 
 def same_batches(a, b):
-    return len(a) == len(b) and all(
-        torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b)
-    )
+    return len(a) == len(b) and all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b))
 
 
+@pytest.mark.slow
 def test_training_batches_do_not_depend_on_the_workers(trees):
     files = list_image_folder(trees["folder"])
     dataset = NaturalImageDataset(files, natural_transforms(True, crop=16))
     loaders = {
         "no workers": training_loader(dataset, batch_size=4, num_workers=0),
         "2 workers": training_loader(dataset, batch_size=4, num_workers=2),
-        "2 persistent workers": training_loader(
-            dataset, batch_size=4, num_workers=2, persistent_workers=True
-        ),
+        "2 persistent workers": training_loader(dataset, batch_size=4, num_workers=2, persistent_workers=True),
     }
     results = {}
     for name, loader in loaders.items():
@@ -578,6 +578,7 @@ MEMORY_CHILD = textwrap.dedent(
     reason="reads the peak RSS from /proc/self/status (Linux): resource.getrusage's ru_maxrss "
     "of a fresh child includes the parent's peak at fork and exec, so it cannot measure the child",
 )
+@pytest.mark.slow
 def test_memory_does_not_grow_with_the_number_of_images(tmp_path):
     """Peak RSS (VmHWM) in a fresh process: list a tree of N = 200 and one of 10 N = 2,000 JPEGs
     of 64 x 64 pixels, then iterate one training epoch over each (32 px crops, no workers).
@@ -593,15 +594,19 @@ def test_memory_does_not_grow_with_the_number_of_images(tmp_path):
     large = write_bulk_folder(tmp_path / "large", 2000)
     result = subprocess.run(
         [sys.executable, "-c", MEMORY_CHILD, str(small), str(large)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     peaks = json.loads(result.stdout)
     listing_per_file = 1024 * (peaks["after_listing"] - peaks["after_imports"]) / 2200
     epoch_small, epoch_large = (peak - peaks["after_listing"] for peak in peaks["epochs"])
     growth_per_image = 1024 * (epoch_large - epoch_small) / 1800
-    print(f"listing {listing_per_file:.0f} B/file; epoch peaks {epoch_small} KiB (N) and "
-          f"{epoch_large} KiB (10 N) above the listing: {growth_per_image:.0f} B per extra image")
+    print(
+        f"listing {listing_per_file:.0f} B/file; epoch peaks {epoch_small} KiB (N) and "
+        f"{epoch_large} KiB (10 N) above the listing: {growth_per_image:.0f} B per extra image"
+    )
     assert epoch_small > 0  # the measurement sees the epoch
     assert listing_per_file < 4096
     assert growth_per_image < 2048

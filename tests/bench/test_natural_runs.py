@@ -11,14 +11,24 @@ import torch
 
 from pml_regularizers.bench.cli import main as cli_main
 from pml_regularizers.bench.config import ConfigError, load_config
+from pml_regularizers.bench.experiment_data import torch_dataset
 from pml_regularizers.bench.preflight import check_input
-from pml_regularizers.bench.runner import _torch_dataset, load_experiment_data, run_experiment
+from pml_regularizers.bench.runner import load_experiment_data, run_experiment
 
 from .trees import TREE_WRITERS
 
+pytestmark = pytest.mark.slow
+
 SMALL = [
-    "trunk=torchvision", "trunk.name=resnet18", "dataset.size=32", "dataset.resize=36",
-    "embedding_size=8", "batch_size=8", "epochs=1", "seeds=1", "num_workers=0",
+    "trunk=torchvision",
+    "trunk.name=resnet18",
+    "dataset.size=32",
+    "dataset.resize=36",
+    "embedding_size=8",
+    "batch_size=8",
+    "epochs=1",
+    "seeds=1",
+    "num_workers=0",
 ]
 
 
@@ -46,13 +56,13 @@ def test_pml_bench_run_on_each_natural_layout(tmp_path, capsys, name):
 def test_colour_reaches_the_trunk_and_evaluation_is_deterministic(tmp_path):
     cfg = load_config(natural(tmp_path, "cub"))
     data = load_experiment_data(cfg)
-    test = _torch_dataset(data.subset([4, 5, 6, 7]), cfg, train=False)
+    test = torch_dataset(data.subset([4, 5, 6, 7]), cfg, train=False)
     images = torch.stack([test[i][0] for i in range(len(test))])
     assert images.shape == (16, 3, 32, 32)
     assert not torch.allclose(images[:, 0], images[:, 1])  # R and G differ: not gray copies
     again = torch.stack([test[i][0] for i in range(len(test))])
     assert torch.equal(images, again)
-    train = _torch_dataset(data.subset([0, 1, 2, 3]), cfg, train=True)
+    train = torch_dataset(data.subset([0, 1, 2, 3]), cfg, train=True)
     crops = {train[(0, seed)][0].sum().item() for seed in range(6)}
     assert len(crops) > 1  # training crops are random
 
@@ -60,14 +70,17 @@ def test_colour_reaches_the_trunk_and_evaluation_is_deterministic(tmp_path):
 def test_training_follows_the_seeds_whatever_the_workers(tmp_path):
     metrics = []
     for workers in (0, 2):
-        cfg = load_config(natural(tmp_path, "folder", f"num_workers={workers}", f"experiment=w{workers}",
-                                  "epochs=2", "cv_folds=2"))
+        cfg = load_config(
+            natural(tmp_path, "folder", f"num_workers={workers}", f"experiment=w{workers}", "epochs=2", "cv_folds=2")
+        )
         metrics.append({(r["split"], r["embedding"]): r["metrics"] for r in records(run_experiment(cfg))})
     assert metrics[0] == metrics[1]
 
 
-@pytest.mark.parametrize("preset", ["reality_check_cub", "reality_check_cars196", "reality_check_sop",
-                                    "dvml_cub", "dvml_cars196", "dvml_sop"])
+@pytest.mark.parametrize(
+    "preset",
+    ["reality_check_cub", "reality_check_cars196", "reality_check_sop", "dvml_cub", "dvml_cars196", "dvml_sop"],
+)
 def test_every_preset_composes_with_only_the_root_added(tmp_path, preset):
     cfg = load_config([f"preset={preset}", f"dataset.root={tmp_path}"])
     check_input(cfg)
@@ -84,10 +97,22 @@ def test_every_preset_composes_with_only_the_root_added(tmp_path, preset):
 @pytest.mark.parametrize("preset", ["reality_check_cub", "dvml_cub"])
 def test_a_preset_runs_end_to_end_at_a_small_size(tmp_path, preset):
     root = TREE_WRITERS["cub"](tmp_path / "cub", classes=8, per_class=4)
-    overrides = [f"preset={preset}", f"dataset.root={root}", f"output_dir={tmp_path / 'runs'}",
-                 "trunk.name=resnet18", "trunk.pretrained=false", "dataset.size=32", "dataset.resize=36",
-                 "embedding_size=8", "batch_size=8", "epochs=1", "iterations_per_epoch=2", "cv_folds=2",
-                 "seeds=1", "num_workers=0"]
+    overrides = [
+        f"preset={preset}",
+        f"dataset.root={root}",
+        f"output_dir={tmp_path / 'runs'}",
+        "trunk.name=resnet18",
+        "trunk.pretrained=false",
+        "dataset.size=32",
+        "dataset.resize=36",
+        "embedding_size=8",
+        "batch_size=8",
+        "epochs=1",
+        "iterations_per_epoch=2",
+        "cv_folds=2",
+        "seeds=1",
+        "num_workers=0",
+    ]
     if preset.startswith("dvml"):
         overrides.append("trainer.num_samples=2")
     exp_dir = run_experiment(load_config(overrides))

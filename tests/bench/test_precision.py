@@ -35,8 +35,9 @@ def test_the_trunk_runs_under_autocast_and_hands_on_float32(dtype):
 def test_channels_last_input_and_no_autocast_for_fp32():
     trunk = conv_trunk().to(memory_format=torch.channels_last)
     seen = {}
-    trunk[0].register_forward_pre_hook(lambda m, args: seen.update(
-        channels_last=args[0].is_contiguous(memory_format=torch.channels_last)))
+    trunk[0].register_forward_pre_hook(
+        lambda m, args: seen.update(channels_last=args[0].is_contiguous(memory_format=torch.channels_last))
+    )
     x = torch.randn(2, 3, 16, 16)
     out = AutocastTrunk(trunk, "cpu", None, channels_last=True)(x)
     assert seen["channels_last"]
@@ -52,8 +53,11 @@ def test_the_grad_scaler_scales_the_loss_and_skips_steps_that_overflow():
     optimizer = torch.optim.SGD(trunk.parameters(), lr=0.1)
     trainer = trainers.MetricLossOnly(
         models={"trunk": AutocastTrunk(trunk, "cpu", torch.float16, False)},
-        optimizers={"trunk_optimizer": optimizer}, batch_size=16,
-        loss_funcs={"metric_loss": losses.ContrastiveLoss()}, dataset=data, dataloader_num_workers=0,
+        optimizers={"trunk_optimizer": optimizer},
+        batch_size=16,
+        loss_funcs={"metric_loss": losses.ContrastiveLoss()},
+        dataset=data,
+        dataloader_num_workers=0,
         data_device=torch.device("cpu"),
     )
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
@@ -71,6 +75,7 @@ def test_the_grad_scaler_scales_the_loss_and_skips_steps_that_overflow():
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.slow
 def test_tiny_runs_in_half_precision(tmp_path, precision):
     exp_dir = run_experiment(load_config(tiny(tmp_path, f"precision={precision}", "seeds=1", "cv_folds=2")))
     records = json.loads((exp_dir / "results.json").read_text())["records"]
@@ -79,6 +84,7 @@ def test_tiny_runs_in_half_precision(tmp_path, precision):
     assert ("grad_scaler" in checkpoint["optimizers"]) == (precision == "fp16")
 
 
+@pytest.mark.slow
 def test_precision_and_channels_last_are_checked():
     with pytest.raises(ConfigError, match="precision must be fp32, bf16 or fp16, got 'fp8'"):
         load_config(["precision=fp8"])

@@ -10,64 +10,22 @@ import torch
 from pytorch_metric_learning import losses, trainers
 from pytorch_metric_learning.utils import logging_presets
 
-from pml_regularizers.bench.report import (
-    device_lines,
-    load_loss_history,
-    load_records,
-    loss_history_files,
-    markdown_table,
-    mean_loss_curve,
-    plot_embedding_map,
-    plot_metric_comparison,
-    plot_training_curves,
-    provenance_lines,
-    read_report_command,
-    read_report_table,
-    summarize,
-    t_interval,
-    validation_curve_table,
-    write_report,
-)
+from pml_regularizers.bench.experiment import ExperimentFolder
+from pml_regularizers.bench.markdown import device_lines, markdown_table, validation_curve_table
+from pml_regularizers.bench.plots import plot_embedding_map, plot_metric_comparison, plot_training_curves
+from pml_regularizers.bench.report import write_report
+from pml_regularizers.bench.stats import summarize, t_interval
+from pml_regularizers.bench.training_logs import load_loss_history, mean_loss_curve, validation_curves
+
+from .report_records import MAP, P1, fake_records, write_experiment
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-MAP = "mean_average_precision_at_r"
-P1 = "precision_at_1"
-
-# MAP@R per seed; "reg" has an extra seed 3 that the baseline lacks
-BASE_MAP = {0: 0.40, 1: 0.42, 2: 0.44}
-REG_MAP = {0: 0.43, 1: 0.44, 2: 0.47, 3: 0.50}
 
 
 def assert_png(path):
     data = path.read_bytes()
     assert data[:8] == PNG_SIGNATURE
     assert len(data) > 1024
-
-
-def fake_records():
-    records = []
-    for name, maps in [("base", BASE_MAP), ("reg", REG_MAP)]:
-        for seed, value in maps.items():
-            metrics = {MAP: value, P1: 0.6 + seed / 100}
-            records.append({"experiment": name, "seed": seed, "split": "test",
-                            "embedding": "concatenated", "metrics": metrics})
-            records.append({"experiment": name, "seed": seed, "split": "val",
-                            "embedding": "concatenated", "metrics": {MAP: 0.99}})
-    return records
-
-
-def write_experiment(root, name, records, csv_texts=(), embeddings=None):
-    exp = root / name
-    exp.mkdir()
-    body = [{k: v for k, v in r.items() if k != "experiment"} for r in records]
-    (exp / "results.json").write_text(json.dumps({"experiment": name, "config": {}, "records": body}))
-    for seed, text in enumerate(csv_texts):
-        logs = exp / f"seed_{seed}" / "logs"
-        logs.mkdir(parents=True)
-        (logs / "loss_histories.csv").write_text(text)
-    if embeddings is not None:
-        torch.save(embeddings, exp / "seed_0" / "test_embeddings.pt")
-    return exp
 
 
 # t_interval -----------------------------------------------------------------------------------
@@ -117,9 +75,7 @@ def test_summarize_pairs_by_seed():
 
 def test_summarize_without_baseline_filters_split_and_orders_metrics():
     rows = summarize(fake_records())
-    assert [(r.experiment, r.metric) for r in rows] == [
-        ("base", MAP), ("base", P1), ("reg", MAP), ("reg", P1)
-    ]
+    assert [(r.experiment, r.metric) for r in rows] == [("base", MAP), ("base", P1), ("reg", MAP), ("reg", P1)]
     assert all(r.diff_mean is None and r.baseline is None for r in rows)
     val = summarize(fake_records(), split="val")
     assert [r.mean for r in val] == pytest.approx([0.99, 0.99])
@@ -160,8 +116,15 @@ def test_markdown_table_layout_and_numbers():
 
 
 def test_markdown_table_metric_subset_single_seed_and_unknown_metric():
-    records = [{"experiment": "a", "seed": 0, "split": "test", "embedding": "single",
-                "metrics": {MAP: 0.5, P1: 0.25, "recall_at_8": 0.9}}]
+    records = [
+        {
+            "experiment": "a",
+            "seed": 0,
+            "split": "test",
+            "embedding": "single",
+            "metrics": {MAP: 0.5, P1: 0.25, "recall_at_8": 0.9},
+        }
+    ]
     rows = summarize(records)
     text = markdown_table(rows, metrics=["recall_at_8", MAP])
     assert text.split("\n")[0] == "| Experiment | Embedding | Seeds | R@8 | MAP@R |"
@@ -179,91 +142,20 @@ def test_markdown_negative_difference_sign():
     assert "(Δ -0.0733 ± 0.0143, 3 pairs)" in text
 
 
-def _rounded(row):
-    """``row`` with its numbers as the markdown table prints them (4 decimals)."""
-    def r(x):
-        return x if x is None or math.isnan(x) else round(x, 4)
-    return (row.experiment, row.split, row.embedding, row.metric, r(row.mean), r(row.half_width), row.n,
-            r(row.diff_mean), r(row.diff_half_width), row.n_pairs, row.baseline)
-
-
-def _as_tuples(rows):
-    return [tuple("nan" if isinstance(x, float) and math.isnan(x) else x for x in _rounded(row)) for row in rows]
-
-
-@pytest.mark.parametrize("split", ["test", "val"])
-def test_read_report_table_inverts_write_report(tmp_path, split):
-    recs = fake_records()
-    # "lone" has one seed (n/a half-widths), no seed shared with the baseline and an unknown metric
-    recs.append({"experiment": "lone", "seed": 7, "split": split, "embedding": "concatenated",
-                 "metrics": {MAP: 0.3, P1: 0.5, "my_metric": 0.125}})
-    dirs = [write_experiment(tmp_path, name, [r for r in recs if r["experiment"] == name])
-            for name in ("base", "reg", "lone")]
-    text = write_report(dirs, tmp_path / "report", baseline="base", split=split, command="pml-bench report x")
-    expected = summarize(recs, baseline="base", split=split)
-    assert "| lone | concatenated | 1 | 0.3000 ± n/a (Δ n/a: no shared seed) |" in text
-    assert "| – |" in text  # the unknown metric is missing for base and reg
-    assert _as_tuples(read_report_table(text, split)) == _as_tuples(expected)
-
-
-def test_read_report_table_negative_differences_and_bad_input(tmp_path):
-    recs = fake_records()
-    for r in recs:
-        if r["experiment"] == "reg":
-            r["metrics"][MAP] -= 0.1
-    dirs = [write_experiment(tmp_path, name, [r for r in recs if r["experiment"] == name]) for name in ("base", "reg")]
-    text = write_report(dirs, tmp_path / "report", baseline="base")
-    reg_map = next(r for r in read_report_table(text) if r.experiment == "reg" and r.metric == MAP)
-    assert (reg_map.diff_mean, reg_map.diff_half_width, reg_map.n_pairs) == (-0.0733, 0.0143, 3)
-    with pytest.raises(ValueError, match="split 'val'"):
-        read_report_table(text, "val")
-    with pytest.raises(ValueError, match="mean ± half-width"):
-        read_report_table(text.replace("0.4200 ± 0.0497", "0.42"))
-
-
-def test_read_report_command_inverts_provenance_lines():
-    text = "\n".join(["# a report", "", *provenance_lines("pml-bench report a b", ["pml-bench run x"]), "| 0.5 |"])
-    assert read_report_command(text) == "pml-bench report a b"
-    assert read_report_command("\n".join(["# a report", "", *provenance_lines(None, ["pml-bench run x"])])) is None
-    assert read_report_command("# a report\n\nMade by:\n\nno command block\n") is None
-    assert read_report_command("# a report without provenance\n") is None
-
-
-# load_records ---------------------------------------------------------------------------------
+# devices --------------------------------------------------------------------------------------
 
 
 def test_device_lines_count_devices_and_unrecorded_ones(tmp_path):
     assert device_lines([None, None]) == []
     assert device_lines(["cpu", "cuda: NVIDIA H100", "cpu", None]) == [
-        "Run on: cpu (2 experiments), cuda: NVIDIA H100 (1 experiment), not recorded (1 experiment).", "",
+        "Run on: cpu (2 experiments), cuda: NVIDIA H100 (1 experiment), not recorded (1 experiment).",
+        "",
     ]
     exp = write_experiment(tmp_path, "gpu", fake_records()[:2])
     data = json.loads((exp / "results.json").read_text())
     (exp / "results.json").write_text(json.dumps({**data, "device": "cuda: NVIDIA H100"}))
     text = write_report([exp], tmp_path / "report")
     assert "Run on: cuda: NVIDIA H100 (1 experiment)." in text
-
-
-def test_load_records_adds_experiment(tmp_path):
-    exp = write_experiment(tmp_path, "base", [r for r in fake_records() if r["experiment"] == "base"])
-    records = load_records(exp)
-    assert len(records) == 6
-    assert all(r["experiment"] == "base" for r in records)
-    assert records[0]["metrics"][MAP] == 0.40
-
-
-def test_load_records_errors_name_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="results.json"):
-        load_records(tmp_path / "missing")
-    (tmp_path / "results.json").write_text("{not json")
-    with pytest.raises(ValueError, match=str(tmp_path / "results.json")):
-        load_records(tmp_path)
-    (tmp_path / "results.json").write_text(json.dumps({"experiment": "x", "records": [{"seed": 0}]}))
-    with pytest.raises(ValueError, match="record 0"):
-        load_records(tmp_path)
-    (tmp_path / "results.json").write_text(json.dumps({"records": []}))
-    with pytest.raises(ValueError, match="experiment"):
-        load_records(tmp_path)
 
 
 # record-keeper CSV ----------------------------------------------------------------------------
@@ -323,17 +215,24 @@ def test_hand_written_csv_with_new_header_and_bad_cells(tmp_path):
 
 
 def test_mean_loss_curve_over_seeds_and_folds(tmp_path):
-    exp = write_experiment(tmp_path, "a", [], csv_texts=[
-        "~iteration~,total_loss\n0,4.0\n10,2.0\n",
-        "~iteration~,total_loss\n0,2.0\n10,1.0\n20,0.5\n",
-        "~iteration~,metric_loss\n0,9.0\n",  # no total_loss: skipped
-    ])
+    exp = write_experiment(
+        tmp_path,
+        "a",
+        [],
+        csv_texts=[
+            "~iteration~,total_loss\n0,4.0\n10,2.0\n",
+            "~iteration~,total_loss\n0,2.0\n10,1.0\n20,0.5\n",
+            "~iteration~,metric_loss\n0,9.0\n",  # no total_loss: skipped
+        ],
+    )
     fold_logs = exp / "seed_3" / "fold_0" / "logs"
     fold_logs.mkdir(parents=True)
     (fold_logs / "loss_histories.csv").write_text("~iteration~,total_loss\n0,3.0\n10,3.0\n")
-    assert [p.relative_to(exp).as_posix() for p in loss_history_files(exp)] == [
-        "seed_0/logs/loss_histories.csv", "seed_1/logs/loss_histories.csv",
-        "seed_2/logs/loss_histories.csv", "seed_3/fold_0/logs/loss_histories.csv",
+    assert [p.relative_to(exp).as_posix() for p in ExperimentFolder(exp).loss_history_files()] == [
+        "seed_0/logs/loss_histories.csv",
+        "seed_1/logs/loss_histories.csv",
+        "seed_2/logs/loss_histories.csv",
+        "seed_3/fold_0/logs/loss_histories.csv",
     ]
     iterations, mean, n = mean_loss_curve(exp)
     assert n == 3
@@ -354,8 +253,8 @@ def test_mean_curve_of_a_regularizer_stat_log(tmp_path):
             "~iteration~,p\n0,2\n"
         )
     pattern = "*_JacobianDeterminantRegularizer.csv"
-    assert len(loss_history_files(exp, pattern)) == 3
-    assert loss_history_files(exp) == []
+    assert len(ExperimentFolder(exp).loss_history_files(pattern)) == 3
+    assert ExperimentFolder(exp).loss_history_files() == []
     iterations, mean, n = mean_loss_curve(exp, "logdet_mean", pattern)
     assert n == 3
     assert iterations.tolist() == [0, 5]
@@ -379,14 +278,18 @@ def test_validation_curve_table_means_over_runs_and_early_stopping(tmp_path):
     _write_val_log(a, 0, 1, [0.3, 0.5])  # stopped early: epoch 3 averages the other run only
     _write_val_log(a, 1, 0, [0.2, 0.4, 0.8])
     _write_val_log(b, 0, 0, [0.25])
-    assert validation_curve_table([a, b]).splitlines() == [
+    curves = validation_curves([a, b])
+    assert [(c.experiment, c.epochs, c.runs) for c in curves] == [("a", [1, 2, 3], 3), ("b", [1], 1)]
+    assert curves[0].values == pytest.approx([0.2, 0.4, 0.65])
+    assert validation_curve_table(curves).splitlines() == [
         "| Experiment | 1 | 2 | 3 | runs |",
         "|---|---|---|---|---|",
         "| a | 0.2000 | 0.4000 | 0.6500 | 3 |",
         "| b | 0.2500 |  |  | 1 |",
     ]
     (tmp_path / "none").mkdir()
-    assert validation_curve_table([tmp_path / "none"]) is None
+    assert validation_curves([tmp_path / "none"]) == []
+    assert validation_curve_table([]) is None
 
 
 # plots and report -----------------------------------------------------------------------------
@@ -428,10 +331,10 @@ def test_write_report(tmp_path):
     recs = fake_records()
     csv = "~iteration~,metric_loss,total_loss\n0,2.0,2.0\n5,1.0,1.0\n"
     emb = {"embeddings": torch.randn(40, 8), "labels": torch.arange(40) % 5}
-    base = write_experiment(tmp_path, "base", [r for r in recs if r["experiment"] == "base"],
-                            csv_texts=[csv, csv])
-    reg = write_experiment(tmp_path, "reg", [r for r in recs if r["experiment"] == "reg"],
-                           csv_texts=[csv], embeddings=emb)
+    base = write_experiment(tmp_path, "base", [r for r in recs if r["experiment"] == "base"], csv_texts=[csv, csv])
+    reg = write_experiment(
+        tmp_path, "reg", [r for r in recs if r["experiment"] == "reg"], csv_texts=[csv], embeddings=emb
+    )
     out = tmp_path / "report"
     text = write_report([base, reg], out, baseline="base")
     assert (out / "report.md").read_text() == text

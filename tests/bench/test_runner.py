@@ -18,8 +18,11 @@ from omegaconf import OmegaConf
 from pml_regularizers.bench.cli import main as cli_main
 from pml_regularizers.bench.config import ConfigError, load_config
 from pml_regularizers.bench.data import class_disjoint_split
-from pml_regularizers.bench.report import validation_curve_table
+from pml_regularizers.bench.markdown import validation_curve_table
 from pml_regularizers.bench.runner import load_experiment_data, run_experiment
+from pml_regularizers.bench.training_logs import validation_curves
+
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,7 +87,7 @@ def test_cross_validation_reports_separated_and_concatenated(tmp_path):
         (log,) = (exp_dir / "seed_0" / f"fold_{fold}" / "logs").glob("accuracies_*_VAL_vs_self.csv")
         for row in csv.DictReader(log.open()):
             per_epoch.setdefault(row["epoch"], []).append(float(row["mean_average_precision_at_r_level0"]))
-    table = validation_curve_table([exp_dir]).splitlines()
+    table = validation_curve_table(validation_curves([exp_dir])).splitlines()
     assert table[0] == "| Experiment | " + " | ".join(per_epoch) + " | runs |"
     expected = [f"{sum(v) / len(v):.4f}" for v in per_epoch.values()]
     assert table[2] == f"| {exp_dir.name} | " + " | ".join(expected) + " | 2 |"
@@ -95,7 +98,7 @@ def test_validation_only_run_never_touches_the_test_classes(tmp_path, monkeypatc
     from pml_regularizers.bench import runner
 
     embedded = []
-    monkeypatch.setattr(runner, "_embed", lambda *a, **k: embedded.append(1))
+    monkeypatch.setattr(runner, "embed", lambda *a, **k: embedded.append(1))
     exp_dir = run_experiment(load_config(tiny(tmp_path, "cv_folds=2", "test=false")))
     assert not embedded
     assert metrics_of(exp_dir) == {}
@@ -152,7 +155,10 @@ def test_sigkill_mid_run_then_resume_gives_the_same_metrics(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "pml_regularizers.bench", "run", *args],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     ckpt = tmp_path / "runs" / "killed" / "seed_0" / "fold_0" / "checkpoint_latest.pt"
     deadline = time.time() + 240
@@ -264,15 +270,27 @@ def test_the_runner_builds_the_same_wrapped_loss_as_the_python_api(tmp_path):
     from pytorch_metric_learning.losses import ProxyAnchorLoss
 
     from pml_regularizers import DuelingFlowEmbedder, JacobianDeterminantLoss
-    from pml_regularizers.bench.runner import _build_loss
+    from pml_regularizers.bench.build import build_loss
 
-    cfg = load_config(tiny(tmp_path, "embedder=dueling_flow", "regularizer=jacobian_determinant_loss",
-                           "regularizer.interpolation_eps=0.3", "regularizer.reward=signed"))
+    cfg = load_config(
+        tiny(
+            tmp_path,
+            "embedder=dueling_flow",
+            "regularizer=jacobian_determinant_loss",
+            "regularizer.interpolation_eps=0.3",
+            "regularizer.reward=signed",
+        )
+    )
     embedder = DuelingFlowEmbedder(6, 8, num_blocks=2, hidden_features=16)
-    built = _build_loss(cfg, num_classes=5, embedding_size=8, embedder=embedder)
+    built = build_loss(cfg, num_classes=5, embedding_size=8, embedder=embedder)
     by_hand = JacobianDeterminantLoss(
-        ProxyAnchorLoss(5, 8, margin=0.1, alpha=32), embedder, penalty_weight=0.1, reward_weight=0.1,
-        penalty="square", reward="signed", interpolation_eps=0.3,
+        ProxyAnchorLoss(5, 8, margin=0.1, alpha=32),
+        embedder,
+        penalty_weight=0.1,
+        reward_weight=0.1,
+        penalty="square",
+        reward="signed",
+        interpolation_eps=0.3,
     )
     by_hand.loss.proxies.data.copy_(built.loss.proxies.data)
     x, labels = torch.randn(12, 6), torch.arange(12) % 5
@@ -307,18 +325,21 @@ def test_compare_runs_each_method_against_its_base_loss(tmp_path, capsys):
     assert cli_main(["compare", *tiny(tmp_path, "seeds=1", "epochs=1")]) == 0
     out = capsys.readouterr().out
     runs = tmp_path / "runs"
-    assert sorted(p.name for p in runs.iterdir() if (p / "results.json").exists()) == sorted([
-        "glyphs-proxy_anchor-linear",
-        "glyphs-proxy_anchor-skewed_mean-linear",
-        "glyphs-proxy_anchor-flow",
-        "glyphs-proxy_anchor-jacobian_determinant-flow",
-        "glyphs-triplet-triplet_margin-linear",
-        "glyphs-triplet-triplet_margin-dvml-dvml",
-        "glyphs-multi_similarity-multi_similarity-linear",
-        "glyphs-multi_similarity-multi_similarity-dvml-dvml",
-    ])
+    assert sorted(p.name for p in runs.iterdir() if (p / "results.json").exists()) == sorted(
+        [
+            "glyphs-proxy_anchor-linear",
+            "glyphs-proxy_anchor-skewed_mean-linear",
+            "glyphs-proxy_anchor-flow",
+            "glyphs-proxy_anchor-jacobian_determinant-flow",
+            "glyphs-triplet-triplet_margin-linear",
+            "glyphs-triplet-triplet_margin-dvml-dvml",
+            "glyphs-multi_similarity-multi_similarity-linear",
+            "glyphs-multi_similarity-multi_similarity-dvml-dvml",
+        ]
+    )
     for group in DEFAULT_COMPARISON:
-        assert f"# Default comparison: {group}" in out
+        assert f"Default comparison: {group}\n" in out  # its compact table follows
+        assert f"full report: {runs / 'comparison' / group / 'report.md'}" in out
         assert (runs / "comparison" / group / "report.md").exists()
     flow_report = (runs / "comparison" / "jacobian_determinant" / "report.md").read_text()
     assert "Δ: difference to `glyphs-proxy_anchor-flow`" in flow_report

@@ -16,14 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
-from pml_regularizers.bench import runner
+from pml_regularizers.bench import training
 from pml_regularizers.bench.cli import main as cli_main
 from pml_regularizers.bench.config import ConfigError, UserError, experiment_name, load_config
 from pml_regularizers.bench.runner import run_experiment
 
 from .test_runner import metrics_of, tiny
+
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENT = "glyphs-proxy_anchor-linear"  # the name tiny() configs get without experiment=
@@ -47,7 +50,7 @@ class Interrupted(Exception):
 
 def interrupt_after(monkeypatch, epochs):
     """Make the runner stop (raise Interrupted) once it has saved ``epochs`` latest checkpoints."""
-    original, saved = runner._save_checkpoint, []
+    original, saved = training.save_fold_checkpoint, []
 
     def save(path, *args, **kwargs):
         original(path, *args, **kwargs)
@@ -56,7 +59,7 @@ def interrupt_after(monkeypatch, epochs):
             if len(saved) == epochs:
                 raise Interrupted
 
-    monkeypatch.setattr(runner, "_save_checkpoint", save)
+    monkeypatch.setattr(training, "save_fold_checkpoint", save)
 
 
 def interrupted_run(tmp_path, monkeypatch, epochs, *extra):
@@ -167,8 +170,17 @@ def test_a_refused_command_leaves_nothing_and_the_corrected_one_runs(tmp_path, c
         assert "CUDA is not available" in cli_error(capsys, "run", *tiny(tmp_path, "device=cuda"))
         assert not (tmp_path / "runs").exists()
     data = tmp_path / "images"
-    args = [f"output_dir={tmp_path / 'runs'}", f"dataset.cache_dir={tmp_path / 'cache'}", "dataset=folder",
-            "dataset.size=16", "embedding_size=8", "batch_size=12", "epochs=1", "seeds=1", "experiment=f"]
+    args = [
+        f"output_dir={tmp_path / 'runs'}",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+        "dataset=folder",
+        "dataset.size=16",
+        "embedding_size=8",
+        "batch_size=12",
+        "epochs=1",
+        "seeds=1",
+        "experiment=f",
+    ]
     msg = cli_error(capsys, "run", *args, f"dataset.root={tmp_path / 'typo'}")
     assert f"{tmp_path / 'typo'} does not exist" in msg
     assert not (tmp_path / "runs").exists()
@@ -182,10 +194,10 @@ def test_a_folder_without_a_finished_epoch_is_taken_over(tmp_path, caplog):
     # what an earlier version left behind when the device was wrong: a config and no epoch
     other = load_config(tiny(tmp_path, "device=foo"))
     (exp_dir / "seed_0" / "fold_0" / "logs").mkdir(parents=True)
-    (exp_dir / "config.yaml").write_text(runner.OmegaConf.to_yaml(other))
+    (exp_dir / "config.yaml").write_text(OmegaConf.to_yaml(other))
     with pytest.raises(UserError, match=f"nothing to evaluate: {exp_dir} holds no finished epoch"):
         run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=1")), evaluate_only=True)
-    with caplog.at_level(logging.WARNING, logger="pml_regularizers.bench.runner"):
+    with caplog.at_level(logging.WARNING, logger="pml_regularizers.bench.experiment"):
         run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=1")))
     assert f"taking over {exp_dir}" in caplog.text and "differs at: device" in caplog.text
     assert (exp_dir / "results.json").exists()
@@ -217,7 +229,7 @@ def test_a_lost_latest_checkpoint_resumes_from_the_previous_one(tmp_path, monkey
         latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
     else:  # a crash between moving the old checkpoint aside and moving the new one in
         latest.unlink()
-    with caplog.at_level(logging.WARNING, logger="pml_regularizers.bench.runner"):
+    with caplog.at_level(logging.WARNING, logger="pml_regularizers.bench.fold_checkpoints"):
         resumed = run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=3", "experiment=resumed")))
     assert str(latest) in caplog.text and "resuming from checkpoint_latest.backup.pt (epoch 1)" in caplog.text
     straight = run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=3", "experiment=straight")))
@@ -278,13 +290,18 @@ def test_a_second_run_on_a_folder_in_use_exits_naming_the_holder(tmp_path, capsy
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen(
         [sys.executable, "-m", "pml_regularizers.bench", "run", *args],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         lock = tmp_path / "runs" / EXPERIMENT / ".pml-bench.lock"
         deadline = time.time() + 120
-        while time.time() < deadline and first.poll() is None and str(first.pid) not in (
-            lock.read_text() if lock.exists() else ""
+        while (
+            time.time() < deadline
+            and first.poll() is None
+            and str(first.pid) not in (lock.read_text() if lock.exists() else "")
         ):
             time.sleep(0.05)
         assert first.poll() is None, "the first run ended before the second started"
@@ -352,15 +369,18 @@ def test_report_input_errors_are_one_line(tmp_path, capsys):
     [
         (["no_such_key=1"], "Could not override 'no_such_key'. To append to your config use +no_such_key=1"),
         (["dataset.options.num_classes=1"], "num_classes must be an int >= 2, got 1"),
-        (["dataset.options.num_classes=4", "+dataset.options.colour=red"],
-         "dataset=glyphs: dataset 'glyphs' has no option colour; its options: num_classes, per_class, seed"),
+        (
+            ["dataset.options.num_classes=4", "+dataset.options.colour=red"],
+            "dataset=glyphs: dataset 'glyphs' has no option colour; its options: num_classes, per_class, seed",
+        ),
         (["device=cuda:x"], "device must be 'auto', 'cpu', 'cuda[:N]' or 'mps', got 'cuda:x'"),
         (["experiment=../elsewhere"], "experiment must be null or a folder name (no '/'"),
     ],
 )
 def test_other_user_errors_are_one_line(tmp_path, capsys, overrides, expected):
-    assert expected in cli_error(capsys, "run", f"output_dir={tmp_path / 'runs'}",
-                                 f"dataset.cache_dir={tmp_path / 'cache'}", *overrides)
+    assert expected in cli_error(
+        capsys, "run", f"output_dir={tmp_path / 'runs'}", f"dataset.cache_dir={tmp_path / 'cache'}", *overrides
+    )
     assert not (tmp_path / "runs").exists()
 
 

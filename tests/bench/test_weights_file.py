@@ -16,6 +16,8 @@ models = pytest.importorskip("torchvision.models")
 # second on a CPU; PyTorch's default one is as good a starting point for loading a file
 FAST_INIT = {"googlenet": {"init_weights": False}}
 
+pytestmark = pytest.mark.slow
+
 
 def _save(state: dict, path: Path) -> Path:
     if path.suffix == ".safetensors":

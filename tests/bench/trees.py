@@ -16,8 +16,8 @@ the runner's dataset names to the writers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -49,9 +49,7 @@ def write_image(
         y, x = np.mgrid[0:height, 0:width]
         slopes = rng.uniform(1.0, 8.0, (3, 2))
         offsets = rng.integers(0, 256, 3)
-        gradient = np.stack(
-            [(offsets[c] + slopes[c, 0] * x + slopes[c, 1] * y) % 256 for c in range(3)], axis=-1
-        )
+        gradient = np.stack([(offsets[c] + slopes[c, 0] * x + slopes[c, 1] * y) % 256 for c in range(3)], axis=-1)
         pixels = (gradient + rng.integers(0, 48, (height, width, 3))).clip(0, 255)
         rgb = Image.fromarray(pixels.astype(np.uint8), "RGB")
     else:
@@ -114,10 +112,7 @@ def write_cub_tree(
 
 def cars196_names(classes: int) -> list[str]:
     """The class names :func:`write_cars196_tree` puts in ``names.csv``; even ids hold a ``/``."""
-    return [
-        f"Brand{c} C/V Van {c} 2012" if c % 2 == 0 else f"Brand{c} Sedan {c} 2011"
-        for c in range(1, classes + 1)
-    ]
+    return [f"Brand{c} C/V Van {c} 2012" if c % 2 == 0 else f"Brand{c} Sedan {c} 2011" for c in range(1, classes + 1)]
 
 
 def write_cars196_tree(
@@ -193,9 +188,7 @@ def write_folder_tree(
     return Path(root)
 
 
-def write_bulk_folder(
-    root: Path, images: int, classes: int = 10, size: tuple[int, int] = (64, 64)
-) -> Path:
+def write_bulk_folder(root: Path, images: int, classes: int = 10, size: tuple[int, int] = (64, 64)) -> Path:
     """Write ``images`` copies of one RGB JPEG as ``root/class_NNN/NNNNN.jpg``, image ``k`` in
     class folder ``k % classes``: fast (one encoding), for trees of thousands of images."""
     data = write_image(Path(root) / "class_000" / "00000.jpg", "RGB", size).read_bytes()

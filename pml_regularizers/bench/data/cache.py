@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
@@ -47,7 +47,8 @@ def load_image_set(path: str | os.PathLike) -> ImageSet:
     Parameters
     ----------
     path : str or os.PathLike
-        The ``.pt`` file.
+        The ``.pt`` file, read with ``torch.load(..., weights_only=True)``, which runs no pickled
+        code.
 
     Returns
     -------

@@ -1,21 +1,23 @@
 """Decode image files: once into a grayscale ``uint8`` tensor, with an optional ``.pt`` cache
-(:func:`decode_file_set`), or one at a time in a given PIL mode (:func:`read_image`)."""
+(:func:`decode_file_set`, and the data sets' grayscale loaders that :func:`grayscale_loader` makes
+from their listers), or one at a time in a given PIL mode (:func:`read_image`)."""
 
 from __future__ import annotations
 
 import math
 import numbers
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
 from PIL import Image
 
 from .cache import files_key, load_image_set, save_image_set
-from .files import labelled_files, require_files
+from .files import require_files
 from .images import FileSet, ImageSet
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -59,21 +61,8 @@ def read_image(path: Path, mode: str) -> Image.Image:
         raise ValueError(f"cannot decode image {path}: {error}") from error
 
 
-def decode_image(path: Path, size: int) -> np.ndarray:
-    """Open one image, convert it to grayscale ("L") and resize it bilinearly to ``size``.
-
-    Parameters
-    ----------
-    path : pathlib.Path
-        The image file.
-    size : int
-        Side of the square output, in pixels.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``uint8`` array of shape ``(size, size)``.
-    """
+def _decode_gray(path: Path, size: int) -> np.ndarray:
+    """``path`` as grayscale ("L"), resized bilinearly to a ``uint8`` array ``(size, size)``."""
     gray = read_image(path, "L").resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(gray, dtype=np.uint8)
 
@@ -97,7 +86,7 @@ def decode_images(paths: Sequence[Path], size: int) -> torch.Tensor:
     require_files(paths)
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        arrays = list(pool.map(decode_image, paths, [size] * len(paths)))
+        arrays = list(pool.map(_decode_gray, paths, [size] * len(paths)))
     return torch.from_numpy(np.stack(arrays)).unsqueeze(1)
 
 
@@ -140,33 +129,67 @@ def decode_file_set(
     return image_set
 
 
-def build_image_set(
-    paths: Sequence[Path],
-    class_keys: Sequence[str],
-    size: int,
-    cache_dir: str | os.PathLike | None = None,
-    cache_prefix: str = "images",
-) -> ImageSet:
-    """Decode ``paths`` into an :class:`ImageSet` whose classes are the sorted ``class_keys``.
+class GrayscaleLoader(Protocol):
+    """The call signature of the loaders :func:`grayscale_loader` makes."""
 
-    :func:`~.files.labelled_files` followed by :func:`decode_file_set`.
+    def __call__(
+        self, root: str | os.PathLike, size: int = 64, cache_dir: str | os.PathLike | None = None
+    ) -> ImageSet: ...
+
+
+_LOADER_DOC = """Load {what}, decoded to grayscale: the files :func:`{lister}` lists, decoded once.
+
+Parameters
+----------
+root : str or os.PathLike
+    As for :func:`{lister}`.
+size : int, default 64
+    Side of the square output images, in pixels.
+cache_dir : str or os.PathLike, optional
+    When given, the decoded set is cached there (see :func:`decode_file_set`).
+
+Returns
+-------
+ImageSet
+    The images, with the labels and class names of :func:`{lister}`.
+
+Raises
+------
+FileNotFoundError, NotADirectoryError, ValueError
+    As :func:`{lister}`; ValueError also for a bad ``size`` or an image that cannot be decoded.
+"""
+
+
+def grayscale_loader(
+    list_files: Callable[[str | os.PathLike], FileSet], cache_prefix: str, what: str
+) -> GrayscaleLoader:
+    """Make the grayscale loader of a data set from its lister: list the files, then decode them.
+
+    The loader ``load_<name>(root, size=64, cache_dir=None)`` returns
+    ``decode_file_set(list_files(root), size, cache_dir, cache_prefix)``. It is named after
+    ``list_files`` (``list_cub`` gives ``load_cub``), belongs to its module, and has a docstring
+    of its own.
 
     Parameters
     ----------
-    paths : sequence of pathlib.Path
-        The image files.
-    class_keys : sequence of str
-        Class name of each file; label ``i`` goes to the ``i``-th name in sorted order.
-    size : int
-        Side of the square output, in pixels.
-    cache_dir : str or os.PathLike, optional
-        When given, the decoded set is cached there (see :func:`decode_file_set`).
-    cache_prefix : str, default "images"
-        Start of the cache file name.
+    list_files : callable
+        The data set's ``list_*`` function, ``root -> FileSet``.
+    cache_prefix : str
+        Start of the loader's cache file names (see :func:`decode_file_set`); it keeps caches of
+        different data sets apart.
+    what : str
+        The data set, as the first line of the loader's docstring names it.
 
     Returns
     -------
-    ImageSet
-        The decoded images and their labels.
+    GrayscaleLoader
+        The loader.
     """
-    return decode_file_set(labelled_files(paths, class_keys), size, cache_dir, cache_prefix)
+
+    def load(root: str | os.PathLike, size: int = 64, cache_dir: str | os.PathLike | None = None) -> ImageSet:
+        return decode_file_set(list_files(root), size, cache_dir, cache_prefix)
+
+    load.__name__ = load.__qualname__ = list_files.__name__.replace("list_", "load_", 1)
+    load.__module__ = list_files.__module__
+    load.__doc__ = _LOADER_DOC.format(what=what, lister=list_files.__name__)
+    return load

@@ -56,6 +56,7 @@ def download_file(url: str, dest: str | os.PathLike, md5: str) -> Path:
         if file_md5(dest) == expected:
             return dest
         dest.unlink()
+
     def fetch_and_check(out: BinaryIO) -> None:
         digest = hashlib.md5()
         with urllib.request.urlopen(url) as response:
@@ -64,8 +65,7 @@ def download_file(url: str, dest: str | os.PathLike, md5: str) -> Path:
                 out.write(chunk)
         if digest.hexdigest() != expected:
             raise ValueError(
-                f"MD5 mismatch for {url}: expected {expected}, got {digest.hexdigest()}; "
-                "the download was deleted"
+                f"MD5 mismatch for {url}: expected {expected}, got {digest.hexdigest()}; the download was deleted"
             )
 
     atomic_write(dest, fetch_and_check, suffix=".part")
@@ -77,6 +77,19 @@ def _open_zip(zip_path: Path) -> zipfile.ZipFile:
         return zipfile.ZipFile(zip_path)
     except zipfile.BadZipFile as error:
         raise ValueError(f"{zip_path} is not a valid zip archive: {error}") from error
+
+
+def _checked_members(archive: zipfile.ZipFile, base: Path, zip_path: Path) -> list[zipfile.ZipInfo]:
+    """The members of ``archive``, once each is known to stay inside the folder ``base``."""
+    members = archive.infolist()
+    for member in members:
+        _check_member(member, base, zip_path)
+    return members
+
+
+def _top_entries(members: list[zipfile.ZipInfo], dest: Path) -> list[Path]:
+    """The entries of ``dest`` that extracting ``members`` there makes at its top level, sorted."""
+    return sorted({dest / Path(member.filename).parts[0] for member in members})
 
 
 def _check_member(member: zipfile.ZipInfo, base: Path, zip_path: Path) -> None:
@@ -118,12 +131,10 @@ def safe_extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike) -> li
     dest.mkdir(parents=True, exist_ok=True)
     base = dest.resolve()
     with _open_zip(zip_path) as archive:
-        members = archive.infolist()
-        for member in members:
-            _check_member(member, base, zip_path)
+        members = _checked_members(archive, base, zip_path)
         for member in members:
             archive.extract(member, base)
-    return sorted({dest / Path(member.filename).parts[0] for member in members})
+    return _top_entries(members, dest)
 
 
 def extract_zip_once(zip_path: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
@@ -135,10 +146,8 @@ def extract_zip_once(zip_path: str | os.PathLike, dest: str | os.PathLike) -> li
 
     Parameters
     ----------
-    zip_path : str or os.PathLike
-        The archive.
-    dest : str or os.PathLike
-        Target folder; created if needed.
+    zip_path, dest : str or os.PathLike
+        As for :func:`safe_extract_zip`.
 
     Returns
     -------
@@ -147,10 +156,8 @@ def extract_zip_once(zip_path: str | os.PathLike, dest: str | os.PathLike) -> li
     """
     dest = Path(dest)
     with _open_zip(Path(zip_path)) as archive:
-        members = archive.infolist()
-    for member in members:
-        _check_member(member, dest.resolve(), Path(zip_path))
-    tops = sorted({dest / Path(member.filename).parts[0] for member in members})
+        members = _checked_members(archive, dest.resolve(), Path(zip_path))
+    tops = _top_entries(members, dest)
     if all(top.exists() for top in tops):
         return tops
     dest.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .images import FeatureSet
-from .paths import require_file
+from .paths import require_path
 
 FEATURES_LAYOUT = "an .npz file with arrays 'features' (N, D) and 'labels' (N,), int or str"
 
@@ -33,16 +33,14 @@ def load_features(path: str | os.PathLike) -> FeatureSet:
 
     Raises
     ------
-    FileNotFoundError
-        When ``path`` does not exist.
-    IsADirectoryError
-        When ``path`` is a folder.
+    FileNotFoundError, IsADirectoryError
+        When ``path`` does not exist, or is a folder.
     ValueError
         When an array is missing or has the wrong shape, type or length, or features are not
         finite.
     """
     path = Path(path)
-    require_file(path, "features file", FEATURES_LAYOUT)
+    require_path(path, "features file", FEATURES_LAYOUT, kind="file")
     features, labels = _read_arrays(path)
     _check_arrays(features, labels, path)
     class_names, ids = _encode_labels(labels, path)
@@ -60,8 +58,7 @@ def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"cannot read {path}: {error}; expected {FEATURES_LAYOUT}") from error
     except ValueError as error:  # numpy's message advises allow_pickle=True, which runs the file's code
         raise ValueError(
-            f"{path} is not an .npz or .npy file (pickled files are never loaded); "
-            f"expected {FEATURES_LAYOUT}"
+            f"{path} is not an .npz or .npy file (pickled files are never loaded); expected {FEATURES_LAYOUT}"
         ) from error
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise ValueError(f"{path} is a single .npy array; expected {FEATURES_LAYOUT}")
@@ -69,23 +66,19 @@ def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
         missing = [key for key in ("features", "labels") if key not in archive.files]
         if missing:
             raise ValueError(
-                f"{path} lacks the array(s) {missing} (it has {archive.files}); "
-                f"expected {FEATURES_LAYOUT}"
+                f"{path} lacks the array(s) {missing} (it has {archive.files}); expected {FEATURES_LAYOUT}"
             )
         try:
             return archive["features"], archive["labels"]
         except ValueError as error:  # object arrays: numpy would unpickle them
             raise ValueError(
-                f"the arrays of {path} hold Python objects, which are never unpickled; "
-                f"expected {FEATURES_LAYOUT}"
+                f"the arrays of {path} hold Python objects, which are never unpickled; expected {FEATURES_LAYOUT}"
             ) from error
 
 
 def _check_arrays(features: np.ndarray, labels: np.ndarray, path: Path) -> None:
     if features.ndim != 2 or features.shape[0] == 0 or features.shape[1] == 0:
-        raise ValueError(
-            f"{path}: 'features' must have shape (N, D) with N, D >= 1, got {features.shape}"
-        )
+        raise ValueError(f"{path}: 'features' must have shape (N, D) with N, D >= 1, got {features.shape}")
     if features.dtype.kind not in "fiu":
         raise ValueError(f"{path}: 'features' must be numeric, got dtype {features.dtype}")
     if labels.ndim != 1:

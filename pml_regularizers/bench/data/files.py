@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .images import FileSet
 
@@ -12,9 +12,7 @@ def require_files(paths: Sequence[Path]) -> None:
     """Raise FileNotFoundError naming the first of ``paths`` that is not an existing file."""
     missing = [path for path in paths if not path.is_file()]
     if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} of {len(paths)} image files are missing, first: {missing[0]}"
-        )
+        raise FileNotFoundError(f"{len(missing)} of {len(paths)} image files are missing, first: {missing[0]}")
 
 
 def labelled_files(paths: Sequence[Path], class_keys: Sequence[str]) -> FileSet:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .decode import IMAGE_SUFFIXES, decode_file_set
+from .decode import IMAGE_SUFFIXES, grayscale_loader
 from .files import labelled_files
-from .images import FileSet, ImageSet
-from .paths import require_folder
+from .images import FileSet
+from .paths import require_path
 
 FOLDER_LAYOUT = "root/<class_name>/*.png|jpg|jpeg|bmp"
 
@@ -40,7 +40,7 @@ def list_image_folder(root: str | os.PathLike) -> FileSet:
         When no class folder of ``root`` holds an image.
     """
     root = Path(root)
-    require_folder(root, "image folder", FOLDER_LAYOUT)
+    require_path(root, "image folder", FOLDER_LAYOUT, kind="folder")
     paths, classes = [], []
     for class_dir in _visible(root):
         if not class_dir.is_dir():
@@ -54,32 +54,7 @@ def list_image_folder(root: str | os.PathLike) -> FileSet:
     return labelled_files(paths, classes)
 
 
-def load_image_folder(
-    root: str | os.PathLike, size: int = 64, cache_dir: str | os.PathLike | None = None
-) -> ImageSet:
-    """Load an image folder whose sub-folders are the classes, decoded to grayscale.
-
-    Parameters
-    ----------
-    root : str or os.PathLike
-        The folder of class folders (see :func:`list_image_folder` for what is listed).
-    size : int, default 64
-        Side of the square output images, in pixels.
-    cache_dir : str or os.PathLike, optional
-        When given, the decoded set is cached there (keyed by the files and ``size``).
-
-    Returns
-    -------
-    ImageSet
-        The images, with the class folder names (sorted) as class names.
-
-    Raises
-    ------
-    FileNotFoundError, NotADirectoryError, ValueError
-        As :func:`list_image_folder`; ValueError also for a bad ``size`` or an image that cannot
-        be decoded.
-    """
-    return decode_file_set(list_image_folder(root), size, cache_dir, "folder")
+load_image_folder = grayscale_loader(list_image_folder, "folder", "an image folder whose sub-folders are the classes")
 
 
 def _visible(folder: Path) -> list[Path]:

@@ -86,9 +86,7 @@ class Augmentation:
     stroke_change_probability: float = 0.3
 
 
-def glyph_cache_path(
-    cache_dir: str | os.PathLike, num_classes: int, per_class: int, size: int, seed: int
-) -> Path:
+def glyph_cache_path(cache_dir: str | os.PathLike, num_classes: int, per_class: int, size: int, seed: int) -> Path:
     """Return the cache file that :func:`load_glyphs` uses for these parameters."""
     name = f"glyphs-v{CACHE_VERSION}-c{num_classes}-n{per_class}-s{size}-seed{seed}.pt"
     return Path(cache_dir) / name
@@ -202,9 +200,7 @@ def font_paths() -> list[Path]:
 
 
 def _candidates(face: FT2Font) -> list[int]:
-    codepoints = sorted(
-        code for code in face.get_charmap() if unicodedata.category(chr(code)) in LETTER_CATEGORIES
-    )
+    codepoints = sorted(code for code in face.get_charmap() if unicodedata.category(chr(code)) in LETTER_CATEGORIES)
     order = np.random.default_rng(CANDIDATE_ORDER_SEED).permutation(len(codepoints))
     return [codepoints[i] for i in order]
 
@@ -240,8 +236,8 @@ def choose_codepoints(face: FT2Font, num_classes: int, size: int) -> list[int]:
         if len(chosen) == num_classes:
             return sorted(chosen, key=codepoint_name)
     raise ValueError(
-        f"num_classes={num_classes} exceeds the {len(chosen)} distinct letters that "
-        f"{face.fname} renders at size {size}"
+        f"num_classes={num_classes} exceeds the {len(chosen)} distinct letters that {face.fname!s} "
+        f"renders at size {size}"
     )
 
 

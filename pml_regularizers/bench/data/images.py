@@ -2,28 +2,36 @@
 
 An :class:`ImageSet` keeps its images decoded, as one ``uint8`` tensor, so an epoch never touches
 the disk or an image codec; a :class:`FileSet` keeps only the image files' paths, for the natural
-image pipeline that decodes each image when it is served. Labels are contiguous ids
-``0..num_classes-1``; loaders assign them in sorted order of the class names, so the class with
-the smallest name gets label 0.
+image pipeline that decodes each image when it is served; a :class:`FeatureSet` keeps precomputed
+feature vectors.
+
+Each set also holds ``labels``, an ``int64`` tensor of shape ``(N,)`` with one label per sample,
+and ``class_names``, a list of str where ``class_names[i]`` names the class with label ``i``.
+Labels are contiguous ids ``0..num_classes-1``; loaders assign them in sorted order of the class
+names, so the class with the smallest name gets label 0.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 
+def _check_tensor(name: str, tensor: torch.Tensor, expected: str, valid: bool) -> None:
+    """Raise ValueError naming ``name`` and the ``expected`` tensor unless ``valid``."""
+    if not valid:
+        raise ValueError(f"{name} must be {expected}, got dtype {tensor.dtype} and shape {tuple(tensor.shape)}")
+
+
 def _check_labels(labels: torch.Tensor, count: int, num_classes: int, owner: str) -> None:
-    if labels.dtype != torch.int64 or labels.dim() != 1 or labels.numel() != count:
-        raise ValueError(
-            f"{owner}.labels must be an int64 tensor of shape ({count},), "
-            f"got dtype {labels.dtype} and shape {tuple(labels.shape)}"
-        )
+    valid = labels.dtype == torch.int64 and labels.dim() == 1 and labels.numel() == count
+    _check_tensor(f"{owner}.labels", labels, f"an int64 tensor of shape ({count},)", valid)
     if count and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(
             f"{owner}.labels must lie in 0..{num_classes - 1} (one id per class name), "
@@ -48,38 +56,21 @@ def _select_classes(
     return keep, new_labels[keep], ids
 
 
-@dataclass
-class ImageSet:
-    """Decoded grayscale images with their class labels.
+_Set = TypeVar("_Set", bound="_LabelledSet")
 
-    Attributes
-    ----------
-    images : torch.Tensor
-        ``uint8`` tensor of shape ``(N, 1, H, W)``.
-    labels : torch.Tensor
-        ``int64`` tensor of shape ``(N,)`` with values in ``0..num_classes-1``.
-    class_names : list of str
-        Name of each class; ``class_names[i]`` is the class with label ``i``.
-    """
 
-    images: torch.Tensor
+class _LabelledSet:
+    """What the three containers share: ``labels``, ``class_names`` and keeping some classes."""
+
     labels: torch.Tensor
     class_names: list[str]
-
-    def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4 or self.images.shape[1] != 1:
-            raise ValueError(
-                "ImageSet.images must be a uint8 tensor of shape (N, 1, H, W), "
-                f"got dtype {self.images.dtype} and shape {tuple(self.images.shape)}"
-            )
-        _check_labels(self.labels, self.images.shape[0], len(self.class_names), "ImageSet")
 
     @property
     def num_classes(self) -> int:
         """Number of classes (length of ``class_names``)."""
         return len(self.class_names)
 
-    def subset(self, class_ids: Sequence[int]) -> ImageSet:
+    def subset(self: _Set, class_ids: Sequence[int]) -> _Set:
         """Keep only the samples of ``class_ids``, relabelled ``0..k-1`` in the given order.
 
         Parameters
@@ -89,25 +80,50 @@ class ImageSet:
 
         Returns
         -------
-        ImageSet
-            The selected samples, in their original order.
+        ImageSet or FileSet or FeatureSet
+            The selected samples, in their original order, in a set of this one's type.
         """
         keep, labels, ids = _select_classes(self.labels, class_ids, self.num_classes)
-        return ImageSet(self.images[keep], labels, [self.class_names[i] for i in ids])
+        return self._select(keep, labels, [self.class_names[i] for i in ids])
+
+    def _select(self: _Set, keep: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> _Set:
+        """The samples where ``keep`` is true, with the new ``labels`` and ``class_names``."""
+        raise NotImplementedError
 
 
 @dataclass
-class FileSet:
-    """Image files, not decoded, with their class labels.
+class ImageSet(_LabelledSet):
+    """Decoded grayscale images with their ``labels`` and ``class_names`` (see the module
+    docstring).
+
+    Attributes
+    ----------
+    images : torch.Tensor
+        ``uint8`` tensor of shape ``(N, 1, H, W)``.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+
+    def __post_init__(self) -> None:
+        valid = self.images.dtype == torch.uint8 and self.images.dim() == 4 and self.images.shape[1] == 1
+        _check_tensor("ImageSet.images", self.images, "a uint8 tensor of shape (N, 1, H, W)", valid)
+        _check_labels(self.labels, self.images.shape[0], len(self.class_names), "ImageSet")
+
+    def _select(self, keep: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> ImageSet:
+        return ImageSet(self.images[keep], labels, class_names)
+
+
+@dataclass
+class FileSet(_LabelledSet):
+    """Image files, not decoded, with their ``labels`` and ``class_names`` (see the module
+    docstring).
 
     Attributes
     ----------
     paths : list of pathlib.Path
         The image files, one per sample.
-    labels : torch.Tensor
-        ``int64`` tensor of shape ``(N,)`` with values in ``0..num_classes-1``.
-    class_names : list of str
-        Name of each class; ``class_names[i]`` is the class with label ``i``.
     """
 
     paths: list[Path]
@@ -116,9 +132,7 @@ class FileSet:
 
     def __post_init__(self) -> None:
         if not isinstance(self.paths, list):
-            raise ValueError(
-                f"FileSet.paths must be a list of pathlib.Path, got {type(self.paths).__name__}"
-            )
+            raise ValueError(f"FileSet.paths must be a list of pathlib.Path, got {type(self.paths).__name__}")
         for path in self.paths:
             if not isinstance(path, Path):
                 raise ValueError(f"FileSet.paths must hold pathlib.Path items, got {path!r}")
@@ -148,45 +162,24 @@ class FileSet:
         return cls(list(paths), labels, class_names)
 
     @property
-    def num_classes(self) -> int:
-        """Number of classes (length of ``class_names``)."""
-        return len(self.class_names)
-
-    @property
     def class_keys(self) -> list[str]:
         """The class name of each file, in the order of ``paths``."""
         return [self.class_names[label] for label in self.labels.tolist()]
 
-    def subset(self, class_ids: Sequence[int]) -> FileSet:
-        """Keep only the files of ``class_ids``, relabelled ``0..k-1`` in the given order.
-
-        Parameters
-        ----------
-        class_ids : sequence of int
-            Distinct labels of this set.
-
-        Returns
-        -------
-        FileSet
-            The selected files, in their original order.
-        """
-        keep, labels, ids = _select_classes(self.labels, class_ids, self.num_classes)
+    def _select(self, keep: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> FileSet:
         paths = [path for path, kept in zip(self.paths, keep.tolist()) if kept]
-        return FileSet(paths, labels, [self.class_names[i] for i in ids])
+        return FileSet(paths, labels, class_names)
 
 
 @dataclass
-class FeatureSet:
-    """Precomputed feature vectors with their class labels.
+class FeatureSet(_LabelledSet):
+    """Precomputed feature vectors with their ``labels`` and ``class_names`` (see the module
+    docstring).
 
     Attributes
     ----------
     features : torch.Tensor
         ``float32`` tensor of shape ``(N, D)``.
-    labels : torch.Tensor
-        ``int64`` tensor of shape ``(N,)`` with values in ``0..num_classes-1``.
-    class_names : list of str
-        Name of each class; ``class_names[i]`` is the class with label ``i``.
     """
 
     features: torch.Tensor
@@ -194,33 +187,12 @@ class FeatureSet:
     class_names: list[str]
 
     def __post_init__(self) -> None:
-        if self.features.dtype != torch.float32 or self.features.dim() != 2:
-            raise ValueError(
-                "FeatureSet.features must be a float32 tensor of shape (N, D), "
-                f"got dtype {self.features.dtype} and shape {tuple(self.features.shape)}"
-            )
+        valid = self.features.dtype == torch.float32 and self.features.dim() == 2
+        _check_tensor("FeatureSet.features", self.features, "a float32 tensor of shape (N, D)", valid)
         _check_labels(self.labels, self.features.shape[0], len(self.class_names), "FeatureSet")
 
-    @property
-    def num_classes(self) -> int:
-        """Number of classes (length of ``class_names``)."""
-        return len(self.class_names)
-
-    def subset(self, class_ids: Sequence[int]) -> FeatureSet:
-        """Keep only the samples of ``class_ids``, relabelled ``0..k-1`` in the given order.
-
-        Parameters
-        ----------
-        class_ids : sequence of int
-            Distinct labels of this set.
-
-        Returns
-        -------
-        FeatureSet
-            The selected samples, in their original order.
-        """
-        keep, labels, ids = _select_classes(self.labels, class_ids, self.num_classes)
-        return FeatureSet(self.features[keep], labels, [self.class_names[i] for i in ids])
+    def _select(self, keep: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> FeatureSet:
+        return FeatureSet(self.features[keep], labels, class_names)
 
 
 class TensorImageDataset(Dataset):

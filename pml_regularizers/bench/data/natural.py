@@ -14,8 +14,8 @@ worker served before), and the caller's generator is left as it was.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

@@ -16,10 +16,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .decode import build_image_set
+from .decode import decode_file_set
 from .download import download_file, extract_zip_once
+from .files import labelled_files
 from .images import ImageSet
-from .paths import require_folder
+from .paths import require_path
 
 OMNIGLOT_URL = "https://github.com/brendenlake/omniglot/raw/master/python/{name}.zip"
 OMNIGLOT_MD5 = {
@@ -29,9 +30,8 @@ OMNIGLOT_MD5 = {
     "images_evaluation": "6b91aef0f799c5bb55b94e3f2daec811",
 }
 DOWNLOADED_SUBSETS = ("images_background", "images_evaluation")
-OMNIGLOT_LAYOUT = (
-    "root/<subset>/<Alphabet>/characterNN/*.png or root/<subset>.zip, with <subset> one of "
-    + ", ".join(OMNIGLOT_MD5)
+OMNIGLOT_LAYOUT = "root/<subset>/<Alphabet>/characterNN/*.png or root/<subset>.zip, with <subset> one of " + ", ".join(
+    OMNIGLOT_MD5
 )
 
 
@@ -71,12 +71,12 @@ def load_omniglot(
     root = Path(root)
     if download:
         download_omniglot(root)
-    require_folder(root, "Omniglot root", f"{OMNIGLOT_LAYOUT} (or pass download=True)")
+    require_path(root, "Omniglot root", f"{OMNIGLOT_LAYOUT} (or pass download=True)", kind="folder")
     extract_to = Path(cache_dir) if cache_dir is not None else root
     paths, classes = _collect_images(_source_folders(root, extract_to))
     if not paths:
         raise FileNotFoundError(f"no Omniglot images found in {root}; expected {OMNIGLOT_LAYOUT}")
-    return build_image_set(paths, classes, size, cache_dir, "omniglot")
+    return decode_file_set(labelled_files(paths, classes), size, cache_dir, "omniglot")
 
 
 def download_omniglot(root: str | os.PathLike) -> list[Path]:

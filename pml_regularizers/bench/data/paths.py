@@ -3,53 +3,39 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 
-def require_folder(path: Path, what: str, layout: str) -> None:
-    """Check that ``path`` is a folder.
+def require_path(path: Path, what: str, layout: str, kind: Literal["folder", "file"]) -> None:
+    """Check that ``path`` exists and is a folder or a file, as ``kind`` says.
 
     Parameters
     ----------
     path : Path
-        The folder to check.
+        The path to check.
     what : str
-        What the folder is, as messages name it (e.g. ``"Omniglot root"``).
+        What the path is, as messages name it (e.g. ``"Omniglot root"``, ``"features file"``).
     layout : str
-        The layout expected inside it, quoted in messages.
+        What is expected inside the folder, or in the file, quoted in messages.
+    kind : {"folder", "file"}
+        What ``path`` must be.
 
     Raises
     ------
     FileNotFoundError
         When ``path`` does not exist.
     NotADirectoryError
-        When ``path`` exists but is not a folder.
-    """
-    if not path.exists():
-        raise FileNotFoundError(f"{what} {path} does not exist; expected {layout}")
-    if not path.is_dir():
-        raise NotADirectoryError(f"{what} {path} is a file, not a folder; expected {layout}")
-
-
-def require_file(path: Path, what: str, layout: str) -> None:
-    """Check that ``path`` is a file.
-
-    Parameters
-    ----------
-    path : Path
-        The file to check.
-    what : str
-        What the file is, as messages name it (e.g. ``"features file"``).
-    layout : str
-        What the file should hold, quoted in messages.
-
-    Raises
-    ------
-    FileNotFoundError
-        When ``path`` does not exist.
+        When ``kind`` is ``"folder"`` and ``path`` is not a folder.
     IsADirectoryError
-        When ``path`` is a folder.
+        When ``kind`` is ``"file"`` and ``path`` is a folder.
+    ValueError
+        When ``kind`` is neither.
     """
+    if kind not in ("folder", "file"):
+        raise ValueError(f"kind must be 'folder' or 'file', got {kind!r}")
     if not path.exists():
         raise FileNotFoundError(f"{what} {path} does not exist; expected {layout}")
-    if path.is_dir():
+    if kind == "folder" and not path.is_dir():
+        raise NotADirectoryError(f"{what} {path} is a file, not a folder; expected {layout}")
+    if kind == "file" and path.is_dir():
         raise IsADirectoryError(f"{what} {path} is a folder, not a file; expected {layout}")

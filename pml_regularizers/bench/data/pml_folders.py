@@ -14,20 +14,18 @@ sorted classes is therefore the usual training half.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from pytorch_metric_learning.datasets import CUB, Cars196, StanfordOnlineProducts
 
-from .decode import decode_file_set
+from .decode import grayscale_loader
 from .files import labelled_files
-from .images import FileSet, ImageSet
-from .paths import require_folder
+from .images import FileSet
+from .paths import require_path
 
 CUB_LAYOUT = "root/CUB_200_2011/{images.txt, image_class_labels.txt, images/NNN.Name/*.jpg}"
-CARS_LAYOUT = (
-    "root/{names.csv, anno_train.csv, anno_test.csv, car_data/car_data/{train,test}/<class>/*.jpg}"
-)
+CARS_LAYOUT = "root/{names.csv, anno_train.csv, anno_test.csv, car_data/car_data/{train,test}/<class>/*.jpg}"
 SOP_LAYOUT = "root/Stanford_Online_Products/{Ebay_train.txt, Ebay_test.txt, <super_class>/*.JPG}"
 CUB_CLASSES = 200
 CARS_CLASSES = 196
@@ -39,7 +37,7 @@ def list_cub(root: str | os.PathLike) -> FileSet:
     Parameters
     ----------
     root : str or os.PathLike
-        Folder holding ``CUB_200_2011``.
+        Folder holding ``CUB_200_2011`` (the official archive, extracted).
 
     Returns
     -------
@@ -56,7 +54,7 @@ def list_cub(root: str | os.PathLike) -> FileSet:
     ValueError
         When an annotation line is malformed or the two annotation files disagree.
     """
-    require_folder(Path(root), "CUB-200-2011 root", CUB_LAYOUT)
+    require_path(Path(root), "CUB-200-2011 root", CUB_LAYOUT, kind="folder")
     base = Path(root) / "CUB_200_2011"
     _require([base / "images.txt", base / "image_class_labels.txt", base / "images"], CUB_LAYOUT)
     _validate_cub(base)
@@ -66,32 +64,7 @@ def list_cub(root: str | os.PathLike) -> FileSet:
     return labelled_files(paths, [path.parent.name for path in paths])
 
 
-def load_cub(
-    root: str | os.PathLike, size: int = 64, cache_dir: str | os.PathLike | None = None
-) -> ImageSet:
-    """Load CUB-200-2011 (all 200 classes, train and test images), decoded to grayscale.
-
-    Parameters
-    ----------
-    root : str or os.PathLike
-        Folder holding ``CUB_200_2011``.
-    size : int, default 64
-        Side of the square output images, in pixels.
-    cache_dir : str or os.PathLike, optional
-        When given, the decoded set is cached there.
-
-    Returns
-    -------
-    ImageSet
-        Images with class names ``"NNN.Name"`` (the image folders).
-
-    Raises
-    ------
-    FileNotFoundError, NotADirectoryError, ValueError
-        As :func:`list_cub`; ValueError also for a bad ``size`` or an image that cannot be
-        decoded.
-    """
-    return decode_file_set(list_cub(root), size, cache_dir, "cub")
+load_cub = grayscale_loader(list_cub, "cub", "CUB-200-2011 (all 200 classes, train and test images)")
 
 
 def list_cars196(root: str | os.PathLike) -> FileSet:
@@ -111,14 +84,15 @@ def list_cars196(root: str | os.PathLike) -> FileSet:
     Raises
     ------
     FileNotFoundError
-        When ``root``, a required file or folder (see ``CARS_LAYOUT``) or an image is missing.
+        When ``root``, ``names.csv``, an annotation file, the image folder ``car_data/car_data``
+        (see ``CARS_LAYOUT``) or an image is missing.
     NotADirectoryError
         When ``root`` is not a folder.
     ValueError
         When a line of ``names.csv`` or of an annotation file is malformed.
     """
     root = Path(root)
-    require_folder(root, "Cars196 root", CARS_LAYOUT)
+    require_path(root, "Cars196 root", CARS_LAYOUT, kind="folder")
     annotations = [root / "anno_train.csv", root / "anno_test.csv"]
     _require([root / "names.csv", *annotations, root / "car_data" / "car_data"], CARS_LAYOUT)
     names = _read_names(root / "names.csv")
@@ -129,32 +103,9 @@ def list_cars196(root: str | os.PathLike) -> FileSet:
     return labelled_files([Path(p) for p in dataset.paths], classes)
 
 
-def load_cars196(
-    root: str | os.PathLike, size: int = 64, cache_dir: str | os.PathLike | None = None
-) -> ImageSet:
-    """Load Cars196 in the Kaggle "by classes folder" layout (all 196 classes), as grayscale.
-
-    Parameters
-    ----------
-    root : str or os.PathLike
-        Folder holding ``names.csv``, ``anno_train.csv``, ``anno_test.csv`` and ``car_data``.
-    size : int, default 64
-        Side of the square output images, in pixels.
-    cache_dir : str or os.PathLike, optional
-        When given, the decoded set is cached there.
-
-    Returns
-    -------
-    ImageSet
-        Images with class names ``"NNN.<name>"`` (1-based class id, name from ``names.csv``).
-
-    Raises
-    ------
-    FileNotFoundError, NotADirectoryError, ValueError
-        As :func:`list_cars196`; ValueError also for a bad ``size`` or an image that cannot be
-        decoded.
-    """
-    return decode_file_set(list_cars196(root), size, cache_dir, "cars196")
+load_cars196 = grayscale_loader(
+    list_cars196, "cars196", 'Cars196 in the Kaggle "by classes folder" layout (all 196 classes)'
+)
 
 
 def list_sop(root: str | os.PathLike) -> FileSet:
@@ -163,7 +114,7 @@ def list_sop(root: str | os.PathLike) -> FileSet:
     Parameters
     ----------
     root : str or os.PathLike
-        Folder holding ``Stanford_Online_Products``.
+        Folder holding ``Stanford_Online_Products``, as extracted from the official archive.
 
     Returns
     -------
@@ -180,7 +131,7 @@ def list_sop(root: str | os.PathLike) -> FileSet:
     ValueError
         When a line of ``Ebay_train.txt`` or ``Ebay_test.txt`` is malformed.
     """
-    require_folder(Path(root), "Stanford Online Products root", SOP_LAYOUT)
+    require_path(Path(root), "Stanford Online Products root", SOP_LAYOUT, kind="folder")
     base = Path(root) / "Stanford_Online_Products"
     annotations = [base / "Ebay_train.txt", base / "Ebay_test.txt"]
     _require(annotations, SOP_LAYOUT)
@@ -192,32 +143,7 @@ def list_sop(root: str | os.PathLike) -> FileSet:
     return labelled_files([Path(p) for p in dataset.paths], classes)
 
 
-def load_sop(
-    root: str | os.PathLike, size: int = 64, cache_dir: str | os.PathLike | None = None
-) -> ImageSet:
-    """Load Stanford Online Products (all classes, train and test images), as grayscale.
-
-    Parameters
-    ----------
-    root : str or os.PathLike
-        Folder holding ``Stanford_Online_Products``.
-    size : int, default 64
-        Side of the square output images, in pixels.
-    cache_dir : str or os.PathLike, optional
-        When given, the decoded set is cached there.
-
-    Returns
-    -------
-    ImageSet
-        Images with class names the ``class_id`` zero-padded to (at least) five digits.
-
-    Raises
-    ------
-    FileNotFoundError, NotADirectoryError, ValueError
-        As :func:`list_sop`; ValueError also for a bad ``size`` or an image that cannot be
-        decoded.
-    """
-    return decode_file_set(list_sop(root), size, cache_dir, "sop")
+load_sop = grayscale_loader(list_sop, "sop", "Stanford Online Products (all classes, train and test images)")
 
 
 def _require(paths: Sequence[Path], layout: str) -> None:

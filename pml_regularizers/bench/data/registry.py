@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .features import load_features
 from .folder import list_image_folder, load_image_folder
@@ -45,7 +46,7 @@ _LOADERS: dict[str, Callable[..., ImageSet | FeatureSet]] = {
 _NEEDS_ROOT = frozenset(_LOADERS) - {"glyphs"}
 # The loader each name calls, whose keyword arguments other than the ones load_dataset fills in
 # are the data set's options.
-_OPTIONS_OF = {
+_OPTIONS_OF: dict[str, Callable[..., Any]] = {
     "glyphs": load_glyphs,
     "omniglot": load_omniglot,
     "cub": load_cub,
@@ -134,5 +135,6 @@ def load_dataset(
             f"dataset {name!r} has no option {', '.join(unknown)}; its options: {', '.join(sorted(options)) or 'none'}"
         )
     if pipeline == "natural":
+        assert root is not None  # every name in _LISTERS is in _NEEDS_ROOT, checked above
         return _LISTERS[name](root, **kwargs)
     return _LOADERS[name](root, size, cache_dir, **kwargs)

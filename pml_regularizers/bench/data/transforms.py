@@ -12,18 +12,18 @@ without it; it comes with the ``vision`` extra.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
 
 from ..._checks import finite_float, is_positive_int
+from ..extras import VISION_INSTALL, missing_module_hint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-VISION_MISSING_MESSAGE = (
-    'the natural-image pipeline needs torchvision; pip install "pml-regularizers[vision]"'
-)
+VISION_MISSING_MESSAGE = f"the natural-image pipeline needs torchvision; {VISION_INSTALL}"
 
 
 def natural_transforms(
@@ -102,8 +102,6 @@ def _three_channels(name: str, values: Sequence[float]) -> tuple[float, float, f
 
 
 def _import_v2() -> Any:
-    try:
+    with missing_module_hint(VISION_MISSING_MESSAGE):
         from torchvision.transforms import v2
-    except ImportError as error:
-        raise ImportError(VISION_MISSING_MESSAGE) from error
     return v2
