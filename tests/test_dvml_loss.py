@@ -91,21 +91,19 @@ def test_terms_match_direct_computation(dimension_mean):
     assert terms["synthetic_metric_loss"].item() > 0 and terms["metric_loss"].item() > 0
 
 
-def test_losses_without_ref_emb_get_the_synthetic_samples_alone():
-    loss = losses.ProxyAnchorLoss(num_classes=3, embedding_size=EMB)
-    trunk, embedder, dvml, x, labels = setup(loss)
+@pytest.mark.parametrize(
+    "loss, kwargs",
+    [
+        # a loss that refuses ref_emb: synthetic_reference defaults to False
+        (losses.ProxyAnchorLoss(num_classes=3, embedding_size=EMB), {}),
+        # any loss, told so explicitly
+        (losses.TripletMarginLoss(margin=0.2), {"synthetic_reference": False}),
+    ],
+    ids=["ProxyAnchor-default", "Triplet-explicit"],
+)
+def test_without_references_the_synthetic_loss_gets_the_samples_alone(loss, kwargs):
+    trunk, embedder, dvml, x, labels = setup(loss, **kwargs)
     assert dvml.synthetic_reference is False
-    features = trunk(x)
-    noise = torch.randn(B, T, EMB)
-    value = dvml.terms(features, labels, 1, noise=noise)["synthetic_metric_loss"]
-    z, mu, logvar = embedder.encode(features)
-    samples = F.reparameterized_samples(z, mu, logvar, T, noise)
-    torch.testing.assert_close(value, loss(samples, labels.repeat_interleave(T)))
-
-
-def test_synthetic_reference_false_is_the_samples_alone_for_any_loss():
-    loss = losses.TripletMarginLoss(margin=0.2)
-    trunk, embedder, dvml, x, labels = setup(loss, synthetic_reference=False)
     features = trunk(x)
     noise = torch.randn(B, T, EMB)
     value = dvml.terms(features, labels, 1, noise=noise)["synthetic_metric_loss"]

@@ -19,6 +19,14 @@ from pml_regularizers.bench.report_data import read_report_data
 pytestmark = pytest.mark.slow
 
 
+def tiny_args(out, docs, tmp_path, embedding_size):
+    """The options every tiny run here shares: its folders, the shared data cache, the size."""
+    return [
+        "--size", "tiny", "--out", str(out), "--docs", str(docs),
+        "--cache", str(tmp_path / "cache"), "--embedding-size", str(embedding_size),
+    ]  # fmt: skip
+
+
 def splits_of(exp_dir):
     return {r["split"] for r in json.loads((exp_dir / "results.json").read_text())["records"]}
 
@@ -38,19 +46,7 @@ def test_every_study_composes_valid_configs():
 
 def test_tiny_study_searches_on_validation_and_tests_the_chosen_configs(tmp_path, capsys):
     out, docs = tmp_path / "runs", tmp_path / "docs"
-    argv = [
-        "skewed_mean_proxy_anchor",
-        "--size",
-        "tiny",
-        "--out",
-        str(out),
-        "--docs",
-        str(docs),
-        "--cache",
-        str(tmp_path / "cache"),
-        "--embedding-size",
-        "8",
-    ]
+    argv = ["skewed_mean_proxy_anchor", *tiny_args(out, docs, tmp_path, 8)]
     assert evidence.main(argv) == 0
     tag = "skewed_mean_proxy_anchor-glyphs-n6-d8"
     searches = sorted(p for p in out.iterdir() if "-search" in p.name)
@@ -84,21 +80,7 @@ def test_parallel_jobs_give_the_sequential_results(tmp_path):
     reports = {}
     for jobs in (1, 3):
         out, docs = tmp_path / f"runs{jobs}", tmp_path / f"docs{jobs}"
-        argv = [
-            "jacobian_determinant_proxy_anchor",
-            "--size",
-            "tiny",
-            "--out",
-            str(out),
-            "--docs",
-            str(docs),
-            "--cache",
-            str(tmp_path / "cache"),
-            "--embedding-size",
-            "4",
-            "--jobs",
-            str(jobs),
-        ]
+        argv = ["jacobian_determinant_proxy_anchor", *tiny_args(out, docs, tmp_path, 4), "--jobs", str(jobs)]
         assert evidence.main(argv) == 0
         reports[jobs] = {p.name: json.loads((p / "results.json").read_text())["records"] for p in sorted(out.iterdir())}
         (report_dir,) = docs.iterdir()
@@ -132,19 +114,7 @@ def test_summary_quotes_each_studys_own_report(tmp_path):
     out, docs = tmp_path / "runs", tmp_path / "docs"
     with pytest.raises(FileNotFoundError, match="no evidence study report"):
         summary.write_summary(docs, "python -m experiments.evidence_summary")
-    argv = [
-        "jacobian_determinant_proxy_anchor",
-        "--size",
-        "tiny",
-        "--out",
-        str(out),
-        "--docs",
-        str(docs),
-        "--cache",
-        str(tmp_path / "cache"),
-        "--embedding-size",
-        "8",
-    ]
+    argv = ["jacobian_determinant_proxy_anchor", *tiny_args(out, docs, tmp_path, 8)]
     assert evidence.main(argv) == 0
     tag = "jacobian_determinant_proxy_anchor-glyphs-n6-d8"
     study_report = (docs / tag / "report.md").read_text()
@@ -201,20 +171,7 @@ def test_sweep_proxy_geometry_matches_a_loop_over_pairs(lam):
 )
 def test_tiny_sweep_runs_every_weight_on_validation_only(tmp_path, loss, tag):
     out, docs = tmp_path / "runs", tmp_path / "docs"
-    argv = [
-        "--size",
-        "tiny",
-        "--out",
-        str(out),
-        "--docs",
-        str(docs),
-        "--cache",
-        str(tmp_path / "cache"),
-        "--embedding-size",
-        "8",
-        "--loss",
-        loss,
-    ]
+    argv = [*tiny_args(out, docs, tmp_path, 8), "--loss", loss]
     assert sweep.main(argv) == 0
     runs = sorted(out.iterdir())
     assert len(runs) == len(sweep.WEIGHTS)

@@ -41,3 +41,13 @@ def write_experiment(root, name, records, csv_texts=(), embeddings=None, **resul
     if embeddings is not None:
         torch.save(embeddings, exp / "seed_0" / "test_embeddings.pt")
     return exp
+
+
+def write_val_log(exp, seed, fold, values):
+    """A fold's validation log as PML's tester writes it, with ``values`` as MAP@R per epoch."""
+    logs = exp / f"seed_{seed}" / f"fold_{fold}" / "logs"
+    logs.mkdir(parents=True)
+    rows = "".join(f"{e},{e},{v},{e},{v}\n" for e, v in enumerate(values, start=1))
+    (logs / "accuracies_normalized_GlobalEmbeddingSpaceTester_level_0_VAL_vs_self.csv").write_text(
+        "~iteration~,epoch,mean_average_precision_at_r_level0,best_epoch,best_accuracy\n" + rows
+    )

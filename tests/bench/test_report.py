@@ -17,7 +17,7 @@ from pml_regularizers.bench.report import write_report
 from pml_regularizers.bench.stats import summarize, t_interval
 from pml_regularizers.bench.training_logs import load_loss_history, mean_loss_curve, validation_curves
 
-from .report_records import MAP, P1, fake_records, write_experiment
+from .report_records import MAP, P1, fake_records, write_experiment, write_val_log
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -263,21 +263,12 @@ def test_mean_curve_of_a_regularizer_stat_log(tmp_path):
     assert_png(tmp_path / "logdet.png")
 
 
-def _write_val_log(exp, seed, fold, values):
-    logs = exp / f"seed_{seed}" / f"fold_{fold}" / "logs"
-    logs.mkdir(parents=True)
-    rows = "".join(f"{e},{e},{v},{e},{v}\n" for e, v in enumerate(values, start=1))
-    (logs / "accuracies_normalized_GlobalEmbeddingSpaceTester_level_0_VAL_vs_self.csv").write_text(
-        "~iteration~,epoch,mean_average_precision_at_r_level0,best_epoch,best_accuracy\n" + rows
-    )
-
-
 def test_validation_curve_table_means_over_runs_and_early_stopping(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    _write_val_log(a, 0, 0, [0.1, 0.3, 0.5])
-    _write_val_log(a, 0, 1, [0.3, 0.5])  # stopped early: epoch 3 averages the other run only
-    _write_val_log(a, 1, 0, [0.2, 0.4, 0.8])
-    _write_val_log(b, 0, 0, [0.25])
+    write_val_log(a, 0, 0, [0.1, 0.3, 0.5])
+    write_val_log(a, 0, 1, [0.3, 0.5])  # stopped early: epoch 3 averages the other run only
+    write_val_log(a, 1, 0, [0.2, 0.4, 0.8])
+    write_val_log(b, 0, 0, [0.25])
     curves = validation_curves([a, b])
     assert [(c.experiment, c.epochs, c.runs) for c in curves] == [("a", [1, 2, 3], 3), ("b", [1], 1)]
     assert curves[0].values == pytest.approx([0.2, 0.4, 0.65])
@@ -345,7 +336,7 @@ def test_write_report(tmp_path):
     assert not (out / "embeddings_base.png").exists()
     assert "Validation MAP@R after each epoch" not in text  # no run logged validation
     assert "Run on:" not in text  # neither results.json records a device
-    _write_val_log(reg, 0, 0, [0.5, 0.7])
+    write_val_log(reg, 0, 0, [0.5, 0.7])
     text = write_report([base, reg], out, baseline="base")
     assert "## Validation MAP@R after each epoch" in text
     assert "| reg | 0.5000 | 0.7000 | 1 |" in text

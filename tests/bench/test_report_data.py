@@ -17,7 +17,7 @@ from pml_regularizers.bench.report_data import (
 from pml_regularizers.bench.stats import SummaryRow, summarize
 from pml_regularizers.bench.training_logs import validation_curves
 
-from .report_records import MAP, P1, fake_records, write_experiment
+from .report_records import MAP, P1, fake_records, write_experiment, write_val_log
 
 
 def _exact(row):
@@ -27,15 +27,6 @@ def _exact(row):
 
 def _refuse_non_standard(name):
     raise ValueError(f"report.json holds {name}, which is not standard JSON")
-
-
-def _write_val_log(exp, seed, fold, values):
-    logs = exp / f"seed_{seed}" / f"fold_{fold}" / "logs"
-    logs.mkdir(parents=True)
-    rows = "".join(f"{e},{e},{v},{e},{v}\n" for e, v in enumerate(values, start=1))
-    (logs / "accuracies_normalized_GlobalEmbeddingSpaceTester_level_0_VAL_vs_self.csv").write_text(
-        "~iteration~,epoch,mean_average_precision_at_r_level0,best_epoch,best_accuracy\n" + rows
-    )
 
 
 @pytest.mark.parametrize("split", ["test", "val"])
@@ -66,7 +57,7 @@ def test_report_json_round_trips_the_summary_rows(tmp_path, split):
         )
         for name in names
     ]
-    _write_val_log(dirs[1], 0, 0, [0.5, 0.7])
+    write_val_log(dirs[1], 0, 0, [0.5, 0.7])
     out = tmp_path / "report"
     text = write_report(dirs, out, baseline="base", split=split, title="A title", command="pml-bench report x")
     assert "| lone | concatenated | 1 | 0.3000 ± n/a (Δ n/a: no shared seed) |" in text
