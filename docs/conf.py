@@ -64,8 +64,15 @@ intersphinx_mapping = {
 intersphinx_timeout = 10
 
 _EXAMPLES_MARKER = "% examples-list:"
+_REPORTS_MARKER = "% reports:"
 _INVENTORY_FAILURE = "failed to reach any of the inventories"
-_RESULTS_DOC = "results"
+_ARCHIVE_DOC = "evidence"
+_REPORT_DOC = re.compile(r"^results/[^/]+/report$")
+# The archive's groups of reports, each listed after its "% reports: <group>" line: the 964-character
+# check, the evidence studies (named by the command of experiments/evidence.py, and the summary that
+# quotes them), the default comparison (make main), and every other report (sweeps and follow-ups).
+_REPORT_GROUPS = ("regularizer_check", "evidence", "followup", "default")
+_EVIDENCE_COMMAND = re.compile(r"python (?:-m experiments\.evidence|experiments/evidence\.py) ")
 _LOGGER = sphinx_logging.getLogger("docs.conf")
 # "python experiments/" is how the experiment scripts were run before they became a package.
 _REPORT_COMMANDS = (
@@ -75,7 +82,7 @@ _REPORT_COMMANDS = (
     "python -m experiments.",
     "python experiments/",
 )
-_NO_RESULTS = "No reports have been generated into `docs/results/` yet, so this page has no tables or plots to show."
+_NO_RESULTS = "No report of this kind has been generated into `docs/results/` yet."
 
 
 class _OfflineInventories(logging.Filter):
@@ -144,15 +151,38 @@ def reports_without_command() -> list[str]:
     ]
 
 
+def report_group(docname: str) -> str:
+    """The archive group (of ``_REPORT_GROUPS``) of the report ``results/<name>/report``."""
+    name = docname.split("/")[1]
+    if name.startswith("regularizer_check_"):
+        return "regularizer_check"
+    if name.startswith("default-"):
+        return "default"
+    if _EVIDENCE_COMMAND.search((DOCS / f"{docname}.md").read_text(encoding="utf-8")):
+        return "evidence"
+    return "followup"
+
+
+def _reports_markdown(group: str) -> str:
+    """The links to the reports of ``group``, one per line, each titled by its report (one sentence
+    while there are none)."""
+    items = [f"- []({doc}.md) (`{doc.split('/')[1]}`)" for doc in _report_docs() if report_group(doc) == group]
+    return "\n".join(items) + "\n" if items else f"{_NO_RESULTS}\n"
+
+
 def _generated_lists(app: Sphinx, docname: str, source: list[str]) -> None:
-    """Insert the generated lists: examples after the marker line, and the benchmark reports at
-    the end of the results page (a toctree, or one sentence while there are none)."""
+    """Insert the generated lists: examples after the examples marker line, and on the archive page
+    each group's reports after its ``% reports: <group>`` line. A report page is marked orphan: the
+    archive links to it, so the sidebar does not list every report."""
+    if _REPORT_DOC.match(docname):
+        source[0] = "---\norphan: true\n---\n" + source[0]
+        return
     lines = source[0].splitlines(keepends=True)
     if any(line.startswith(_EXAMPLES_MARKER) for line in lines):
         source[0] = "".join(
             line + ("\n" + _examples_markdown() if line.startswith(_EXAMPLES_MARKER) else "") for line in lines
         )
-    if docname != _RESULTS_DOC:
+    if docname != _ARCHIVE_DOC:
         return
     for doc in reports_without_command():
         _LOGGER.warning(
@@ -160,18 +190,22 @@ def _generated_lists(app: Sphinx, docname: str, source: list[str]) -> None:
             doc,
             ", ".join(c.strip() for c in _REPORT_COMMANDS),
         )
-    reports = _report_docs()
-    if reports:
-        entries = "\n".join(reports)
-        source[0] += f"\n```{{toctree}}\n:maxdepth: 1\n\n{entries}\n```\n"
-    else:
-        source[0] += f"\n{_NO_RESULTS}\n"
+    lines = source[0].splitlines(keepends=True)
+    listed = [line[len(_REPORTS_MARKER) :].strip() for line in lines if line.startswith(_REPORTS_MARKER)]
+    if sorted(listed) != sorted(_REPORT_GROUPS):
+        _LOGGER.warning("%s.md must list each report group once (%s), got %s", docname, _REPORT_GROUPS, listed)
+    out = []
+    for line in lines:
+        out.append(line)
+        if line.startswith(_REPORTS_MARKER):
+            out.append("\n" + _reports_markdown(line[len(_REPORTS_MARKER) :].strip()))
+    source[0] = "".join(out)
 
 
 def _reread_generated(app: Sphinx, env: object, added: set, changed: set, removed: set) -> list[str]:
     """Re-read the pages with generated lists on every build: examples and reports change without
     the pages changing."""
-    return [_RESULTS_DOC, "quickstart"]
+    return [_ARCHIVE_DOC, "quickstart"]
 
 
 def setup(app: Sphinx) -> dict[str, bool]:

@@ -14,6 +14,9 @@
 # Run (Omniglot from ../shared/omniglot, 32-d embeddings, ProxyAnchor +- SkewedMeanRegularizer):
 #     .venv/bin/python -m experiments.evidence skewed_mean_proxy_anchor --dataset omniglot \
 #         --root ../shared/omniglot --embedding-size 32
+# The published Omniglot studies ran on the two official small zips (242 characters). A root that
+# also holds images_background.npz now gives the full background set (964 characters) instead: to
+# repeat them, pass a root that holds only images_background_small1.zip and _small2.zip.
 # On the offline glyphs at the main command's 10 instances per class (report tag ...-glyphs-n10-d32):
 #     .venv/bin/python -m experiments.evidence skewed_mean_proxy_anchor --per-class 10
 # List the studies:  .venv/bin/python -m experiments.evidence --list
@@ -27,10 +30,12 @@ import argparse
 import multiprocessing
 import shlex
 import sys
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -206,20 +211,27 @@ def val_score(exp_dir: Path) -> float:
     return float(np.mean([r["metrics"][PRIMARY] for r in records if r["split"] == "val"]))
 
 
-def run_all(runs: list[tuple[str, list[str]]], out: Path, cache: Path | None, jobs: int = 1) -> list[Path]:
-    """:func:`run_named` for each ``(name, overrides)``, up to ``jobs`` at once in their own processes;
-    the experiment folders in the order given."""
+def run_all(
+    runs: list[tuple[str, list[str]]],
+    out: Path,
+    cache: Path | None,
+    jobs: int = 1,
+    worker: Callable[[str, list[str], Path, Path | None], Any] = run_named,
+) -> list[Any]:
+    """``worker`` (by default :func:`run_named`) for each ``(name, overrides)``, up to ``jobs`` at
+    once in their own processes; its results (the experiment folders) in the order given. A
+    ``worker`` other than the default must be importable by name, for the processes to find it."""
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     if jobs == 1 or len(runs) <= 1:
-        return [run_named(name, overrides, out, cache) for name, overrides in runs]
+        return [worker(name, overrides, out, cache) for name, overrides in runs]
     context = multiprocessing.get_context("spawn")  # no forked copies of torch's thread pools
     with ProcessPoolExecutor(max_workers=min(jobs, len(runs)), mp_context=context) as pool:
         names, overrides = zip(*runs)
-        return list(pool.map(run_named, names, overrides, repeat(out), repeat(cache)))
+        return list(pool.map(worker, names, overrides, repeat(out), repeat(cache)))
 
 
-def _search_runs(
+def search_runs(
     tag: str, fixed: list[str], grid: tuple[tuple[str, ...], ...], seeds: int
 ) -> list[tuple[str, list[str]]]:
     """The validation-only runs of ``fixed + point``, one for each grid point."""
@@ -230,7 +242,9 @@ def _search_runs(
     return runs
 
 
-def _best(grid: tuple[tuple[str, ...], ...], dirs: list[Path]) -> tuple[tuple[str, ...], list[tuple[str, Path, float]]]:
+def best_point(
+    grid: tuple[tuple[str, ...], ...], dirs: list[Path]
+) -> tuple[tuple[str, ...], list[tuple[str, Path, float]]]:
     """The grid point whose run scored best on validation, and every point's (label, folder, score)."""
     rows = [(" ".join(point), exp, val_score(exp)) for point, exp in zip(grid, dirs)]
     best = max(range(len(grid)), key=lambda k: rows[k][2])
@@ -259,17 +273,15 @@ def run_study(
     # The learning-rate searches (baseline and comparators) are independent; the method's search
     # needs the baseline's choice.
     lr_searches = {"baseline": base} | {name: [*common, *fixed] for name, fixed in study.extra.items()}
-    runs = {role: _search_runs(f"{tag}-{role}", fixed, lr_grid, search_seeds) for role, fixed in lr_searches.items()}
+    runs = {role: search_runs(f"{tag}-{role}", fixed, lr_grid, search_seeds) for role, fixed in lr_searches.items()}
     dirs = iter(run_all([r for role_runs in runs.values() for r in role_runs], out, cache, jobs))
     points, searches, finals = {}, {}, {}
     for role, fixed in lr_searches.items():
-        points[role], searches[role] = _best(lr_grid, [next(dirs) for _ in lr_grid])
+        points[role], searches[role] = best_point(lr_grid, [next(dirs) for _ in lr_grid])
         finals[role] = [*fixed, *points[role]]
     method_fixed = [*finals["baseline"], *study.method]
-    method_dirs = run_all(
-        _search_runs(f"{tag}-method", method_fixed, study.method_grid, search_seeds), out, cache, jobs
-    )
-    points["method"], searches["method"] = _best(study.method_grid, method_dirs)
+    method_dirs = run_all(search_runs(f"{tag}-method", method_fixed, study.method_grid, search_seeds), out, cache, jobs)
+    points["method"], searches["method"] = best_point(study.method_grid, method_dirs)
     finals["method"] = [*method_fixed, *points["method"]]
     roles = ("baseline", "method", *study.extra)
     finals, searches = {r: finals[r] for r in roles}, {r: searches[r] for r in roles}
@@ -321,7 +333,9 @@ def run_study(
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The dataset, schedule and output options the experiment scripts share."""
     parser.add_argument("--dataset", default="glyphs", help="glyphs (offline default) or omniglot, ...")
-    parser.add_argument("--root", help="dataset root (omniglot: the folder with the official zips)")
+    parser.add_argument(
+        "--root", help="dataset root (omniglot: the folder with the official zips or images_background.npz)"
+    )
     parser.add_argument("--embedding-size", type=int, default=32)
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
     parser.add_argument("--out", type=Path, default=Path("runs/evidence"), help="experiment folders")

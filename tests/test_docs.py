@@ -2,10 +2,11 @@
 
 - Every ``python`` code block of the docs pages and of the README runs: the blocks of one page in
   order, as one script in a fresh folder, so a page works when pasted in order.
-- The generated parts of the docs build (``docs/conf.py``): the results page lists the reports
-  under ``docs/results/*/report.md`` (each must name the command that made it), or says in one
-  sentence that there are none; the quickstart lists every example; an unreachable intersphinx
-  inventory is information, not a warning.
+- The generated parts of the docs build (``docs/conf.py``): the evidence archive lists the reports
+  under ``docs/results/*/report.md`` in their groups (each must name the command that made it), or
+  says in one sentence that a group has none; the reports are orphans, so the sidebar does not list
+  them; the quickstart lists every example; an unreachable intersphinx inventory is information,
+  not a warning.
 - A copy of the docs with generated reports builds with ``-W``; no page has an empty section, and
   the method pages' math reaches MathJax.
 
@@ -49,7 +50,7 @@ def _load_docs_conf():
 
 def test_the_quickstart_and_the_method_pages_have_code_to_run():
     names = {page.relative_to(ROOT).as_posix() for page in PAGES}
-    assert {"README.md", "docs/quickstart.md", "docs/methods/skewed_mean.md"} <= names
+    assert {"README.md", "docs/index.md", "docs/quickstart.md", "docs/methods/skewed_mean.md"} <= names
 
 
 def test_fence_pattern_takes_whole_blocks_only():
@@ -85,12 +86,49 @@ def test_every_published_report_names_the_command_that_made_it():
     assert _load_docs_conf().reports_without_command() == []
 
 
-def test_results_page_without_reports_says_so(tmp_path, monkeypatch):
+def _archive_source(conf) -> list[str]:
+    return ["# Archive\n\n" + "".join(f"## {g}\n\n{conf._REPORTS_MARKER} {g}\n\n" for g in conf._REPORT_GROUPS)]
+
+
+def test_archive_without_reports_says_so_in_each_group(tmp_path, monkeypatch):
     conf = _load_docs_conf()
     monkeypatch.setattr(conf, "DOCS", tmp_path)
-    source = ["# Results\n"]
-    conf._generated_lists(None, "results", source)
-    assert conf._NO_RESULTS in source[0] and "toctree" not in source[0]
+    source = _archive_source(conf)
+    conf._generated_lists(None, conf._ARCHIVE_DOC, source)
+    assert source[0].count(conf._NO_RESULTS) == len(conf._REPORT_GROUPS) and "report.md" not in source[0]
+
+
+def test_archive_lists_each_report_in_its_group_and_reports_are_orphans(tmp_path, monkeypatch):
+    conf = _load_docs_conf()
+    monkeypatch.setattr(conf, "DOCS", tmp_path)
+    reports = {
+        "regularizer_check_proxy_anchor-omniglot964-d32": "python -m experiments.regularizer_check --size tiny",
+        "skewed_mean_proxy_anchor-omniglot-d32": "python -m experiments.evidence skewed_mean_proxy_anchor",
+        "dvml_triplet-glyphs-n10-d32": "python experiments/evidence.py dvml_triplet --per-class 10",
+        "evidence_summary": "python -m experiments.evidence_summary\npython -m experiments.evidence dvml_triplet",
+        "skewed_mean_sweep-omniglot-d32": "python -m experiments.skewed_mean_sweep --lr 0.003",
+        "dvml_triplet_kl0.1-omniglot-d32": "pml-bench report runs/evidence/dvml_triplet-omniglot-d32-baseline",
+        "default-skewed_mean": "pml-bench report runs/compare/glyphs-proxy_anchor-linear",
+    }
+    for name, command in reports.items():
+        (tmp_path / "results" / name).mkdir(parents=True)
+        (tmp_path / "results" / name / "report.md").write_text(f"# {name}\n\n```bash\n{command}\n```\n")
+    source = _archive_source(conf)
+    conf._generated_lists(None, conf._ARCHIVE_DOC, source)
+    sections = dict(part.split("\n", 1) for part in source[0].split("## ")[1:])
+    listed = {g: re.findall(r"^- \[\]\(results/([^/]+)/report\.md\)", sections[g], re.MULTILINE) for g in sections}
+    assert listed == {
+        "regularizer_check": ["regularizer_check_proxy_anchor-omniglot964-d32"],
+        "evidence": ["dvml_triplet-glyphs-n10-d32", "evidence_summary", "skewed_mean_proxy_anchor-omniglot-d32"],
+        "followup": ["dvml_triplet_kl0.1-omniglot-d32", "skewed_mean_sweep-omniglot-d32"],
+        "default": ["default-skewed_mean"],
+    }
+    report = ["# A report\n"]
+    conf._generated_lists(None, "results/default-skewed_mean/report", report)
+    assert report[0] == "---\norphan: true\n---\n# A report\n"
+    page = ["# Results\n"]
+    conf._generated_lists(None, "results", page)
+    assert page == ["# Results\n"]
 
 
 class _Sections(HTMLParser):
@@ -126,13 +164,16 @@ class _Sections(HTMLParser):
 
 @pytest.fixture(scope="module")
 def built_docs(tmp_path_factory) -> Path:
-    """A copy of the docs (and of the examples they list) with two generated reports instead of
-    any real ones, built with -W like ``make docs``."""
+    """A copy of the docs (and of the examples they list) built with -W like ``make docs``, with a
+    stub in place of each real report (the pages link to them) and two generated reports."""
     root = tmp_path_factory.mktemp("docs")
     src = root / "docs"
     shutil.copytree(DOCS, src, ignore=shutil.ignore_patterns("_build"))
     shutil.copytree(ROOT / "examples", root / "examples")
     shutil.rmtree(src / "results", ignore_errors=True)
+    for report in DOCS.glob("results/*/report.md"):
+        (src / "results" / report.parent.name).mkdir(parents=True)
+        (src / "results" / report.parent.name / "report.md").write_text("# A report\n\nMade by `pml-bench compare`.\n")
     for name in ("b_second", "a_first"):
         folder = src / "results" / name
         folder.mkdir(parents=True)
@@ -152,13 +193,23 @@ def built_docs(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_results_page_lists_every_report_with_its_plot(built_docs):
-    results_html = (built_docs / "results.html").read_text(encoding="utf-8")
-    first = results_html.index('href="results/a_first/report.html"')
-    assert first < results_html.index('href="results/b_second/report.html"')
-    assert "No reports have been generated" not in results_html
+def test_archive_lists_every_report_with_its_plot(built_docs):
+    archive_html = (built_docs / "evidence.html").read_text(encoding="utf-8")
+    first = archive_html.index('href="results/a_first/report.html"')
+    assert first < archive_html.index('href="results/b_second/report.html"')
     assert "<img" in (built_docs / "results" / "a_first" / "report.html").read_text(encoding="utf-8")
     assert (built_docs / "_images" / "metrics.png").is_file()
+
+
+@pytest.mark.slow
+def test_the_sidebar_lists_the_archive_but_no_report(built_docs):
+    for page in ("index.html", "results.html", "evidence.html"):
+        html = (built_docs / page).read_text(encoding="utf-8")
+        sidebar = html[html.index('class="sidebar-tree"') :]
+        sidebar = sidebar[: sidebar.index("</div>")]
+        assert 'href="evidence.html"' in sidebar or 'href="#"' in sidebar, page
+        assert "report.html" not in sidebar, page
+    assert "results_summary.png" in (built_docs / "index.html").read_text(encoding="utf-8")
 
 
 @pytest.mark.slow

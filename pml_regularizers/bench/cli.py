@@ -1,4 +1,4 @@
-"""``pml-bench`` / ``python -m pml_regularizers.bench``: run, evaluate, compare and report.
+"""``pml-bench`` / ``python -m pml_regularizers.bench``: run, evaluate, compare, report and embed.
 
 Examples
 --------
@@ -6,7 +6,17 @@ Examples
 ``pml-bench evaluate regularizer=skewed_mean``   (re-test saved models, no training)
 ``pml-bench compare``                           (the default comparison on the offline dataset)
 ``pml-bench report runs/glyphs-proxy_anchor-linear runs/glyphs-proxy_anchor-skewed_mean-linear``
+``pml-bench run test_split=none regularizer=skewed_mean``   (train on every class: the model to deploy)
+``pml-bench embed runs/glyphs-proxy_anchor-linear-all_classes --out emb.pt dataset=folder dataset.root=/data/new``
 ``torchrun --nproc_per_node=2 -m pml_regularizers.bench run batch_size=64``   (data-parallel)
+
+``embed`` embeds every image of a data set (all classes, no split) with the models of one seed of an
+experiment (``--seed S``, default the first), its folds' embeddings concatenated
+(:mod:`~pml_regularizers.bench.embedding`). It takes ``dataset`` overrides only: ``dataset=NAME``
+composes that data set's config, ``dataset.KEY=VALUE`` alone changes the experiment's own. The file
+holds ``embeddings``, ``labels``, ``class_names``, ``experiment``, ``seed``, ``folds`` and
+``embedding``; with 2 or more classes of 2 or more images the retrieval metrics are printed and
+written beside it (``emb.metrics.json``).
 """
 
 from __future__ import annotations
@@ -66,6 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("overrides", nargs="*", help="config overrides, key=value")
+    emb = sub.add_parser("embed", help="embed every image of a data set with an experiment's trained models")
+    emb.add_argument("experiment", type=Path, help="the experiment folder (<output_dir>/<experiment>)")
+    emb.add_argument("overrides", nargs="*", help="dataset overrides: dataset=NAME, dataset.KEY=VALUE")
+    emb.add_argument("--out", type=Path, required=True, help="the embeddings file to write (.pt)")
+    emb.add_argument("--seed", type=int, help="whose models embed (default: the experiment's first seed)")
+    emb.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     rep = sub.add_parser("report", help="tables and plots from experiment folders")
     rep.add_argument("experiments", nargs="+", type=Path)
     rep.add_argument("--baseline", help="experiment name to pair the others with")
@@ -77,12 +93,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=("test", "val"),
         help="test: held-out classes; val: best validation MAP@R over the folds (for tuning)",
     )
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and (args.command != "embed" or any(arg.startswith("-") for arg in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # dataset overrides after --out
+        args.overrides += extra
     missing = missing_bench_modules()
     if missing:
         print(f"pml-bench: error: {bench_extra_message(missing)}", file=sys.stderr)
         return 2
-    from .config import UserError, load_config  # needs the bench extra
+    from .config import UserError, load_config, tests_held_out_classes  # needs the bench extra
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -91,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_summaries([_report(args.experiments, args.baseline, args.out, args.split, args.title, command)])
         elif args.command == "compare":
             _compare(args.overrides)
+        elif args.command == "embed":
+            _embed(args.experiment, args.out, args.overrides, args.seed, args.device)
         else:
             from .runner import run_experiment
 
@@ -99,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cfg, evaluate_only=args.command == "evaluate", command=_command("run", args.overrides)
             )
             if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports
-                _print_summaries([_report([exp_dir], None, exp_dir, "test" if cfg.test else "val")])
+                _print_run_summary(exp_dir, tested=tests_held_out_classes(cfg), validated=bool(cfg.cv_folds))
     except UserError as err:
         print(f"pml-bench: error: {_one_line(str(err))}", file=sys.stderr)
         return 2
@@ -128,6 +150,58 @@ def _compare(overrides: Sequence[str]) -> None:
             _report(dirs, baseline, out, title=f"Default comparison: {group}", command=_command("compare", overrides))
         )
     _print_summaries(reports)
+
+
+def _print_run_summary(exp_dir: Path, tested: bool, validated: bool) -> None:
+    """Print the summary of the report of one experiment on its test split, or on validation
+    without one; without either (``test_split=none``, no folds), what it trained
+    (:func:`_trained_summary`)."""
+    if tested or validated:
+        _print_summaries([_report([exp_dir], None, exp_dir, "test" if tested else "val")])
+    else:
+        print(_trained_summary(exp_dir))
+
+
+def _trained_summary(exp_dir: Path) -> str:
+    """What a run that trained on every class without folds left: no metrics, the checkpoints, and
+    how to embed with them."""
+    from .experiment import ExperimentFolder
+
+    folder = ExperimentFolder(exp_dir)
+    cfg = folder.config()
+    train_classes, _, _ = folder.split(folder.data())
+    checkpoints = [folder.tested_checkpoint(fold) for fold in folder.folds()]
+    return "\n".join(
+        [
+            f"{folder.name()}: trained on all {len(train_classes)} classes of dataset={cfg.choices.dataset}; "
+            "no test split (test_split=none), so no metrics",
+            "checkpoints (the last epoch's models, one per seed):",
+            *(f"  {path}" for path in checkpoints),
+            f"embed a data set with them: pml-bench embed {exp_dir} --out FILE [dataset=NAME dataset.KEY=VALUE ...]",
+        ]
+    )
+
+
+def _embed(exp_dir: Path, out: Path, overrides: Sequence[str], seed: int | None, device: str) -> None:
+    from .embedding import embed_data_set
+    from .metrics import METRIC_LABELS
+    from .stats import metric_order
+
+    done = embed_data_set(exp_dir, out, overrides, seed, device)
+    what = "the folds' embeddings concatenated" if done.embedding == "concatenated" else "one fold"
+    lines = [
+        f"embedded {done.num_images} images of {done.num_classes} classes (dataset={done.dataset}) with the "
+        f"models of seed {done.seed} of {done.experiment} ({what}): {done.out}"
+    ]
+    if done.metrics is None:
+        lines.append("no retrieval metrics: they need at least 2 classes with 2 or more images")
+    else:
+        width = max(len(METRIC_LABELS.get(m, m)) for m in done.metrics)
+        lines += [
+            f"  {METRIC_LABELS.get(m, m):<{width}}  {done.metrics[m]:.4f}" for m in metric_order(list(done.metrics))
+        ]
+        lines.append(f"metrics: {done.metrics_file}")
+    print("\n".join(lines))
 
 
 def _command(sub: str, args: Sequence[str]) -> str:

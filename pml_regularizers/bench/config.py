@@ -20,7 +20,17 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .._checks import is_int
 
-__all__ = ["ConfigError", "GROUPS", "UserError", "load_config", "experiment_name"]
+__all__ = [
+    "ConfigError",
+    "GROUPS",
+    "LATER_KEYS",
+    "UserError",
+    "complete_saved_config",
+    "experiment_name",
+    "load_config",
+    "tests_held_out_classes",
+    "trains_on_all_classes",
+]
 
 CONF_MODULE = "pml_regularizers.bench.conf"
 GROUPS = (
@@ -35,6 +45,9 @@ GROUPS = (
     "sampler",
     "preset",
 )
+# Top-level keys added after experiments were saved, with the value that gives what those ran: a
+# saved config.yaml without one is read as holding that value (complete_saved_config).
+LATER_KEYS: dict[str, object] = {"test_split": "half"}
 
 
 class UserError(Exception):
@@ -93,9 +106,11 @@ def load_config(overrides: Sequence[str] = ()) -> DictConfig:
 
 
 def experiment_name(cfg: DictConfig) -> str:
-    """``cfg.experiment`` if set, else ``dataset-loss[-miner][-regularizer]-embedder[-trainer]``,
-    with the trunk's choice (its model name for a library trunk) after the data set when it is
-    not the default conv-4."""
+    """``cfg.experiment`` if set, else
+    ``dataset-loss[-miner][-regularizer]-embedder[-trainer][-all_classes]``, with the trunk's choice
+    (its model name for a library trunk) after the data set when it is not the default conv-4, and
+    ``all_classes`` for a run that trains on every class (``test_split: none``), so that it never
+    shares a folder with the run of the same choices that holds out the test half."""
     if cfg.experiment:
         return str(cfg.experiment)
     c = cfg.choices
@@ -107,7 +122,33 @@ def experiment_name(cfg: DictConfig) -> str:
     parts.append(c.embedder)
     if c.trainer != "metric_loss_only":
         parts.append(c.trainer)
+    if trains_on_all_classes(cfg):
+        parts.append("all_classes")
     return "-".join(parts)
+
+
+def trains_on_all_classes(cfg: DictConfig) -> bool:
+    """Whether ``cfg`` trains on every class of its data set (``test_split: none``) rather than on
+    the first half of the sorted classes."""
+    return bool(cfg.test_split == "none")
+
+
+def tests_held_out_classes(cfg: DictConfig) -> bool:
+    """Whether a run of ``cfg`` embeds and tests held-out classes: ``test: true`` with
+    ``test_split: half``."""
+    return bool(cfg.test) and not trains_on_all_classes(cfg)
+
+
+def complete_saved_config(saved: DictConfig) -> DictConfig:
+    """An experiment folder's saved config with each key of :data:`LATER_KEYS` it lacks set to the
+    value that gives what it ran (a config saved before ``test_split`` existed held out the second
+    half of the classes); a copy, ``saved`` is left as it is."""
+    completed = saved.copy()
+    with open_dict(completed):
+        for key, value in LATER_KEYS.items():
+            if key not in completed:
+                completed[key] = value
+    return completed
 
 
 def _validate(cfg: DictConfig) -> None:
@@ -139,6 +180,13 @@ def _validate(cfg: DictConfig) -> None:
         "null or a folder name (no '/', '\\', '.' or '..': it names a folder inside output_dir)",
     )
     need(isinstance(cfg.test, bool), "test", "true or false")
+    need(cfg.test_split in ("half", "none"), "test_split", "half or none")
+    if trains_on_all_classes(cfg) and not cfg.test:
+        raise ConfigError(
+            "test=false cannot go with test_split=none: test=false keeps the test half unseen and "
+            "test_split=none has no test half (it tests nothing; with cv_folds=k it validates on folds "
+            "of every class); leave test at true"
+        )
     need(cfg.test or cfg.cv_folds >= 2, "cv_folds", "an int >= 2 when test=false (validation needs folds)")
     need(
         cfg.num_workers == "auto" or (is_int(cfg.num_workers) and cfg.num_workers >= 0),

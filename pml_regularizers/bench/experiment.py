@@ -12,6 +12,7 @@ the reports and the experiment scripts read through it::
                                                  the epoch before it)
         seed_<s>/fold_<f>/checkpoint_best.pt     its best validation epoch (with cross-validation)
         seed_<s>/fold_<f>/logs/             record-keeper's CSVs (loss_histories.csv, ...)
+        seed_<s>/fold_<f>/center_geometry.json   the class centers' geometry after each epoch
         seed_<s>/fold_<f>/tensorboard/      record-keeper's TensorBoard events
 
 A run without cross-validation trains one fold a seed, ``fold_0``. The checkpoints' contents are
@@ -34,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .build import build_models
 from .checkpoints import apply_checkpoint, load_checkpoint, read_checkpoint
-from .config import ConfigError, UserError
+from .config import ConfigError, UserError, complete_saved_config
 from .experiment_data import DataSet, load_experiment_data
 from .io import atomic_write, write_json
 from .preflight import split_classes
@@ -191,6 +192,12 @@ class FoldFolder:
         """record-keeper's TensorBoard folder."""
         return self.path / "tensorboard"
 
+    @property
+    def center_geometry(self) -> Path:
+        """The class centers' geometry after each epoch, for losses with class centers
+        (:mod:`~pml_regularizers.bench.center_geometry`)."""
+        return self.path / "center_geometry.json"
+
     def tests_best(self, validated: bool) -> bool:
         """Whether the runner tests the best validation epoch's models (those of
         :attr:`best`) rather than the last epoch's: with validation, once a best epoch is saved."""
@@ -284,7 +291,8 @@ class ExperimentFolder:
     # The config ----------------------------------------------------------------------------------
 
     def config(self) -> DictConfig:
-        """The saved ``config.yaml``.
+        """The saved ``config.yaml``, with the keys added after it was saved set to the values it ran
+        with (:func:`~pml_regularizers.bench.config.complete_saved_config`).
 
         Raises
         ------
@@ -293,15 +301,21 @@ class ExperimentFolder:
         """
         if not self.config_path.is_file():
             raise FileNotFoundError(f"no config.yaml in experiment folder {self.path}: expected {self.config_path}")
-        return cast(DictConfig, OmegaConf.load(self.config_path))
+        return complete_saved_config(cast(DictConfig, OmegaConf.load(self.config_path)))
+
+    def holds_config(self, cfg: DictConfig) -> bool:
+        """Whether ``config.yaml`` is that of ``cfg``: the same text, or a config saved before some
+        keys existed that holds the same values once they are set to what it ran with
+        (:meth:`config`)."""
+        if not self.config_path.is_file():
+            return False
+        if self.config_path.read_text() == OmegaConf.to_yaml(cfg):
+            return True
+        return OmegaConf.to_yaml(self.config(), sort_keys=True) == OmegaConf.to_yaml(cfg, sort_keys=True)
 
     def is_finished(self, cfg: DictConfig) -> bool:
-        """Whether the folder holds the results of this very config."""
-        return (
-            self.results_path.exists()
-            and self.config_path.is_file()
-            and self.config_path.read_text() == OmegaConf.to_yaml(cfg)
-        )
+        """Whether the folder holds the results of this very config (:meth:`holds_config`)."""
+        return self.results_path.exists() and self.holds_config(cfg)
 
     def has_finished_work(self) -> bool:
         """Whether the folder holds results or a checkpoint that can be read."""
@@ -318,7 +332,8 @@ class ExperimentFolder:
     def claim(self, cfg: DictConfig, evaluate_only: bool) -> None:
         """Write ``config.yaml``, or check the one there.
 
-        A folder of a different config is refused when it holds finished work; one without
+        A ``config.yaml`` of the same config (:meth:`holds_config`) is kept as it is. A folder of a
+        different config is refused when it holds finished work; one without
         (:meth:`has_finished_work`) is what a failed start left behind: ``evaluate`` finds nothing
         to evaluate there, and ``run`` takes it over (its ``seed_*`` folders are removed and its
         config replaced).
@@ -330,11 +345,10 @@ class ExperimentFolder:
         UserError
             For evaluating a folder of a different config.
         """
-        text = OmegaConf.to_yaml(cfg)
+        if self.holds_config(cfg):
+            return
         if self.config_path.exists():
-            if self.config_path.read_text() == text:
-                return
-            old = OmegaConf.to_container(OmegaConf.load(self.config_path))
+            old = OmegaConf.to_container(self.config())
             diff = ", ".join(sorted(_diff_keys(old, OmegaConf.to_container(cfg))))
             if self.has_finished_work():
                 raise ConfigError(
@@ -351,7 +365,7 @@ class ExperimentFolder:
             )
             for seed_dir in self.path.glob("seed_*"):
                 shutil.rmtree(seed_dir)
-        atomic_write(self.config_path, lambda f: f.write(text.encode()))
+        atomic_write(self.config_path, lambda f: f.write(OmegaConf.to_yaml(cfg).encode()))
 
     # Results -------------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_metric_learning.utils import common_functions as c_f
 
-from .config import ConfigError
+from .config import ConfigError, tests_held_out_classes, trains_on_all_classes
 from .data import class_disjoint_split, training_folds
 
 __all__ = [
@@ -68,17 +68,29 @@ def check_output_dir(exp_dir: Path) -> None:
 def split_classes(
     cfg: DictConfig, labels: torch.Tensor
 ) -> tuple[list[int], list[int], list[tuple[list[int], list[int]]]]:
-    """The training classes, the test classes and the training folds (:func:`training_folds`)."""
-    num_classes = len(torch.unique(labels))
-    if num_classes < 2:
-        raise ConfigError(
-            f"the data set holds only {num_classes} class; the benchmark needs at least 4 (2 to train on, 2 to test on)"
-        )
-    train_classes, test_classes = class_disjoint_split(labels)
+    """The training classes, the test classes and the training folds (:func:`training_folds`):
+    the halves of :func:`class_disjoint_split`, or with ``test_split: none`` every class and no
+    test class."""
+    classes: list[int] = torch.unique(labels).tolist()
+    test_classes: list[int]
+    if trains_on_all_classes(cfg):
+        if len(classes) < 2:
+            raise ConfigError(
+                f"the data set holds only {len(classes)} class; training with test_split=none needs at least 2"
+            )
+        train_classes, test_classes, holder = classes, [], "the data set"
+    else:
+        if len(classes) < 2:
+            raise ConfigError(
+                f"the data set holds only {len(classes)} class; the benchmark needs at least 4 "
+                "(2 to train on, 2 to test on)"
+            )
+        train_classes, test_classes = class_disjoint_split(labels)
+        holder = "the training half"
     if cfg.cv_folds > len(train_classes):
         raise ConfigError(
             f"cv_folds={cfg.cv_folds} needs at least {cfg.cv_folds} training classes; "
-            f"the training half holds {len(train_classes)}"
+            f"{holder} holds {len(train_classes)}"
         )
     return train_classes, test_classes, training_folds(train_classes, cfg.cv_folds)
 
@@ -89,11 +101,13 @@ def check_retrieval_sets(
     test_classes: list[int],
     folds: list[tuple[list[int], list[int]]],
 ) -> None:
-    """Refuse a test set (when tested) or validation fold whose retrieval metrics would mean
-    nothing: fewer than 2 classes with 2 or more images. Classes with a single image are named in
-    a warning: as queries they have nothing to retrieve, so the metrics leave them out."""
+    """Refuse a test set (when tested: :func:`~.config.tests_held_out_classes`) or validation fold
+    whose retrieval metrics would mean nothing: fewer than 2 classes with 2 or more images. Classes
+    with a single image are named in a warning: as queries they have nothing to retrieve, so the
+    metrics leave them out."""
     counts = torch.bincount(labels).tolist()
-    sets = [("the test set holds", "test", test_classes, "use a data set with more classes")] if cfg.test else []
+    tested = tests_held_out_classes(cfg)
+    sets = [("the test set holds", "test", test_classes, "use a data set with more classes")] if tested else []
     sets += [
         (f"fold {i} validates on", f"fold {i} validation", va, "use fewer cv_folds")
         for i, (_, va) in enumerate(folds)

@@ -6,6 +6,12 @@ folds, each keeping the epoch with the best validation MAP@R. With folds, test m
 for each fold's embedding ("separated", averaged over folds) and for the folds' L2-normalised
 embeddings concatenated ("concatenated").
 
+``test_split: none`` trains on every class instead, for the model to deploy once the
+hyperparameters are chosen: nothing is held out and nothing is tested. With ``cv_folds=0`` a seed
+has one fold, whose last epoch's checkpoint holds the models, and no record; with folds, each seed
+records the validation MAP@R over folds of every class. ``pml-bench embed`` embeds any data set with
+the models (:mod:`~pml_regularizers.bench.embedding`).
+
 Everything is resumable: each fold writes an atomic checkpoint after every epoch (keeping the one
 before it as a backup) and each seed its result. Running the same command again skips finished work
 and continues an interrupted fold from its last epoch, or from the epoch before when the last
@@ -38,7 +44,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .build import build_parts
-from .config import UserError, experiment_name
+from .config import UserError, experiment_name, tests_held_out_classes
 from .devices import device_label, resolve_device
 from .distributed import Dist, init_distributed
 from .experiment import ExperimentFolder, Results, make_record
@@ -168,7 +174,8 @@ def _run_seed(run: _Run, seed: int) -> list[dict]:
     finished = None if run.evaluate_only else folder.seed_results(seed)
     if finished is not None:
         return finished.records
-    test_set = torch_dataset(run.data.subset(run.test_classes), cfg, train=False) if cfg.test else None
+    tested = tests_held_out_classes(cfg)
+    test_set = torch_dataset(run.data.subset(run.test_classes), cfg, train=False) if tested else None
     calc = BenchAccuracyCalculator()
     embeddings, labels, val_scores = [], None, []
     for fold, (tr, va) in enumerate(run.folds):

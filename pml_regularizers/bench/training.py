@@ -21,6 +21,7 @@ from pytorch_metric_learning.utils import logging_presets
 from torch import distributed as dist
 
 from .build import Optimization, Parts, build_optimization, build_parts
+from .center_geometry import append_geometry, class_centers
 from .data import NaturalImageDataset
 from .distributed import Dist, distribute
 from .experiment import FoldFolder
@@ -151,6 +152,9 @@ def _fit(job: FoldJob, parts: Parts, optimization: Optimization, state: dict) ->
             end_of_testing_hook=hooks.end_of_testing_hook,
             dataloader_num_workers=num_workers(cfg, job.val_set, 1),
         )
+    centers = class_centers(parts.loss_funcs["metric_loss"])
+    if centers is not None and ddp.main and state["epoch"] == 0:
+        append_geometry(folder.center_geometry, 0, centers)
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         reseed(folder.seed, folder.fold, epoch, ddp.rank)
         if isinstance(sampler, torch.utils.data.DistributedSampler):
@@ -172,6 +176,8 @@ def _fit(job: FoldJob, parts: Parts, optimization: Optimization, state: dict) ->
         if ddp.main:
             assert record_keeper is not None  # made above on the main process
             record_keeper.save_records()
+            if centers is not None:
+                append_geometry(folder.center_geometry, epoch, centers)
             save_fold_checkpoint(folder.latest, parts, optimization.resumable, state, keep_previous=True)
         if state["done"]:
             break

@@ -939,7 +939,7 @@ def test_features_files_that_only_unpickling_could_read_are_refused_without_advi
 
 def test_dataset_names_and_unknown_name():
     names = dataset_names()
-    assert names == ["glyphs", "omniglot", "cub", "cars196", "sop", "folder", "features"]
+    assert names == ["glyphs", "omniglot", "cub", "cars196", "sop", "folder", "features", "arrays"]
     with pytest.raises(ValueError) as info:
         load_dataset("imagenet", None, 32, "cache")
     assert all(name in str(info.value) for name in names)

@@ -9,6 +9,7 @@ the class names, the same in both pipelines. The split helpers make class-disjoi
 halves and cross-validation folds.
 """
 
+from .arrays import load_arrays
 from .download import download_file, safe_extract_zip
 from .features import load_features
 from .folder import list_image_folder, load_image_folder
@@ -42,6 +43,7 @@ __all__ = [
     "list_sop",
     "load_cars196",
     "load_cub",
+    "load_arrays",
     "load_dataset",
     "load_features",
     "load_glyphs",

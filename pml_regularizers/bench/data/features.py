@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .images import FeatureSet
+from .npz import encode_labels, read_npz
 from .paths import require_path
 
 FEATURES_LAYOUT = "an .npz file with arrays 'features' (N, D) and 'labels' (N,), int or str"
@@ -41,39 +42,14 @@ def load_features(path: str | os.PathLike) -> FeatureSet:
     """
     path = Path(path)
     require_path(path, "features file", FEATURES_LAYOUT, kind="file")
-    features, labels = _read_arrays(path)
+    features, labels = read_npz(path, ("features", "labels"), FEATURES_LAYOUT)
     _check_arrays(features, labels, path)
-    class_names, ids = _encode_labels(labels, path)
+    class_names, ids = encode_labels(labels, path)
     return FeatureSet(
         torch.from_numpy(features.astype(np.float32)),
         torch.from_numpy(ids.astype(np.int64)),
         class_names,
     )
-
-
-def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except OSError as error:
-        raise ValueError(f"cannot read {path}: {error}; expected {FEATURES_LAYOUT}") from error
-    except ValueError as error:  # numpy's message advises allow_pickle=True, which runs the file's code
-        raise ValueError(
-            f"{path} is not an .npz or .npy file (pickled files are never loaded); expected {FEATURES_LAYOUT}"
-        ) from error
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path} is a single .npy array; expected {FEATURES_LAYOUT}")
-    with archive:
-        missing = [key for key in ("features", "labels") if key not in archive.files]
-        if missing:
-            raise ValueError(
-                f"{path} lacks the array(s) {missing} (it has {archive.files}); expected {FEATURES_LAYOUT}"
-            )
-        try:
-            return archive["features"], archive["labels"]
-        except ValueError as error:  # object arrays: numpy would unpickle them
-            raise ValueError(
-                f"the arrays of {path} hold Python objects, which are never unpickled; expected {FEATURES_LAYOUT}"
-            ) from error
 
 
 def _check_arrays(features: np.ndarray, labels: np.ndarray, path: Path) -> None:
@@ -90,18 +66,3 @@ def _check_arrays(features: np.ndarray, labels: np.ndarray, path: Path) -> None:
         )
     if not np.isfinite(features).all():
         raise ValueError(f"{path}: 'features' holds NaN or infinite values")
-
-
-def _encode_labels(labels: np.ndarray, path: Path) -> tuple[list[str], np.ndarray]:
-    """Return the sorted class names and each sample's index into them."""
-    if labels.dtype.kind in "iu":
-        if labels.min() < 0:
-            raise ValueError(f"{path}: integer 'labels' must be >= 0, got {labels.min()}")
-        values, ids = np.unique(labels, return_inverse=True)
-        width = len(str(values.max()))
-        return [f"{int(value):0{width}d}" for value in values], ids
-    if labels.dtype.kind in "US":
-        names = labels.astype(str)
-        values, ids = np.unique(names, return_inverse=True)
-        return [str(value) for value in values], ids
-    raise ValueError(f"{path}: 'labels' must hold integers or strings, got dtype {labels.dtype}")

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from .arrays import load_arrays
 from .features import load_features
 from .folder import list_image_folder, load_image_folder
 from .glyphs import load_glyphs
@@ -42,6 +43,7 @@ _LOADERS: dict[str, Callable[..., ImageSet | FeatureSet]] = {
     "sop": _with_cache(load_sop),
     "folder": _with_cache(load_image_folder),
     "features": _features,
+    "arrays": _with_cache(load_arrays),
 }
 _NEEDS_ROOT = frozenset(_LOADERS) - {"glyphs"}
 # The loader each name calls, whose keyword arguments other than the ones load_dataset fills in
@@ -54,6 +56,7 @@ _OPTIONS_OF: dict[str, Callable[..., Any]] = {
     "sop": load_sop,
     "folder": load_image_folder,
     "features": load_features,
+    "arrays": load_arrays,
 }
 _FILLED_IN = frozenset({"root", "path", "size", "cache_dir"})
 PIPELINES = ("grayscale", "natural")
@@ -85,8 +88,9 @@ def load_dataset(
     ----------
     name : str
         One of :func:`dataset_names`: ``"glyphs"`` (generated, needs no ``root``), ``"omniglot"``,
-        ``"cub"``, ``"cars196"``, ``"sop"``, ``"folder"`` (a folder of class folders) or
-        ``"features"`` (``root`` is the ``.npz`` file; ``size`` is ignored).
+        ``"cub"``, ``"cars196"``, ``"sop"``, ``"folder"`` (a folder of class folders),
+        ``"features"`` (``root`` is the ``.npz`` file; ``size`` is ignored) or ``"arrays"``
+        (``root`` is an ``.npz`` file of images and labels).
     root : str or os.PathLike or None
         Location of the data on disk.
     size : int
