@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import ParamSpec, TypeVar
 
 import torch
 from torch import Tensor
@@ -28,14 +31,42 @@ def check_num_samples(num_samples: object) -> int:
 
 
 def finite_float(name: str, value: object) -> float:
-    """``value`` as a float, or a ValueError naming ``name`` if it is not a finite real number."""
-    try:
-        out = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        out = math.nan
+    """``value`` as a float, or a ValueError naming ``name`` if it is not a finite real number (a
+    string is not one, even one that reads as a number)."""
+    out = math.nan
+    if not isinstance(value, (str, bytes)):
+        try:
+            out = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            pass
     if not math.isfinite(out):
         raise ValueError(f"{name} must be a finite real number, got {value!r}")
     return out
+
+
+def finite_floats(name: str, values: object, length: int, meaning: str) -> list[float]:
+    """``values`` as a list of ``length`` floats, or a ValueError naming ``name``.
+
+    Parameters
+    ----------
+    name : str
+        The argument, for the message.
+    values : object
+        A sequence (a list, a tuple, a tensor's ``tolist()``; not a string, which Python would
+        read character by character) of ``length`` finite real numbers.
+    length : int
+        How many numbers it must hold.
+    meaning : str
+        What the numbers are, in order, for the message (for example ``"R, G, B"``).
+
+    Returns
+    -------
+    list of float
+    """
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) != length:
+        got = f"a string {values!r}" if isinstance(values, (str, bytes)) else repr(values)
+        raise ValueError(f"{name} must be a sequence of {length} numbers ({meaning}), got {got}")
+    return [finite_float(f"{name}[{i}]", value) for i, value in enumerate(values)]
 
 
 def check_rows(x: object, name: str, width: int, width_name: str) -> None:
@@ -50,10 +81,13 @@ def check_rows(x: object, name: str, width: int, width_name: str) -> None:
 
 
 _FINITE_CHECKS = {"enabled": True}
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class set_finite_checks:
-    """Turn the package's finite checks (:func:`check_finite`) on or off, globally or in a block.
+    """Turn the package's finite checks (:func:`check_finite`) on or off: from here on, in a block,
+    or for the calls of a function.
 
     Each check costs one wait for the device per call of a public module (the flow's forward,
     each regularizer and loss call). Turned off, non-finite input and overflow pass through
@@ -61,22 +95,41 @@ class set_finite_checks:
     wait. On by default: a wrong finite value or a NaN that surfaces epochs later costs more
     than the wait; the cost per step is measured by ``benchmarks/finite_checks.py``.
 
-    Works as a function, like :class:`torch.set_grad_enabled`, and as a context manager that
-    restores the previous setting on exit::
-
-        pml_regularizers.set_finite_checks(False)       # from here on
-        with pml_regularizers.set_finite_checks(False):  # only inside the block
-            ...
+    Used as :class:`torch.set_grad_enabled` is: a call sets the checks from here on; a ``with``
+    block, and a function decorated with it, restore the previous setting when they end (also
+    when they raise). Decorating changes nothing until the decorated function is called.
 
     Parameters
     ----------
     enabled : bool
         Whether the checks run.
+
+    Raises
+    ------
+    ValueError
+        When ``enabled`` is not a bool (the setting is left as it was).
+    TypeError
+        When what it decorates is not a plain function (a generator or coroutine function, whose
+        body runs after the call has returned, or anything not callable); the setting is left as
+        it was.
+
+    Examples
+    --------
+    >>> import pml_regularizers
+    >>> with pml_regularizers.set_finite_checks(False):
+    ...     pml_regularizers.finite_checks_enabled()
+    False
+    >>> @pml_regularizers.set_finite_checks(False)
+    ... def trusted_step():
+    ...     return pml_regularizers.finite_checks_enabled()
+    >>> trusted_step(), pml_regularizers.finite_checks_enabled()
+    (False, True)
     """
 
     def __init__(self, enabled: bool) -> None:
         if not isinstance(enabled, bool):
             raise ValueError(f"enabled must be True or False, got {enabled!r}")
+        self.enabled = enabled
         self.previous = _FINITE_CHECKS["enabled"]
         _FINITE_CHECKS["enabled"] = enabled
 
@@ -85,6 +138,25 @@ class set_finite_checks:
 
     def __exit__(self, *exc_info: object) -> None:
         _FINITE_CHECKS["enabled"] = self.previous
+
+    def __call__(self, function: Callable[_P, _R]) -> Callable[_P, _R]:
+        """Decorate ``function`` so that it runs with the checks set to ``enabled``; the setting
+        made when this object was created is undone first, as a decorator must not change it."""
+        _FINITE_CHECKS["enabled"] = self.previous
+        deferred = inspect.isgeneratorfunction(function) or inspect.iscoroutinefunction(function)
+        if not callable(function) or deferred or inspect.isasyncgenfunction(function):
+            kind = "a generator or coroutine function" if callable(function) else type(function).__name__
+            raise TypeError(
+                f"set_finite_checks decorates plain functions, got {kind}: use a with block inside it instead"
+            )
+        enabled = self.enabled
+
+        @functools.wraps(function)
+        def with_setting(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            with set_finite_checks(enabled):
+                return function(*args, **kwargs)
+
+        return with_setting
 
 
 def finite_checks_enabled() -> bool:

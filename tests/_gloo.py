@@ -28,18 +28,27 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 
-def spawn_gloo(worker: Callable[[int, str], None], tmp_path: Path, world: int) -> None:
+def spawn_gloo(worker: Callable[..., None], tmp_path: Path, world: int, late_init: bool = False) -> None:
     """Run ``worker(rank, out_dir)`` in ``world`` processes that share a gloo process group.
 
     ``worker`` must be a module-level function (it is pickled); it writes what the test checks
-    into ``out_dir`` (``tmp_path``).
+    into ``out_dir`` (``tmp_path``). With ``late_init`` the group does not exist yet when the
+    worker starts: it is called as ``worker(rank, out_dir, init_group)`` and makes the group by
+    calling ``init_group()``.
     """
-    mp.spawn(_run, args=(worker, str(tmp_path / "init"), str(tmp_path), world), nprocs=world, join=True)
+    args = (worker, str(tmp_path / "init"), str(tmp_path), world, late_init)
+    mp.spawn(_run, args=args, nprocs=world, join=True)
 
 
-def _run(rank: int, worker: Callable[[int, str], None], init_file: str, out_dir: str, world: int) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    worker(rank, out_dir)
+def _run(rank: int, worker: Callable[..., None], init_file: str, out_dir: str, world: int, late_init: bool) -> None:
+    def init_group() -> None:
+        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+
+    if late_init:
+        worker(rank, out_dir, init_group)
+    else:
+        init_group()
+        worker(rank, out_dir)
     dist.barrier()  # no rank tears gloo down while another is still in a collective
     dist.destroy_process_group()
     sys.stdout.flush()

@@ -67,7 +67,7 @@ def test_same_loss_and_gradients_as_one_process(tmp_path):
         torch.testing.assert_close(out["proxy_grad"], WORLD * loss_fn.proxies.grad, rtol=1e-10, atol=1e-12)
 
 
-def _plain_loop_worker(rank, out_dir, use_utility):
+def _plain_loop_worker(rank, out_dir, use_utility, init_group=None):
     emb, labels = batch()
     rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
     torch.manual_seed(100 + rank)  # each process draws its own proxies, as a plain loop does
@@ -81,9 +81,12 @@ def _plain_loop_worker(rank, out_dir, use_utility):
             distributed_loss(loss_fn)
         except ValueError as err:
             refused_twice = "given to distributed_loss before" in str(err)
+    if init_group is not None:  # the loss was wrapped before the process group existed
+        init_group()
     optimizer = torch.optim.SGD(loss_fn.parameters(), lr=0.1)
-    start = loss_fn.proxies.detach().clone()
-    wrapped(emb[rows], labels[rows]).backward()
+    value = wrapped(emb[rows], labels[rows])
+    start = loss_fn.proxies.detach().clone()  # what the step starts from
+    value.backward()
     grad = loss_fn.proxies.grad.clone()
     optimizer.step()
     torch.save(
@@ -98,6 +101,10 @@ def _with_utility(rank, out_dir):
 
 def _without_utility(rank, out_dir):
     _plain_loop_worker(rank, out_dir, use_utility=False)
+
+
+def _with_utility_before_the_group(rank, out_dir, init_group):
+    _plain_loop_worker(rank, out_dir, use_utility=True, init_group=init_group)
 
 
 def _matches_one_process(out_dir):
@@ -128,6 +135,17 @@ def test_distributed_loss_gives_the_proxies_one_process_step(tmp_path):
 
 
 @pytest.mark.slow
+def test_distributed_loss_called_before_the_process_group_syncs_at_its_first_call(tmp_path):
+    """Wrapping comes first in many scripts; the broadcast and the gradient rescaling then wait for
+    the first call after init_process_group (they used to be skipped: twice the gradient on every
+    rank, and rank 1's proxies never synced)."""
+    spawn_gloo(_with_utility_before_the_group, tmp_path, WORLD, late_init=True)
+    assert _matches_one_process(tmp_path)
+    for rank in range(WORLD):
+        assert torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)["refused_twice"]
+
+
+@pytest.mark.slow
 def test_without_the_utility_the_proxies_differ_from_one_process(tmp_path):
     """The pitfall distributed_loss fixes: PML's wrapper alone gives each rank its own proxies
     and world_size times the gradient."""
@@ -139,7 +157,18 @@ def test_distributed_loss_refusals_and_one_process():
     loss_fn = losses.ProxyAnchorLoss(num_classes=CLASSES, embedding_size=DIM)
     with pytest.raises(ValueError, match="efficient=True needs a loss without parameters"):
         distributed_loss(loss_fn, efficient=True)
+    for bad, error, message in [
+        ("proxy_anchor", TypeError, "loss must be a PML metric loss instance .* got a str: build the loss first"),
+        (losses.ProxyAnchorLoss, TypeError, "got the class ProxyAnchorLoss"),
+        (torch.nn.Linear(2, 2), TypeError, "got a Linear"),
+        (DistributedLossWrapper(loss_fn), ValueError, "already a DistributedLossWrapper; give distributed_loss"),
+    ]:
+        with pytest.raises(error, match=message):
+            distributed_loss(bad)
     wrapped = distributed_loss(loss_fn)  # no process group: the loss passes through, unscaled
+    for again, message in [(loss_fn, "given to distributed_loss before"), (wrapped, "already a DistributedLoss")]:
+        with pytest.raises(ValueError, match=message):  # a second wrap, with or without a process group
+            distributed_loss(again)
     assert wrapped.loss is loss_fn
     emb, labels = batch()
     with pytest.warns(UserWarning, match="non-distributed"):

@@ -237,9 +237,15 @@ def test_errors():
             DVMLLoss(embedder, loss, num_samples=bad)
     with pytest.raises(ValueError, match="phase2_start_epoch must be an int >= 1"):
         DVMLLoss(embedder, loss, phase2_start_epoch=0)
-    for bad in [(1, 1, 1), (1, 1, -0.1, 1), (1, float("nan"), 1, 1), "abcd"]:
-        with pytest.raises(ValueError, match="phase1_weights must be 4"):
+    for bad in [(1, 1, 1), (1, 1, -0.1, 1), (1, float("nan"), 1, 1), "abcd", 1.0]:
+        with pytest.raises(ValueError, match=r"phase1_weights(\[1\])? must be"):
             DVMLLoss(embedder, loss, phase1_weights=bad)
+    # a string of 4 digits is not 4 weights (it used to be read character by character)
+    for bad in ["1111", b"1111"]:
+        with pytest.raises(ValueError, match="phase2_weights must be a sequence of 4 numbers .* got a string"):
+            DVMLLoss(embedder, loss, phase2_weights=bad)
+    with pytest.raises(ValueError, match=r"phase1_weights\[2\] must be a finite real number, got '0.1'"):
+        DVMLLoss(embedder, loss, phase1_weights=(1, 1, "0.1", 1))
     with pytest.raises(ValueError, match="dimension_mean must be True or False"):
         DVMLLoss(embedder, loss, dimension_mean="yes")
     dvml = DVMLLoss(embedder, loss, num_samples=2)

@@ -171,6 +171,53 @@ def test_finite_checks_can_be_turned_off_in_a_block_or_from_here_on():
         pml_regularizers.set_finite_checks("no")
 
 
+def test_finite_checks_as_a_decorator_change_the_setting_only_inside_calls():
+    x = poisoned(torch.randn(6, 8), math.nan)
+
+    @pml_regularizers.set_finite_checks(False)
+    def unchecked(rows):
+        assert not pml_regularizers.finite_checks_enabled()
+        return SkewedMeanRegularizer()(rows)
+
+    assert pml_regularizers.finite_checks_enabled()  # decorating alone changes nothing
+    assert torch.isnan(unchecked(x))
+    assert pml_regularizers.finite_checks_enabled()  # restored after the call
+    assert unchecked.__name__ == "unchecked"
+
+    @pml_regularizers.set_finite_checks(False)
+    def failing():
+        raise RuntimeError("inside")
+
+    with pytest.raises(RuntimeError, match="inside"):
+        failing()
+    assert pml_regularizers.finite_checks_enabled()  # restored when the call raises
+
+    with pml_regularizers.set_finite_checks(False):  # a decorated True re-enables inside only
+        checked = pml_regularizers.set_finite_checks(True)(lambda: pml_regularizers.finite_checks_enabled())
+        assert not pml_regularizers.finite_checks_enabled()
+        assert checked()
+        assert not pml_regularizers.finite_checks_enabled()
+    assert pml_regularizers.finite_checks_enabled()
+
+
+def _generator():
+    yield 1
+
+
+async def _coroutine():
+    return 1
+
+
+@pytest.mark.parametrize("target", [42, _generator, _coroutine], ids=["not callable", "generator", "coroutine"])
+def test_misusing_set_finite_checks_leaves_the_setting_as_it_was(target):
+    with pytest.raises(TypeError, match="set_finite_checks decorates plain functions"):
+        pml_regularizers.set_finite_checks(False)(target)
+    assert pml_regularizers.finite_checks_enabled()
+    with pytest.raises(ValueError, match="enabled must be True or False"):
+        pml_regularizers.set_finite_checks(_generator)  # @set_finite_checks without (False)
+    assert pml_regularizers.finite_checks_enabled()
+
+
 # finite input whose result overflows: (call, the message's module and argument)
 OVERFLOWS = {
     "SkewedMeanRegularizer dot product": (

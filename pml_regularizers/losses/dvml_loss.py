@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 from typing import cast
 
@@ -13,7 +12,7 @@ from pytorch_metric_learning.utils.distributed import DistributedLossWrapper, Di
 from torch import Tensor, nn
 
 from .. import functional as F
-from .._checks import check_finite, check_num_samples, is_int
+from .._checks import check_finite, check_num_samples, finite_floats, is_int
 from .._pml_glue import ModuleReference
 from .._precision import autocast_off
 from ..embedders.dvml_embedder import DVMLEmbedder, DVMLOutput
@@ -324,13 +323,8 @@ def _rewrap(like: nn.Module, miner: BaseMiner) -> nn.Module:
 
 
 def _check_weights(name: str, weights: Sequence[float]) -> dict[str, float]:
-    try:
-        values = [float(w) for w in weights]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be 4 numbers, got {weights!r}") from None
-    if len(values) != 4 or not all(math.isfinite(w) and w >= 0 for w in values):
-        raise ValueError(
-            f"{name} must be 4 finite non-negative numbers (kl, reconstruction, synthetic metric, "
-            f"metric), got {weights!r}"
-        )
+    meaning = "kl, reconstruction, synthetic metric, metric"
+    values = finite_floats(name, weights, 4, meaning)
+    if not all(w >= 0 for w in values):
+        raise ValueError(f"{name} must be 4 non-negative numbers ({meaning}), got {weights!r}")
     return dict(zip(TERM_NAMES, values))

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..._checks import finite_float, is_positive_int
+from ..._checks import finite_floats, is_positive_int
 from ..extras import VISION_INSTALL, missing_module_hint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -95,9 +95,7 @@ def natural_transforms(
 
 
 def _three_channels(name: str, values: Sequence[float]) -> tuple[float, float, float]:
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) != 3:
-        raise ValueError(f"{name} must be a sequence of 3 numbers (R, G, B), got {values!r}")
-    first, second, third = (finite_float(f"{name}[{i}]", value) for i, value in enumerate(values))
+    first, second, third = finite_floats(name, values, 3, "R, G, B")
     return first, second, third
 
 
