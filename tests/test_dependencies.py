@@ -46,6 +46,7 @@ DISTRIBUTION_OF = {
     "record_keeper": "record-keeper",
     "safetensors": "safetensors",
     "scipy": "scipy",
+    "simplejpeg": "simplejpeg",
     "sklearn": "scikit-learn",
     "tensorboard": "tensorboard",
     "timm": "timm",

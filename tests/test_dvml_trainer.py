@@ -171,7 +171,7 @@ def test_errors():
         DVMLTrainer(models=models, loss_funcs={"other": losses.ContrastiveLoss()}, **common)
     with pytest.raises(ValueError, match=r"num_samples \(T\) must be an int >= 1"):
         DVMLTrainer(models=models, loss_funcs=loss_funcs, num_samples=0, **common)
-    with pytest.raises(ValueError, match="phase2_weights must be 4"):
+    with pytest.raises(ValueError, match="phase2_weights must be a sequence of 4 numbers"):
         DVMLTrainer(models=models, loss_funcs=loss_funcs, phase2_weights=(1, 1), **common)
     with pytest.raises(ValueError, match="mining_funcs keys must be among"):
         DVMLTrainer(

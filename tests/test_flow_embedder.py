@@ -204,6 +204,7 @@ def test_dueling_branches():
         ({"coupling": "spline"}, "coupling must be one of"),
         ({"hidden_features": ()}, "hidden_features must be a positive int or a non-empty"),
         ({"hidden_features": (8, 0)}, "hidden_features must be"),
+        ({"hidden_features": "64"}, "hidden_features must be a positive int or a non-empty sequence of them, got .64."),
         ({"clamp": 0.0}, "clamp must be between 1e-06 and 80, got 0"),
         ({"clamp": 1e-300}, "clamp must be between 1e-06 and 80, got 1e-300"),
         ({"clamp": 800.0}, "clamp must be between 1e-06 and 80, got 800: a block scales by up to e"),

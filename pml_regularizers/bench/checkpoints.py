@@ -4,27 +4,31 @@ cannot be used.
 
 A checkpoint is a dict with the keys :data:`CHECKPOINT_KEYS`: the ``state_dict`` of each model
 (``models``), of the metric loss (``loss``) and of each optimizer (``optimizers``), and the fold's
-progress (``state``, with the keys :data:`STATE_KEYS`). Messages never quote torch's own advice for
+progress (``state``, with the keys :data:`STATE_KEYS`). It also records what it belongs to
+(``owner``, a :class:`CheckpointOwner`: the experiment, its config's digest, the seed and the fold),
+and a reader that says whose checkpoint it wants refuses one of another owner; checkpoints written
+before ``owner`` existed are read without that check. Messages never quote torch's own advice for
 a file a weights-only load refuses, which is to load it with ``weights_only=False``: that runs
 whatever code the file holds.
 """
 
 from __future__ import annotations
 
-import pickle
 import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 
-from .config import UserError
-from .io import atomic_torch_save
+from .config import UserError, config_digest, experiment_name
+from .io import atomic_torch_save, read_torch_file
 
 __all__ = [
     "CHECKPOINT_KEYS",
+    "CheckpointOwner",
     "STATE_KEYS",
     "LoadedCheckpoint",
     "apply_checkpoint",
@@ -36,6 +40,41 @@ __all__ = [
 
 CHECKPOINT_KEYS = ("models", "loss", "optimizers", "state")
 STATE_KEYS = ("epoch", "best_epoch", "best_score", "done")
+
+
+@dataclass(frozen=True)
+class CheckpointOwner:
+    """What a checkpoint belongs to: one fold of one seed of one experiment.
+
+    Attributes
+    ----------
+    experiment : str
+        The experiment's name (:func:`~pml_regularizers.bench.config.experiment_name`).
+    config_digest : str
+        Its config's digest (:func:`~pml_regularizers.bench.config.config_digest`).
+    seed, fold : int
+        The run the checkpoint holds.
+    """
+
+    experiment: str
+    config_digest: str
+    seed: int
+    fold: int
+
+    @classmethod
+    def of(cls, cfg: DictConfig, seed: int, fold: int) -> CheckpointOwner:
+        """The owner of fold ``fold`` of seed ``seed`` of the experiment ``cfg``."""
+        return cls(experiment_name(cfg), config_digest(cfg), seed, fold)
+
+    def to_dict(self) -> dict:
+        """The owner as a checkpoint stores it."""
+        return asdict(self)
+
+    def describe(self) -> str:
+        """``seed S, fold F of experiment E (config digest D)``, for messages."""
+        return (
+            f"seed {self.seed}, fold {self.fold} of experiment {self.experiment} (config digest {self.config_digest})"
+        )
 
 
 @dataclass(frozen=True)
@@ -63,7 +102,7 @@ def backup_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.backup{path.suffix}")
 
 
-def save_checkpoint(payload: dict, path: Path, keep_previous: bool) -> None:
+def save_checkpoint(payload: dict, path: Path, keep_previous: bool, owner: CheckpointOwner | None = None) -> None:
     """Write ``payload`` to ``path`` atomically.
 
     Parameters
@@ -75,12 +114,16 @@ def save_checkpoint(payload: dict, path: Path, keep_previous: bool) -> None:
     keep_previous : bool
         Keep the file that ``path`` held as :func:`backup_path` once the new one is complete on
         disk, so that a damaged newest checkpoint leaves the one before it to resume from.
+    owner : CheckpointOwner, optional
+        Recorded as the checkpoint's ``owner``, for readers to check.
     """
+    if owner is not None:
+        payload = {**payload, "owner": owner.to_dict()}
     atomic_torch_save(payload, path, backup=backup_path(path) if keep_previous else None)
 
 
-def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read the checkpoint ``path`` with ``weights_only=True`` and check its keys.
+def read_checkpoint(path: Path, map_location: str | torch.device = "cpu", owner: CheckpointOwner | None = None) -> dict:
+    """Read the checkpoint ``path`` with ``weights_only=True`` and check its keys, and its owner.
 
     Parameters
     ----------
@@ -88,6 +131,9 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         A file written by :func:`save_checkpoint`.
     map_location : str or torch.device
         Where to put its tensors.
+    owner : CheckpointOwner, optional
+        Whose checkpoint this must be. A checkpoint that records another owner is refused (one
+        that records none, written before owners were recorded, is taken as it is).
 
     Returns
     -------
@@ -97,32 +143,44 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     Raises
     ------
     UserError
-        When the file cannot be read, holds objects a weights-only load refuses, or lacks a key;
-        the message starts with the file's path.
+        When the file cannot be read, holds objects a weights-only load refuses, lacks a key, or
+        belongs to another owner than ``owner`` (both named); the message starts with the file's
+        path.
     """
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        # torch's message here advises weights_only=False, which would run the file's code
-        raise UserError(
-            f"{path} is damaged or holds objects that a weights-only load refuses "
-            "(a pml-bench checkpoint holds only tensors and plain containers)"
-        ) from None
+        payload = read_torch_file(path, "checkpoint", map_location)
     except OSError as err:
         raise UserError(f"{path} cannot be read: {err.strerror or err}") from err
-    except Exception as err:  # noqa: BLE001 -- a damaged file makes torch.load raise many kinds
-        raise UserError(f"{path} is truncated or not a PyTorch checkpoint ({type(err).__name__})") from err
+    except ValueError as err:
+        raise UserError(str(err)) from None
     if not isinstance(payload, dict):
         raise UserError(f"{path} holds a {type(payload).__name__}, not a pml-bench checkpoint (a dict)")
     _require_keys(payload, CHECKPOINT_KEYS, path, "")
     if not isinstance(payload["state"], dict):
         raise UserError(f"{path} has a 'state' that is not a dict")
     _require_keys(payload["state"], STATE_KEYS, path, " in its 'state'")
+    if owner is not None and "owner" in payload:
+        _check_owner(payload["owner"], owner, path)
     return payload
 
 
+def _check_owner(recorded: object, owner: CheckpointOwner, path: Path) -> None:
+    try:
+        found = CheckpointOwner(**recorded)  # type: ignore[arg-type]
+    except TypeError:
+        raise UserError(f"{path} has an 'owner' that is not a pml-bench checkpoint's: {recorded!r}") from None
+    if found != owner:
+        raise UserError(
+            f"{path} belongs to {found.describe()}, not to {owner.describe()}; "
+            "a checkpoint was copied or moved between runs"
+        )
+
+
 def load_checkpoint(
-    path: Path, apply: Callable[[dict], Any], map_location: str | torch.device = "cpu"
+    path: Path,
+    apply: Callable[[dict], Any],
+    map_location: str | torch.device = "cpu",
+    owner: CheckpointOwner | None = None,
 ) -> LoadedCheckpoint | None:
     """Read ``path`` and hand it to ``apply``; fall back to its backup if either step fails.
 
@@ -135,6 +193,9 @@ def load_checkpoint(
         :class:`UserError` when they do not fit, which makes the next file be tried.
     map_location : str or torch.device
         Where to put the tensors.
+    owner : CheckpointOwner, optional
+        Whose checkpoint it must be (:func:`read_checkpoint`); a file of another owner is passed
+        over like a damaged one.
 
     Returns
     -------
@@ -153,7 +214,7 @@ def load_checkpoint(
             problem = problem or f"{candidate} is missing"
             continue
         try:
-            payload = read_checkpoint(candidate, map_location)
+            payload = read_checkpoint(candidate, map_location, owner)
             apply(payload)
         except UserError as err:
             problem = problem or str(err)

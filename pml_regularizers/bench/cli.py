@@ -10,6 +10,10 @@ Examples
 ``pml-bench embed runs/glyphs-proxy_anchor-linear-all_classes --out emb.pt dataset=folder dataset.root=/data/new``
 ``torchrun --nproc_per_node=2 -m pml_regularizers.bench run batch_size=64``   (data-parallel)
 
+``pml-bench check-data dataset=cub dataset.root=/data/cub`` decodes every image of a data set once
+and lists every problem file (exit status 1 when there is one):
+:mod:`~pml_regularizers.bench.check_data`.
+
 ``embed`` embeds every image of a data set (all classes, no split) with the models of one seed of an
 experiment (``--seed S``, default the first), its folds' embeddings concatenated
 (:mod:`~pml_regularizers.bench.embedding`). It takes ``dataset`` overrides only: ``dataset=NAME``
@@ -26,6 +30,7 @@ import logging
 import os
 import shlex
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,9 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         The exit status: 0 on success, 2 for a user error (a config, path, data set or experiment
-        folder that does not fit: :class:`~pml_regularizers.bench.config.UserError`), whose
-        message goes to stderr as one ``pml-bench: error:`` line. Also 2, with such a line, when
-        the bench extra is not installed.
+        folder that does not fit: :class:`~pml_regularizers.bench.config.UserError`; an image file
+        that cannot be decoded, met while training or testing:
+        :class:`~pml_regularizers.bench.data.ImageDecodeError`), whose message goes to stderr as
+        one ``pml-bench: error:`` line. Also 2, with such a line, when the bench extra is not
+        installed. ``check-data`` gives 1 when it found problem files.
     """
     parser = argparse.ArgumentParser(prog="pml-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("overrides", nargs="*", help="config overrides, key=value")
+    chk = sub.add_parser("check-data", help="decode every image of a data set once and list every problem file")
+    chk.add_argument(
+        "overrides", nargs="*", help="config overrides of the dataset group: dataset=NAME dataset.root=..."
+    )
+    chk.add_argument("--workers", type=int, help="DataLoader workers that decode (default: the CPUs, at most 8)")
+    chk.add_argument("--out", type=Path, help="also write the problems as JSON to this file")
     emb = sub.add_parser("embed", help="embed every image of a data set with an experiment's trained models")
     emb.add_argument("experiment", type=Path, help="the experiment folder (<output_dir>/<experiment>)")
     emb.add_argument("overrides", nargs="*", help="dataset overrides: dataset=NAME, dataset.KEY=VALUE")
@@ -103,9 +116,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pml-bench: error: {bench_extra_message(missing)}", file=sys.stderr)
         return 2
     from .config import UserError, load_config, tests_held_out_classes  # needs the bench extra
+    from .data import DataWarning, ImageDecodeError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _show_data_warnings_as_lines(DataWarning)
     try:
+        if args.command == "check-data":
+            return _check_data(args.overrides, args.workers, args.out)
         if args.command == "report":
             command = _command("report", [str(a) for a in argv or sys.argv[1:]][1:])
             _print_summaries([_report(args.experiments, args.baseline, args.out, args.split, args.title, command)])
@@ -125,7 +142,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as err:
         print(f"pml-bench: error: {_one_line(str(err))}", file=sys.stderr)
         return 2
+    except ImageDecodeError as err:  # met by a DataLoader worker, as the file was served
+        print(
+            f"pml-bench: error: {err.summary}; list every problem file with pml-bench check-data and the same "
+            "dataset overrides, then replace or remove them (a run resumes from its last finished epoch)",
+            file=sys.stderr,
+        )
+        return 2
     return 0
+
+
+def _show_data_warnings_as_lines(category: type[Warning]) -> None:
+    """Print warnings of ``category`` (which name their file) as ``pml-bench: warning:`` lines,
+    without the source line Python's format adds; other warnings keep Python's format."""
+    default = warnings.formatwarning
+    if getattr(default, "pml_bench", False):  # installed by an earlier main() in this process
+        return
+
+    def format_warning(message, kind, filename, lineno, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(kind, category):
+            return f"pml-bench: warning: {_one_line(str(message))}\n"
+        return default(message, kind, filename, lineno, line)
+
+    format_warning.pml_bench = True  # type: ignore[attr-defined]
+    warnings.formatwarning = format_warning
+
+
+def _check_data(overrides: Sequence[str], workers: int | None, out: Path | None) -> int:
+    """Run :func:`~pml_regularizers.bench.check_data.check_data` on the data set ``overrides``
+    compose; print what it found (and write it to ``out`` as JSON); 1 when there are problems."""
+    from .check_data import check_data
+    from .config import UserError, load_config
+    from .io import check_writable, write_json
+
+    cfg = load_config(overrides)
+    if out is not None:
+        try:
+            check_writable(out)
+        except ValueError as err:
+            raise UserError(f"--out: {err}") from None
+    found = check_data(cfg, workers)
+    what = "decoded" if found.decoded else "loaded"
+    lines = [
+        f"{what} {found.num_images} images of {found.num_classes} classes (dataset={found.dataset}"
+        f"{f', root {found.root}' if found.root else ''}) in {found.seconds:.1f} s: "
+        + (f"{len(found.problems)} problem files" if found.problems else "no problem files")
+    ]
+    width = max((len(p.kind) for p in found.problems), default=0)
+    lines += [f"  {p.kind:<{width}}  {p.file}: {p.detail}" for p in found.problems]
+    if out is not None:
+        write_json(out, found.to_json())
+        lines.append(f"written to {out}")
+    print("\n".join(lines))
+    return 1 if found.problems else 0
 
 
 def _one_line(message: str) -> str:

@@ -9,6 +9,7 @@ key's name. This module adds the checks Hydra cannot make (value ranges, names o
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from hydra import compose, initialize_config_module
@@ -26,6 +27,7 @@ __all__ = [
     "LATER_KEYS",
     "UserError",
     "complete_saved_config",
+    "config_digest",
     "experiment_name",
     "load_config",
     "tests_held_out_classes",
@@ -125,6 +127,15 @@ def experiment_name(cfg: DictConfig) -> str:
     if trains_on_all_classes(cfg):
         parts.append("all_classes")
     return "-".join(parts)
+
+
+def config_digest(cfg: DictConfig) -> str:
+    """A fingerprint of an experiment's config: the SHA-256 of its YAML with sorted keys, once the
+    keys a saved config may lack are set to what it ran with (:func:`complete_saved_config`), so
+    that a saved ``config.yaml`` and the config that resumes it give the same digest; 16 hex digits.
+    Two configs have the same digest exactly when an experiment folder takes one for the other."""
+    text = OmegaConf.to_yaml(complete_saved_config(cfg), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def trains_on_all_classes(cfg: DictConfig) -> bool:

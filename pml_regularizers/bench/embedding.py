@@ -13,7 +13,7 @@ mean something (at least 2 classes with 2 or more images).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from .devices import resolve_device
 from .distributed import Dist
 from .experiment import ExperimentFolder, FoldFolder
 from .experiment_data import DataSet, load_data, torch_dataset
-from .io import atomic_torch_save, write_json
+from .io import atomic_torch_save, check_writable, write_json
 from .metrics import BenchAccuracyCalculator
 from .training import embed
 
@@ -237,8 +237,10 @@ def embed_data_set(
     UserError
         For a folder that holds no experiment, a seed it does not run, a fold of that seed that
         has not finished training, an override outside the ``dataset`` group, a data set that
-        cannot be read or that the trunk cannot take (:func:`check_trunk_input`), an ``out`` that
-        is a folder, or a device that is not usable.
+        cannot be read or that the trunk cannot take (:func:`check_trunk_input`), an ``out`` (or
+        its metrics file) that cannot be written (a folder, under a file, in a read-only or
+        virtual file system: :func:`~pml_regularizers.bench.io.check_writable`), or a device that
+        is not usable; all before anything is embedded or written.
     """
     folder, out = ExperimentFolder(exp_dir), Path(out)
     if not folder.config_path.is_file():
@@ -246,8 +248,11 @@ def embed_data_set(
             f"nothing to embed with: {folder.path} holds no experiment (no config.yaml); "
             "give the folder pml-bench run wrote (<output_dir>/<experiment>)"
         )
-    if out.is_dir():
-        raise UserError(f"--out: {out} is a folder; give the embeddings file to write")
+    for target in (out, metrics_path(out)):
+        try:
+            check_writable(target)
+        except ValueError as err:
+            raise UserError(f"--out: {err}") from None
     saved = folder.config()
     seeds = range(saved.seed_offset, saved.seed_offset + saved.seeds)
     seed = saved.seed_offset if seed is None else seed
@@ -276,36 +281,41 @@ def embed_data_set(
     final = torch.cat(embeddings, 1)
     kind = "single" if len(folds) == 1 else "concatenated"
     name = experiment_name(saved)
-    atomic_torch_save(
-        {
-            "embeddings": final,
-            "labels": labels,
-            "class_names": list(data.class_names),
-            "experiment": name,
-            "seed": seed,
-            "folds": [fold.fold for fold in folds],
-            "embedding": kind,
-        },
-        out,
-    )
+    payload = {
+        "embeddings": final,
+        "labels": labels,
+        "class_names": list(data.class_names),
+        "experiment": name,
+        "seed": seed,
+        "folds": [fold.fold for fold in folds],
+        "embedding": kind,
+    }
+    _write(out, lambda: atomic_torch_save(payload, out))
     metrics, metrics_file = None, None
     if int((torch.bincount(labels) >= 2).sum()) >= 2:
         metrics = {k: float(v) for k, v in BenchAccuracyCalculator().get_accuracy(final, labels).items()}
         metrics_file = metrics_path(out)
-        write_json(
-            metrics_file,
-            {
-                "experiment": name,
-                "seed": seed,
-                "embedding": kind,
-                "dataset": OmegaConf.to_container(cfg.dataset),
-                "embeddings": str(out),
-                "num_images": len(labels),
-                "num_classes": data.num_classes,
-                "metrics": metrics,
-            },
-        )
+        record = {
+            "experiment": name,
+            "seed": seed,
+            "embedding": kind,
+            "dataset": OmegaConf.to_container(cfg.dataset),
+            "embeddings": str(out),
+            "num_images": len(labels),
+            "num_classes": data.num_classes,
+            "metrics": metrics,
+        }
+        _write(metrics_file, lambda: write_json(metrics_file, record))
     return Embedded(out, name, seed, kind, cfg.choices.dataset, len(labels), data.num_classes, metrics, metrics_file)
+
+
+def _write(path: Path, write: Callable[[], object]) -> None:
+    """``write()``, an atomic write of ``path``, with a failure of the file system reported as a
+    :class:`UserError` naming ``path``."""
+    try:
+        write()
+    except OSError as err:
+        raise UserError(f"--out: cannot write {path}: {err.strerror or err}") from err
 
 
 def _fold_models(

@@ -34,10 +34,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .build import build_models
-from .checkpoints import apply_checkpoint, load_checkpoint, read_checkpoint
+from .checkpoints import CheckpointOwner, apply_checkpoint, load_checkpoint, read_checkpoint
 from .config import ConfigError, UserError, complete_saved_config
 from .experiment_data import DataSet, load_experiment_data
-from .io import atomic_write, write_json
+from .io import atomic_write, read_torch_file, write_json
 from .preflight import split_classes
 
 __all__ = [
@@ -203,13 +203,15 @@ class FoldFolder:
         :attr:`best`) rather than the last epoch's: with validation, once a best epoch is saved."""
         return validated and self.best.exists()
 
-    def tested_checkpoint(self, validated: bool) -> Path | None:
+    def tested_checkpoint(self, validated: bool, owner: CheckpointOwner | None = None) -> Path | None:
         """The checkpoint whose models the runner tested, or None before the fold has finished.
 
         Parameters
         ----------
         validated : bool
             Whether the fold was validated (the experiment has cross-validation folds).
+        owner : CheckpointOwner, optional
+            Whose checkpoint it must be; one of another owner counts as unusable.
 
         Returns
         -------
@@ -221,9 +223,9 @@ class FoldFolder:
         Raises
         ------
         UserError
-            When neither :attr:`latest` nor its backup can be read.
+            When neither :attr:`latest` nor its backup can be read (or is ``owner``'s).
         """
-        loaded = load_checkpoint(self.latest, lambda payload: None)
+        loaded = load_checkpoint(self.latest, lambda payload: None, owner=owner)
         if loaded is None or not loaded.payload["state"]["done"]:
             return None
         return self.best if self.tests_best(validated) else loaded.path
@@ -430,12 +432,13 @@ class ExperimentFolder:
         Raises
         ------
         ValueError
-            When the file holds something else.
+            When the file is damaged, holds objects a weights-only load refuses, or holds
+            something else (:func:`~pml_regularizers.bench.io.read_torch_file`).
         """
         path = self.test_embeddings_path(seed)
         if not path.is_file():
             return None
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = read_torch_file(path, "embeddings file")
         if not isinstance(data, dict) or not {"embeddings", "labels"} <= set(data):
             raise ValueError(f"{path} must hold a dict with 'embeddings' and 'labels'")
         return data
@@ -486,10 +489,14 @@ class ExperimentFolder:
         ``data`` (:meth:`data`), as the runner split them."""
         return split_classes(self.config(), data.labels)
 
+    def checkpoint_owner(self, fold: FoldFolder) -> CheckpointOwner:
+        """Whose checkpoints ``fold`` must hold: that fold of that seed of this experiment's config."""
+        return CheckpointOwner.of(self.config(), fold.seed, fold.fold)
+
     def tested_checkpoint(self, fold: FoldFolder) -> Path | None:
         """:meth:`FoldFolder.tested_checkpoint` of ``fold``, validated when the config has
-        cross-validation folds."""
-        return fold.tested_checkpoint(validated=bool(self.config().cv_folds))
+        cross-validation folds, of :meth:`checkpoint_owner`."""
+        return fold.tested_checkpoint(validated=bool(self.config().cv_folds), owner=self.checkpoint_owner(fold))
 
     def tested_models(self, fold: FoldFolder, data: DataSet | None = None) -> dict[str, torch.nn.Module] | None:
         """The trunk and embedder the runner tested for ``fold``, rebuilt from the config.
@@ -517,7 +524,7 @@ class ExperimentFolder:
         if path is None:
             return None
         models = build_models(self.config(), self.data() if data is None else data)
-        apply_checkpoint(read_checkpoint(path), path, models)
+        apply_checkpoint(read_checkpoint(path, owner=self.checkpoint_owner(fold)), path, models)
         for model in models.values():
             model.eval()
         return models

@@ -34,6 +34,7 @@ BENCH_MODULES: dict[str, str] = {
     "tensorboard": "tensorboard",
     "faiss": "faiss-cpu",
     "PIL": "pillow",
+    "simplejpeg": "simplejpeg",
     "scipy": "scipy",
     "matplotlib": "matplotlib",
 }

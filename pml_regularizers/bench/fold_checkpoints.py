@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from .build import Parts
-from .checkpoints import LoadedCheckpoint, apply_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoints import CheckpointOwner, LoadedCheckpoint, apply_checkpoint, load_checkpoint, save_checkpoint
 from .config import UserError
 from .experiment import LATEST_CHECKPOINT, ExperimentFolder, FoldFolder
 
@@ -27,22 +27,29 @@ LOGGER = logging.getLogger(__name__)
 
 
 def save_fold_checkpoint(
-    path: Path, parts: Parts, optimizers: dict[str, Any] | None, state: dict, keep_previous: bool
+    path: Path,
+    parts: Parts,
+    optimizers: dict[str, Any] | None,
+    state: dict,
+    keep_previous: bool,
+    owner: CheckpointOwner,
 ) -> None:
     """Save the models, the metric loss, the optimizers (and gradient scaler) and the fold's
-    progress ``state`` to ``path``, keeping the file it held as a backup when ``keep_previous``."""
+    progress ``state`` to ``path``, as ``owner``'s, keeping the file it held as a backup when
+    ``keep_previous``."""
     payload = {
         "models": {k: m.state_dict() for k, m in parts.models.items()},
         "loss": parts.loss_funcs["metric_loss"].state_dict(),
         "optimizers": {k: o.state_dict() for k, o in (optimizers or {}).items()},
         "state": dict(state),
     }
-    save_checkpoint(payload, path, keep_previous)
+    save_checkpoint(payload, path, keep_previous, owner)
 
 
 def load_fold_checkpoint(
     path: Path,
     fold: FoldFolder,
+    owner: CheckpointOwner,
     parts: Parts,
     optimizers: dict[str, Any] | None,
     device: torch.device,
@@ -51,6 +58,7 @@ def load_fold_checkpoint(
     """Load the checkpoint ``path`` of ``fold`` (or its backup, with a warning) into the models,
     loss and optimizers; return its state, or None when there is none.
 
+    The file must be ``owner``'s (:class:`~pml_regularizers.bench.checkpoints.CheckpointOwner`).
     ``best_epoch``, for the best-epoch checkpoint, is the epoch the latest checkpoint names as the
     best, which the file must hold.
     """
@@ -60,7 +68,7 @@ def load_fold_checkpoint(
             _best_epoch_check(path, best_epoch)(payload)
         apply_checkpoint(payload, path, parts.models, parts.loss_funcs["metric_loss"], optimizers)
 
-    loaded = _read_fold_checkpoint(path, fold, apply, device)
+    loaded = _read_fold_checkpoint(path, fold, owner, apply, device)
     if loaded is None:
         return None
     if loaded.problem:
@@ -76,7 +84,8 @@ def check_trained(folder: ExperimentFolder, cfg: DictConfig, num_folds: int) -> 
     for seed in range(cfg.seed_offset, cfg.seed_offset + cfg.seeds):
         for fold_number in range(num_folds):
             fold = folder.fold(seed, fold_number)
-            latest = _read_fold_checkpoint(fold.latest, fold, lambda payload: None)
+            owner = CheckpointOwner.of(cfg, seed, fold_number)
+            latest = _read_fold_checkpoint(fold.latest, fold, owner, lambda payload: None)
             if latest is None:
                 raise UserError(
                     f"{fold.path} has no saved model (no {LATEST_CHECKPOINT}); train it first with pml-bench run"
@@ -89,16 +98,20 @@ def check_trained(folder: ExperimentFolder, cfg: DictConfig, num_folds: int) -> 
                     "finish it first with pml-bench run and the same overrides"
                 )
             if cfg.cv_folds and fold.best.exists():
-                _read_fold_checkpoint(fold.best, fold, _best_epoch_check(fold.best, state["best_epoch"]))
+                _read_fold_checkpoint(fold.best, fold, owner, _best_epoch_check(fold.best, state["best_epoch"]))
 
 
 def _read_fold_checkpoint(
-    path: Path, fold: FoldFolder, apply: Callable[[dict], Any], device: torch.device | str = "cpu"
+    path: Path,
+    fold: FoldFolder,
+    owner: CheckpointOwner,
+    apply: Callable[[dict], Any],
+    device: torch.device | str = "cpu",
 ) -> LoadedCheckpoint | None:
-    """:func:`~pml_regularizers.bench.checkpoints.load_checkpoint`, with what to do when neither
-    the file nor its backup can be used added to the message."""
+    """:func:`~pml_regularizers.bench.checkpoints.load_checkpoint` of ``owner``'s checkpoint, with
+    what to do when neither the file nor its backup can be used added to the message."""
     try:
-        return load_checkpoint(path, apply, device)
+        return load_checkpoint(path, apply, device, owner)
     except UserError as err:
         raise UserError(f"{err}; delete {fold.path} to train fold {fold.fold} of seed {fold.seed} again") from err
 

@@ -35,10 +35,22 @@ __all__ = [
 LOGGER = logging.getLogger(__name__)
 
 
+# The channels of the images each pipeline serves.
+PIPELINE_CHANNELS = {"grayscale": 1, "natural": 3}
+
+
 def check_input(cfg: DictConfig) -> None:
-    """Refuse a trunk whose input channels are not the data set's, and a natural-image pipeline
+    """Refuse a ``dataset.channels`` that is not what the pipeline serves (grayscale: 1, natural:
+    RGB, 3), a trunk whose input channels are not the data set's, and a natural-image pipeline
     whose transforms cannot be built (a crop larger than the resize, a bad mean or std)."""
     d = cfg.dataset
+    pipeline = d.get("pipeline", "grayscale")
+    served = PIPELINE_CHANNELS.get(pipeline)
+    if served is not None and d.get("channels") is not None and d.channels != served:
+        raise ConfigError(
+            f"dataset.channels is {d.channels} but dataset.pipeline={pipeline} serves {served}-channel images; "
+            f"set dataset.channels={served}, or the other pipeline"
+        )
     channels = cfg.trunk.get("in_channels")
     if channels is not None and d.get("channels") is not None and channels != d.channels:
         raise ConfigError(

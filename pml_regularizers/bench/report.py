@@ -7,6 +7,7 @@ The experiment folders are read through
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -18,6 +19,8 @@ from .plots import plot_embedding_map, plot_metric_comparison, plot_training_cur
 from .report_data import REPORT_JSON, ExperimentInfo, ReportData, write_report_data
 from .stats import summarize
 from .training_logs import validation_curves
+
+LOGGER = logging.getLogger(__name__)
 
 __all__ = ["write_report"]
 
@@ -115,7 +118,11 @@ def write_report(
         ]
     for exp_dir, name in zip(exp_dirs, names):
         folder = ExperimentFolder(exp_dir)
-        found = folder.first_test_embeddings()
+        try:
+            found = folder.first_test_embeddings()
+        except (OSError, ValueError) as err:  # a damaged file costs its plot, not the report
+            LOGGER.warning("no test embedding map for %s: %s", name, err)
+            continue
         if found is None:
             continue
         seed, data = found

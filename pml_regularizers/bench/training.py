@@ -22,6 +22,7 @@ from torch import distributed as dist
 
 from .build import Optimization, Parts, build_optimization, build_parts
 from .center_geometry import append_geometry, class_centers
+from .checkpoints import CheckpointOwner
 from .data import NaturalImageDataset
 from .distributed import Dist, distribute
 from .experiment import FoldFolder
@@ -70,6 +71,11 @@ class FoldJob:
     device: torch.device
     ddp: Dist
 
+    @property
+    def owner(self) -> CheckpointOwner:
+        """Whose checkpoints the fold writes and reads back: this fold of this seed of ``cfg``."""
+        return CheckpointOwner.of(self.cfg, self.folder.seed, self.folder.fold)
+
 
 def train_fold(job: FoldJob) -> tuple[dict[str, torch.nn.Module], float]:
     """Train one fold from scratch or from its latest checkpoint (nothing when it has finished,
@@ -82,7 +88,8 @@ def train_fold(job: FoldJob) -> tuple[dict[str, torch.nn.Module], float]:
     reseed(folder.seed, folder.fold, 0)
     parts = build_parts(job.cfg, job.data, job.train_subset.num_classes, device)
     optimization = build_optimization(job.cfg, parts, device)
-    state = load_fold_checkpoint(folder.latest, folder, parts, optimization.resumable, device) or {
+    owner = job.owner
+    state = load_fold_checkpoint(folder.latest, folder, owner, parts, optimization.resumable, device) or {
         "epoch": 0,
         "best_epoch": 0,
         "best_score": -math.inf,
@@ -92,7 +99,7 @@ def train_fold(job: FoldJob) -> tuple[dict[str, torch.nn.Module], float]:
         _fit(job, parts, optimization, state)
     job.ddp.barrier()
     if folder.tests_best(job.val_set is not None):
-        load_fold_checkpoint(folder.best, folder, parts, None, device, best_epoch=state["best_epoch"])
+        load_fold_checkpoint(folder.best, folder, owner, parts, None, device, best_epoch=state["best_epoch"])
     score = float(state["best_score"]) if job.val_set is not None else math.nan
     return parts.models, score
 
@@ -165,7 +172,7 @@ def _fit(job: FoldJob, parts: Parts, optimization: Optimization, state: dict) ->
             score = float(acc["val"][f"{PRIMARY}_level0"])
             if score > state["best_score"]:
                 state.update(best_epoch=epoch, best_score=score)
-                save_fold_checkpoint(folder.best, parts, None, state, keep_previous=False)
+                save_fold_checkpoint(folder.best, parts, None, state, keep_previous=False, owner=job.owner)
         state["epoch"] = epoch
         stop = cfg.patience is not None and epoch - state["best_epoch"] >= cfg.patience
         state["done"] = stop or epoch == cfg.epochs
@@ -178,7 +185,9 @@ def _fit(job: FoldJob, parts: Parts, optimization: Optimization, state: dict) ->
             record_keeper.save_records()
             if centers is not None:
                 append_geometry(folder.center_geometry, epoch, centers)
-            save_fold_checkpoint(folder.latest, parts, optimization.resumable, state, keep_previous=True)
+            save_fold_checkpoint(
+                folder.latest, parts, optimization.resumable, state, keep_previous=True, owner=job.owner
+            )
         if state["done"]:
             break
 

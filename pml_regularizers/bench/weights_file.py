@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeGuard
 
-import torch
 from torch import Tensor, nn
 
 from .extras import VISION_INSTALL, missing_module_hint
+from .io import error_summary, read_torch_file
 
 __all__ = ["adapt_input_channels", "load_weights_file", "read_state_dict"]
 
@@ -97,7 +95,9 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         try:
             obj: object = load_file(path)
         except Exception as err:  # safetensors raises its own SafetensorError for bad files
-            raise ValueError(f"weights file {path} is not a readable safetensors file ({_reason(err)})") from err
+            raise ValueError(
+                f"weights file {path} is truncated or not a safetensors file ({error_summary(err)})"
+            ) from err
     else:
         obj = _torch_load(path)
     state = _unwrap(obj, path)
@@ -134,8 +134,11 @@ def load_weights_file(
     ------
     ValueError
         Naming the file, when a key has a shape that differs from the trunk's (each such key
-        with both shapes), or when the file lacks keys of the trunk or has keys the trunk does
-        not (both lists, shortened past 10 keys). Nothing is loaded then.
+        with both shapes), a tensor of another kind of dtype than the trunk's (integers or
+        booleans for floating-point parameters, or the other way round: each such key with both
+        dtypes; floating-point dtypes of another width load, cast), or when the file lacks keys
+        of the trunk or has keys the trunk does not (both lists, shortened past 10 keys). Nothing
+        is loaded then.
     """
     state = read_state_dict(path)
     own = trunk.state_dict()
@@ -150,6 +153,18 @@ def load_weights_file(
     ]
     if mismatched:
         raise ValueError(f"weights file {Path(path)} does not fit the trunk: shape mismatch for {_listing(mismatched)}")
+    # load_state_dict casts what it copies: int8 weights would load as the integers -1, 0 and 1.
+    wrong_kind = [
+        f"{key} (file {value.dtype}, trunk {own[key].dtype})"
+        for key, value in state.items()
+        if key in own and _kind(value) != _kind(own[key])
+    ]
+    if wrong_kind:
+        raise ValueError(
+            f"weights file {Path(path)} does not fit the trunk: tensors whose dtype cannot hold the trunk's values "
+            f"for {_listing(wrong_kind)}; save the floating-point weights (a quantised model's weights load only "
+            "into the quantised model)"
+        )
     # Checked here rather than left to load_state_dict, which would load the fitting keys before
     # reporting the others. A BatchNorm ``num_batches_tracked`` absent from the file (files
     # written before torch 0.4.1 lack it) is not missing: load_state_dict fills it in.
@@ -165,22 +180,14 @@ def load_weights_file(
 
 def _torch_load(path: Path) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # Raised ``from None``: the safe loader's messages, which would be chained, advise
-        # turning it off. What is kept of them is the name of a refused object.
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if refused is None:
-            raise ValueError(f"weights file {path} is not a readable PyTorch file ({_reason(err)})") from None
-        raise ValueError(
-            f"weights file {path} holds Python objects besides tensors ({refused.group(1)}), which "
-            "the safe loader (torch.load with weights_only=True) does not rebuild: save the state "
-            "dict alone, torch.save(model.state_dict(), path), or as a .safetensors file"
-        ) from None
-    except Exception as err:  # torch raises RuntimeError, KeyError, EOFError... for bad files
-        raise ValueError(
-            f"weights file {path} is not a readable PyTorch file, truncated or of another kind ({_reason(err)})"
-        ) from err
+        return read_torch_file(path)
+    except ValueError as err:
+        advice = (
+            ": save the state dict alone, torch.save(model.state_dict(), path), or as a .safetensors file"
+            if "holds Python objects" in str(err)
+            else ""
+        )
+        raise ValueError(f"weights file {err}{advice}") from None
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, Tensor]:
@@ -204,6 +211,14 @@ def _is_state_dict(obj: object) -> TypeGuard[Mapping[str, Tensor]]:
     )
 
 
+def _kind(tensor: Tensor) -> str:
+    """``"complex"``, ``"floating"`` or ``"integer"`` (bool included): the dtypes one can be cast
+    to from another of its kind without losing what the values mean."""
+    if tensor.is_complex():
+        return "complex"
+    return "floating" if tensor.is_floating_point() else "integer"
+
+
 def _describe(obj: object) -> str:
     if isinstance(obj, Mapping):
         keys = [repr(k) for k in obj]
@@ -220,12 +235,3 @@ def _listing(items: Sequence[str]) -> str:
     if len(items) > MAX_LISTED:
         shown += f" ... and {len(items) - MAX_LISTED} more"
     return shown
-
-
-def _reason(err: BaseException) -> str:
-    """The first sentence of ``err``'s message, or its type alone when the message speaks of
-    ``weights_only`` (torch's messages advise turning the safe loader off)."""
-    text = str(err).strip()
-    if not text or "weights_only" in text:
-        return type(err).__name__
-    return f"{type(err).__name__}: {text.splitlines()[0].split('. ')[0][:200]}"

@@ -29,6 +29,7 @@ import pml_regularizers.bench.data.download as download_module
 import pml_regularizers.bench.data.glyphs as glyphs_module
 import pml_regularizers.bench.data.omniglot as omniglot_module
 from pml_regularizers.bench.data import (
+    DataWarning,
     FeatureDataset,
     FeatureSet,
     ImageSet,
@@ -822,7 +823,6 @@ def fake_folder(root):
     for relative, (mode, colour) in values.items():
         solid_image(root / relative, colour, mode)
     (root / "dog" / "notes.txt").write_text("not an image")
-    (root / "empty_class").mkdir()
     solid_image(root / ".hidden" / "x.png", 0, "L")
     (root / "stray.png").write_bytes(png_bytes(3))
     return values
@@ -830,7 +830,8 @@ def fake_folder(root):
 
 def test_image_folder_loads_classes_in_sorted_order(tmp_path):
     values = fake_folder(tmp_path)
-    image_set = load_image_folder(tmp_path, size=6)
+    with pytest.warns(DataWarning, match="3 entries skipped beside the 5 images read"):
+        image_set = load_image_folder(tmp_path, size=6)
     assert image_set.class_names == ["cat", "dog"]
     expected = {}
     for relative, (mode, colour) in values.items():
@@ -866,8 +867,10 @@ def test_image_folder_errors(tmp_path):
         load_image_folder(tmp_path / "missing")
     (tmp_path / "only_text").mkdir()
     (tmp_path / "only_text" / "readme.txt").write_text("x")
-    with pytest.raises(ValueError, match="holds no images"):
+    with pytest.raises(ValueError, match=r"1 class folder\(s\) hold no image PIL opens: only_text; .* Skipped"):
         load_image_folder(tmp_path)
+    (tmp_path / "only_text" / "readme.txt").unlink()
+    (tmp_path / "only_text").rmdir()
     solid_image(tmp_path / "broken" / "bad.png", 0, "L")
     (tmp_path / "broken" / "bad.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="cannot decode image .*bad.png"):

@@ -4,6 +4,7 @@ saved before ``test_split`` existed, runs end to end on tiny glyph sets, the emb
 against those the runner saved, and the errors."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -228,6 +229,14 @@ def test_embedding_another_data_set_and_the_errors(tmp_path, monkeypatch, capsys
         assert cli_main(["embed", *argv, "--out", str(tmp_path / "x.pt")]) == 2
         err = capsys.readouterr().err
         assert err.startswith("pml-bench: error: ") and expected in err and err.count("\n") == 1
-    assert cli_main(["embed", str(exp_dir), "--out", str(tmp_path)]) == 2
-    assert f"--out: {tmp_path} is a folder" in capsys.readouterr().err
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for out, expected in [
+        (tmp_path, f"--out: {tmp_path} is a folder"),
+        (a_file / "emb.pt", f"--out: {a_file / 'emb.pt'} lies under {a_file}, which is a file, not a folder"),
+        (Path("/proc/emb.pt"), "--out: /proc/emb.pt cannot be written: creating a file in /proc fails"),
+    ]:
+        assert cli_main(["embed", str(exp_dir), "--out", str(out)]) == 2  # before anything is embedded
+        err = capsys.readouterr().err
+        assert err.startswith("pml-bench: error: ") and expected in err and err.count("\n") == 1, err
     assert not (tmp_path / "x.pt").exists()

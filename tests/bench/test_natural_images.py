@@ -199,8 +199,11 @@ def test_malformed_annotations_are_refused_by_listing(tmp_path):
     (root / "Stanford_Online_Products" / "Ebay_test.txt").unlink()
     with pytest.raises(FileNotFoundError, match=r"Ebay_test\.txt is missing"):
         list_sop(root)
-    (tmp_path / "empty" / "class_a").mkdir(parents=True)
-    with pytest.raises(ValueError, match="holds no images"):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no class folder with images"):
+        list_image_folder(tmp_path / "empty")
+    (tmp_path / "empty" / "class_a").mkdir()
+    with pytest.raises(ValueError, match="1 class folder.* hold no image PIL opens: class_a"):
         list_image_folder(tmp_path / "empty")
 
 

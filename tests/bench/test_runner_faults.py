@@ -19,9 +19,9 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from pml_regularizers.bench import training
+from pml_regularizers.bench import ExperimentFolder, training
 from pml_regularizers.bench.cli import main as cli_main
-from pml_regularizers.bench.config import ConfigError, UserError, experiment_name, load_config
+from pml_regularizers.bench.config import ConfigError, UserError, config_digest, experiment_name, load_config
 from pml_regularizers.bench.runner import run_experiment
 
 from .test_runner import metrics_of, tiny
@@ -251,6 +251,10 @@ def damage(kind, path, tmp_path):
         wide = load_config(tiny(tmp_path, "seeds=1", "epochs=1", "embedding_size=16", "experiment=wide"))
         other = run_experiment(wide) / "seed_0" / "fold_0" / "checkpoint_latest.pt"
         path.write_bytes(other.read_bytes())
+        if kind == "other-model":  # as written before checkpoints recorded their owner
+            payload = torch.load(path, weights_only=True)
+            del payload["owner"]
+            torch.save(payload, path)
 
 
 @pytest.mark.parametrize(
@@ -258,8 +262,9 @@ def damage(kind, path, tmp_path):
     [
         ("truncated", "is truncated or not a PyTorch checkpoint"),
         ("missing-keys", "lacks the key(s) 'loss', 'optimizers', 'state'"),
-        ("foreign-object", "holds objects that a weights-only load refuses"),
+        ("foreign-object", "holds Python objects besides tensors (tests.bench.test_runner_faults.Foreign)"),
         ("other-model", "does not match this experiment's models"),
+        ("other-experiment", "belongs to seed 0, fold 0 of experiment wide (config digest "),
     ],
 )
 def test_an_unusable_checkpoint_without_a_backup_is_named(tmp_path, monkeypatch, capsys, kind, expected):
@@ -279,6 +284,71 @@ def test_evaluate_names_an_unusable_best_checkpoint(tmp_path, capsys):
     best.write_bytes(b"")
     msg = cli_error(capsys, "evaluate", *args)
     assert f"{best} is truncated or not a PyTorch checkpoint" in msg
+
+
+def test_a_checkpoint_of_another_seed_is_refused_naming_both(tmp_path, capsys):
+    """Seed 1's checkpoint replaced by seed 0's used to be accepted: the report showed +- 0.0000."""
+    args = tiny(tmp_path, "seeds=2", "epochs=1")
+    exp_dir = run_experiment(load_config(args))
+    digest = config_digest(load_config(args))
+    seed_1 = exp_dir / "seed_1" / "fold_0" / "checkpoint_latest.pt"
+    seed_1.write_bytes((exp_dir / "seed_0" / "fold_0" / "checkpoint_latest.pt").read_bytes())
+    owners = (
+        f"{seed_1} belongs to seed 0, fold 0 of experiment {EXPERIMENT} (config digest {digest}), "
+        f"not to seed 1, fold 0 of experiment {EXPERIMENT} (config digest {digest})"
+    )
+    assert owners in cli_error(capsys, "evaluate", *args)
+    (exp_dir / "results.json").unlink()
+    (exp_dir / "seed_1" / "result.json").unlink()
+    assert owners in cli_error(capsys, "run", *args)  # resuming refuses it too
+    with pytest.raises(UserError, match="belongs to seed 0"):
+        ExperimentFolder(exp_dir).tested_models(ExperimentFolder(exp_dir).fold(1, 0))
+
+
+def test_a_checkpoint_of_another_experiment_is_refused(tmp_path, capsys):
+    args = tiny(tmp_path, "seeds=1", "epochs=1")
+    exp_dir = run_experiment(load_config(args))
+    other = run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=1", "experiment=other", "batch_size=12")))
+    latest = exp_dir / "seed_0" / "fold_0" / "checkpoint_latest.pt"
+    latest.write_bytes((other / "seed_0" / "fold_0" / "checkpoint_latest.pt").read_bytes())
+    msg = cli_error(capsys, "evaluate", *args)
+    assert f"{latest} belongs to seed 0, fold 0 of experiment other (config digest " in msg
+    assert f"not to seed 0, fold 0 of experiment {EXPERIMENT}" in msg
+
+
+def test_checkpoints_written_before_owners_were_recorded_still_read(tmp_path):
+    args = tiny(tmp_path, "seeds=1", "epochs=1")
+    exp_dir = run_experiment(load_config(args))
+    latest = exp_dir / "seed_0" / "fold_0" / "checkpoint_latest.pt"
+    payload = torch.load(latest, weights_only=True)
+    del payload["owner"]
+    torch.save(payload, latest)
+    before = metrics_of(exp_dir)
+    assert metrics_of(run_experiment(load_config(args), evaluate_only=True)) == before
+
+
+def _leave_mark(path):  # what unpickling the payload below would run
+    Path(path).write_text("ran")
+
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return _leave_mark, (str(self.marker),)
+
+
+def test_a_poisoned_test_embeddings_file_costs_its_plot_not_the_report(tmp_path, caplog, capsys):
+    exp_dir = run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=1")))
+    embeddings = exp_dir / "seed_0" / "test_embeddings.pt"
+    torch.save({"embeddings": Payload(tmp_path / "marker")}, embeddings)
+    out = tmp_path / "report"
+    with caplog.at_level(logging.WARNING, logger="pml_regularizers.bench.report"):
+        assert cli_main(["report", str(exp_dir), "--out", str(out)]) == 0
+    assert f"no test embedding map for {EXPERIMENT}: {embeddings} holds Python objects besides tensors" in caplog.text
+    assert "weights_only" not in caplog.text and not (tmp_path / "marker").exists()
+    assert (out / "report.md").is_file() and not list(out.glob("embeddings_*.png"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,6 +414,58 @@ def test_evaluate_without_finished_training_is_refused_and_creates_nothing(tmp_p
     msg = cli_error(capsys, "evaluate", *tiny(tmp_path, "seeds=1", "epochs=3"))
     assert f"{exp_dir / 'seed_0' / 'fold_0'} has not finished training (epoch 1 of 3)" in msg
     assert not (exp_dir / "seed_0" / "result.json").exists()
+
+
+def test_a_grayscale_pipeline_under_a_three_channel_trunk_is_refused_before_anything_is_written(tmp_path, capsys):
+    """It used to end in a traceback from the first convolution, after config.yaml was written."""
+    root = tmp_path / "images"
+    image_folder(root)
+    msg = cli_error(
+        capsys,
+        "run",
+        f"output_dir={tmp_path / 'runs'}",
+        "dataset=folder",
+        f"dataset.root={root}",
+        "dataset.pipeline=grayscale",
+        "dataset.size=16",
+        "trunk=torchvision",
+        "trunk.name=resnet18",
+    )
+    assert "dataset.channels is 3 but dataset.pipeline=grayscale serves 1-channel images" in msg
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_undecodable_image_met_by_a_dataloader_worker_is_one_error_line(tmp_path, capfd):
+    """A file that cannot be decoded, served by a worker in the middle of an epoch, used to end in a
+    traceback after config.yaml was written."""
+    pytest.importorskip("torchvision")
+    root = tmp_path / "images"
+    image_folder(root)
+    bad = root / "class3" / "2.png"
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated
+    args = [
+        f"output_dir={tmp_path / 'runs'}",
+        "dataset=folder",
+        f"dataset.root={root}",
+        "dataset.size=16",
+        "dataset.resize=20",
+        "trunk=torchvision",
+        "trunk.name=resnet18",
+        "embedding_size=8",
+        "batch_size=8",
+        "epochs=1",
+        "seeds=1",
+        "num_workers=2",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "pml_regularizers.bench", "run", *args], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("pml-bench: error: ")]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"pml-bench: error: cannot decode image {bad}: ")
+    assert "list every problem file with pml-bench check-data" in errors[0]
 
 
 def test_an_output_dir_that_is_a_file_is_refused(tmp_path, capsys):

@@ -155,11 +155,38 @@ def test_wrong_shape_is_named_and_nothing_is_loaded(tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_integer_tensors_for_floating_parameters_are_refused_naming_keys(tmp_path, suffix):
+    """A file whose float tensors were stored as int8 used to load by casting: conv weights
+    became 0 and +-1."""
+    trunk = torchvision_trunk("resnet18")
+    state = {k: v.clone() for k, v in trunk.state_dict().items()}
+    for key in ("conv1.weight", "fc.weight" if "fc.weight" in state else "layer1.0.conv1.weight"):
+        state[key] = (state[key] * 100).to(torch.int8)
+    path = _save(state, tmp_path / f"int8{suffix}")
+    before = {k: v.clone() for k, v in trunk.state_dict().items()}
+    with pytest.raises(ValueError) as info:
+        load_weights_file(trunk, path)
+    message = str(info.value)
+    assert f"weights file {path} does not fit the trunk: tensors whose dtype cannot hold" in message
+    assert "conv1.weight (file torch.int8, trunk torch.float32)" in message
+    assert "layer1.0.conv1.weight (file torch.int8, trunk torch.float32)" in message
+    assert all(torch.equal(v, before[k]) for k, v in trunk.state_dict().items())  # nothing loaded
+    state = {k: v.clone() for k, v in trunk.state_dict().items()}
+    state["bn1.num_batches_tracked"] = state["bn1.num_batches_tracked"].float()  # the other way round
+    with pytest.raises(ValueError, match=r"bn1\.num_batches_tracked \(file torch\.float32, trunk torch\.int64\)"):
+        load_weights_file(trunk, _save(state, tmp_path / f"float_counter{suffix}"))
+    half = {k: v.half() if v.is_floating_point() else v for k, v in trunk.state_dict().items()}
+    load_weights_file(trunk, _save(half, tmp_path / f"half{suffix}"))  # another float width loads, cast
+    assert trunk.conv1.weight.dtype == torch.float32
+    torch.testing.assert_close(trunk.conv1.weight, half["conv1.weight"].float())
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
 def test_truncated_file_is_named(tmp_path, suffix):
     whole = _save(torchvision_trunk("resnet18").state_dict(), tmp_path / f"whole{suffix}")
     path = tmp_path / f"cut{suffix}"
     path.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
-    with pytest.raises(ValueError, match="not a readable") as info:
+    with pytest.raises(ValueError, match="is truncated or not a (PyTorch|safetensors) file") as info:
         torchvision_trunk("resnet18", weights=path)
     assert str(path) in str(info.value)
     assert "weights_only=False" not in str(info.value)
@@ -197,7 +224,7 @@ def test_no_state_dict_is_named(tmp_path, content, match):
 def test_other_files_are_named(tmp_path):
     junk = tmp_path / "notes.pt"
     junk.write_text("not weights")
-    with pytest.raises(ValueError, match=f"weights file {junk} is not a readable PyTorch file"):
+    with pytest.raises(ValueError, match=f"weights file {junk} is truncated or not a PyTorch file"):
         read_state_dict(junk)
     missing = tmp_path / "absent.safetensors"
     with pytest.raises(FileNotFoundError, match=f"weights file {missing} does not exist"):

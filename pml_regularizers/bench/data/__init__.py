@@ -18,6 +18,7 @@ from .images import FeatureDataset, FeatureSet, FileSet, ImageSet, TensorImageDa
 from .natural import NaturalImageDataset
 from .omniglot import load_omniglot
 from .pml_folders import list_cars196, list_cub, list_sop, load_cars196, load_cub, load_sop
+from .problems import DataWarning, ImageDecodeError
 from .registry import PIPELINES, dataset_names, load_dataset
 from .splits import class_disjoint_split, class_kfold, training_folds
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, natural_transforms
@@ -26,9 +27,11 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "PIPELINES",
+    "DataWarning",
     "FeatureDataset",
     "FeatureSet",
     "FileSet",
+    "ImageDecodeError",
     "ImageSet",
     "NaturalImageDataset",
     "TensorImageDataset",

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .cache import files_key, load_image_set, save_image_set
+from .cache import cached_image_set, files_key
 from .decode import check_size
 from .images import ImageSet
 from .npz import encode_labels, read_npz
@@ -51,7 +51,8 @@ def load_arrays(
     cache_dir : str or os.PathLike, optional
         When given, the decoded set is stored there as ``arrays-<size>px-<key>.pt`` and reused;
         the key covers the file's path, size in bytes and modification time, and ``size``, so a
-        changed file is decoded again.
+        changed file is decoded again; a cache file that cannot be read is rebuilt, with a
+        warning that names it.
 
     Returns
     -------
@@ -73,19 +74,18 @@ def load_arrays(
     cache_file = None
     if cache_dir is not None:
         cache_file = Path(cache_dir) / f"arrays-{size}px-{files_key([path], 'arrays', size)}.pt"
-        if cache_file.is_file():
-            return load_image_set(cache_file)
+    return cached_image_set(cache_file, lambda: _decode_arrays(path, size))
+
+
+def _decode_arrays(path: Path, size: int) -> ImageSet:
     images, labels = read_npz(path, ("images", "labels"), ARRAYS_LAYOUT)
     _check_arrays(images, labels, path)
     class_names, ids = encode_labels(labels.reshape(-1), path)
-    image_set = ImageSet(
+    return ImageSet(
         _resize(images.reshape(-1, *images.shape[-2:]), size),
         torch.from_numpy(ids.astype(np.int64)),
         class_names,
     )
-    if cache_file is not None:
-        save_image_set(image_set, cache_file)
-    return image_set
 
 
 def _check_arrays(images: np.ndarray, labels: np.ndarray, path: Path) -> None:

@@ -1,9 +1,18 @@
 """Decode image files: once into a grayscale ``uint8`` tensor, with an optional ``.pt`` cache
 (:func:`decode_file_set`, and the data sets' grayscale loaders that :func:`grayscale_loader` makes
-from their listers), or one at a time in a given PIL mode (:func:`read_image`)."""
+from their listers), or one at a time in a given PIL mode (:func:`read_image`).
+
+Decoding is right or loud. Images of more than 8 bits a channel (16-bit PNG and TIFF) are scaled
+to 8 bits, not clipped. JPEG files are decoded by libjpeg-turbo through simplejpeg, which gives
+PIL's pixels and, unlike PIL, reports damaged data: such a file is decoded as far as it goes (as
+PIL would) with a :class:`~pml_regularizers.bench.data.problems.DataWarning` naming it. A file
+that cannot be decoded raises :class:`~pml_regularizers.bench.data.problems.ImageDecodeError`
+naming it.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -13,14 +22,36 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import simplejpeg
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 
-from .cache import files_key, load_image_set, save_image_set
+from .cache import cached_image_set, files_key
 from .files import require_files
 from .images import FileSet, ImageSet
+from .problems import DAMAGED_DATA, ImageDecodeError, warn_data
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+# PIL modes of more than 8 bits a channel, and the largest value of their depth.
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+SIXTEEN_BIT_MAX = 65535
+
+
+@functools.cache
+def readable_suffixes() -> frozenset[str]:
+    """The file suffixes (lower case, with the dot) of the image formats PIL opens and decodes:
+    ``Image.registered_extensions()`` without the formats PIL only identifies (its stub plugins,
+    such as HDF5 and WMF, which need a handler installed to decode)."""
+    Image.init()
+
+    def decodes(image_format: str) -> bool:
+        factory = Image.OPEN[image_format][0]
+        return not (isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile))
+
+    return frozenset(
+        suffix
+        for suffix, image_format in Image.registered_extensions().items()
+        if image_format in Image.OPEN and decodes(image_format)
+    )
 
 
 def check_size(size: int) -> int:
@@ -41,7 +72,8 @@ def read_image(path: Path, mode: str) -> Image.Image:
     mode : str
         PIL mode of the result: ``"L"`` (grayscale) or ``"RGB"``. PIL's conversion applies, as in
         torchvision's ``ImageFolder``: grayscale, CMYK and palette images become RGB, the alpha
-        channel of RGBA images is dropped.
+        channel of RGBA images is dropped. Images of more than 8 bits a channel are first scaled
+        to 8 bits (:func:`to_8_bit`).
 
     Returns
     -------
@@ -50,15 +82,84 @@ def read_image(path: Path, mode: str) -> Image.Image:
 
     Raises
     ------
-    ValueError
-        When the file cannot be read or decoded (missing, truncated, not an image, too large for
-        PIL's decompression-bomb limit); the message names the file.
+    ImageDecodeError
+        A ValueError naming the file, when it cannot be read or decoded (missing, empty,
+        truncated, not an image, too large for PIL's decompression-bomb limit, pixels of a range
+        that cannot be scaled).
+
+    Warns
+    -----
+    DataWarning
+        Naming the file, for a JPEG whose data the decoder reports as damaged; the image is
+        decoded as far as it goes, as PIL decodes it.
     """
     try:
         with Image.open(path) as image:
-            return image.convert(mode)
-    except (OSError, Image.DecompressionBombError) as error:
-        raise ValueError(f"cannot decode image {path}: {error}") from error
+            decoded = _decode_jpeg(path, image) if image.format == "JPEG" else to_8_bit(image)
+            return decoded.convert(mode)
+    except ImageDecodeError:
+        raise
+    except Exception as error:  # noqa: BLE001 -- PIL's plugins raise many kinds for a bad file
+        raise ImageDecodeError(f"cannot decode image {path}: {error or type(error).__name__}") from error
+
+
+def to_8_bit(image: Image.Image) -> Image.Image:
+    """Decode ``image`` and bring images of more than 8 bits a channel to 8 bits, scaled.
+
+    PIL's ``convert`` clips such pixels to 255 instead: a 16-bit PNG would come out almost white.
+    16-bit modes (``I;16`` and its byte orders) are scaled by ``255 / 65535``, rounded. Mode
+    ``I`` (32-bit integers; some readers give it for 16-bit files) is scaled the same way when its
+    values lie in ``0..65535``; mode ``F`` (32-bit floats) by 255 when they lie in ``[0, 1]``.
+    Other modes are returned as they are, loaded.
+
+    Raises
+    ------
+    ValueError
+        For mode ``I`` or ``F`` pixels outside those ranges, whose scale cannot be known.
+    """
+    image.load()
+    if image.mode not in (*SIXTEEN_BIT_MODES, "I", "F"):
+        return image
+    values = np.asarray(image).astype(np.float64)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    top = 1.0 if image.mode == "F" else SIXTEEN_BIT_MAX
+    if low < 0 or high > top:
+        raise ValueError(
+            f"its {image.mode} pixels range from {low:g} to {high:g}, outside 0..{top:g}, so their scale is "
+            "unknown; convert it to 8 or 16 bits a channel"
+        )
+    return Image.fromarray(np.rint(values * (255 / top)).astype(np.uint8))
+
+
+def _decode_jpeg(path: Path, image: Image.Image) -> Image.Image:
+    """Decode the JPEG file ``path``, opened as ``image``; warn when its data is damaged.
+
+    RGB and grayscale JPEGs are decoded by simplejpeg (libjpeg-turbo, as PIL's decoder, with the
+    same settings, so the same pixels) in strict mode, which fails where libjpeg only warns.
+    Other JPEGs (CMYK) are checked by it and decoded by PIL. When the strict decoder fails but a
+    lenient one succeeds, the data is damaged: PIL's decode is used, as before, with a warning
+    (PIL raises for what it cannot decode at all, such as a truncated file).
+    """
+    data = path.read_bytes()
+    colorspace = {"RGB": "RGB", "L": "GRAY", "CMYK": "CMYK"}.get(image.mode)
+    if colorspace is None:
+        return to_8_bit(image)
+    try:
+        array = simplejpeg.decode_jpeg(data, colorspace=colorspace, strict=True)
+    except ValueError as strict_error:
+        try:
+            simplejpeg.decode_jpeg(data, colorspace=colorspace, strict=False)
+        except ValueError:  # beyond what libjpeg-turbo decodes: PIL decides
+            return to_8_bit(image)
+        image.load()
+        warn_data(
+            f"damaged image data in {path} ({strict_error}); it is used as decoded, as far as it goes",
+            [(f"{DAMAGED_DATA} ({strict_error})", path)],
+        )
+        return image
+    if image.mode == "CMYK":  # checked only: PIL's decode handles Adobe's inverted CMYK
+        return to_8_bit(image)
+    return Image.fromarray(array[..., 0] if image.mode == "L" else array)
 
 
 def _decode_gray(path: Path, size: int) -> np.ndarray:
@@ -107,7 +208,8 @@ def decode_file_set(
     cache_dir : str or os.PathLike, optional
         When given, the decoded set is stored there as ``<cache_prefix>-<size>px-<key>.pt``, the
         key covering the file paths, sizes and modification times, ``size`` and each file's class
-        name, and reused.
+        name, and reused (a cache file that cannot be read is rebuilt:
+        :func:`~pml_regularizers.bench.data.cache.cached_image_set`).
     cache_prefix : str, default "images"
         Start of the cache file name.
 
@@ -121,12 +223,9 @@ def decode_file_set(
     if cache_dir is not None:
         key = files_key(files.paths, cache_prefix, size, files.class_keys)
         cache_file = Path(cache_dir) / f"{cache_prefix}-{size}px-{key}.pt"
-        if cache_file.is_file():
-            return load_image_set(cache_file)
-    image_set = ImageSet(decode_images(files.paths, size), files.labels, files.class_names)
-    if cache_file is not None:
-        save_image_set(image_set, cache_file)
-    return image_set
+    return cached_image_set(
+        cache_file, lambda: ImageSet(decode_images(files.paths, size), files.labels, files.class_names)
+    )
 
 
 class GrayscaleLoader(Protocol):

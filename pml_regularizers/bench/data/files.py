@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,14 +10,40 @@ from .images import FileSet
 
 
 def require_files(paths: Sequence[Path]) -> None:
-    """Raise FileNotFoundError naming the first of ``paths`` that is not an existing file."""
-    missing = [path for path in paths if not path.is_file()]
+    """Check that each of ``paths`` is an existing file, and a different one (one stat a path).
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming the first of ``paths`` that is not an existing file, and how many are not.
+    ValueError
+        When two paths lead to the same file (two names of it, or a symlink to it): it would
+        become two samples, each the other's nearest neighbour; the message names both.
+    """
+    missing: list[Path] = []
+    seen: dict[tuple[int, int], Path] = {}
+    for path in paths:
+        try:
+            status = path.stat()
+        except OSError:
+            status = None
+        if status is None or not stat.S_ISREG(status.st_mode):
+            missing.append(path)
+            continue
+        identity = (status.st_dev, status.st_ino)
+        if identity in seen:
+            raise ValueError(
+                f"{seen[identity]} and {path} are the same file; a file listed twice becomes two samples, "
+                "each the other's nearest neighbour: keep one"
+            )
+        seen[identity] = path
     if missing:
         raise FileNotFoundError(f"{len(missing)} of {len(paths)} image files are missing, first: {missing[0]}")
 
 
 def labelled_files(paths: Sequence[Path], class_keys: Sequence[str]) -> FileSet:
-    """Check that ``paths`` exist and label them by their class names, in sorted name order.
+    """Check that ``paths`` exist, each once, and label them by their class names, in sorted name
+    order.
 
     Parameters
     ----------
@@ -33,7 +60,8 @@ def labelled_files(paths: Sequence[Path], class_keys: Sequence[str]) -> FileSet:
     Raises
     ------
     ValueError
-        When ``paths`` is empty or ``class_keys`` has another length.
+        When ``paths`` is empty, ``class_keys`` has another length, or two paths lead to the same
+        file (:func:`require_files`).
     FileNotFoundError
         When one of ``paths`` is not an existing file (the message names the first).
     """

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..._checks import is_positive_int
-from .cache import load_image_set, save_image_set
+from .cache import cached_image_set
 from .decode import check_size
 from .images import ImageSet
 
@@ -128,11 +128,7 @@ def load_glyphs(
     """
     _check_parameters(num_classes, per_class, size)
     path = glyph_cache_path(cache_dir, num_classes, per_class, size, seed)
-    if path.is_file():
-        return load_image_set(path)
-    image_set = generate_glyphs(num_classes, per_class, size, seed)
-    save_image_set(image_set, path)
-    return image_set
+    return cached_image_set(path, lambda: generate_glyphs(num_classes, per_class, size, seed))
 
 
 def _check_parameters(num_classes: int, per_class: int, size: int) -> None:

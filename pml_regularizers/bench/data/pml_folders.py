@@ -4,7 +4,10 @@ PML's classes (``pytorch_metric_learning.datasets``) parse the annotation files 
 1-based ``labels``. The ``list_*`` functions return those files as a :class:`FileSet`, for the
 natural-image pipeline that decodes each image when it is served; the ``load_*`` functions decode
 every image once (grayscale, resized). PML's parsers skip or crash on unexpected input, so the
-annotation files are validated first and any problem is reported with its file and line number.
+annotation files are validated first and any problem is reported with its file and line number:
+malformed lines, a missing or wrong header (SOP), an image listed twice (each would be the other's
+nearest neighbour), and a class of Cars196's ``names.csv`` without images (the classes after it
+would move between the training and the test half).
 
 Class names keep the official class order when sorted: CUB uses its ``NNN.Name`` image folders,
 Cars196 ``NNN.<name from names.csv>``, SOP the zero-padded ``class_id``. The first half of the
@@ -96,8 +99,10 @@ def list_cars196(root: str | os.PathLike) -> FileSet:
     annotations = [root / "anno_train.csv", root / "anno_test.csv"]
     _require([root / "names.csv", *annotations, root / "car_data" / "car_data"], CARS_LAYOUT)
     names = _read_names(root / "names.csv")
+    used = set()
     for annotation in annotations:
-        _validate_cars_annotation(annotation, len(names))
+        used |= _validate_cars_annotation(annotation, len(names))
+    _refuse_missing_classes(f"{annotations[0]} and {annotations[1]}", used, range(1, len(names) + 1))
     dataset = Cars196(str(root), split="train+test", transform=None, download=False)
     classes = [f"{label:03d}.{names[label - 1]}" for label in dataset.labels]
     return labelled_files([Path(p) for p in dataset.paths], classes)
@@ -135,8 +140,7 @@ def list_sop(root: str | os.PathLike) -> FileSet:
     base = Path(root) / "Stanford_Online_Products"
     annotations = [base / "Ebay_train.txt", base / "Ebay_test.txt"]
     _require(annotations, SOP_LAYOUT)
-    for annotation in annotations:
-        _validate_sop_annotation(annotation)
+    _validate_sop(annotations)
     dataset = StanfordOnlineProducts(str(root), split="train+test", transform=None, download=False)
     width = max(5, len(str(max(dataset.labels, default=0))))
     classes = [f"{label:0{width}d}" for label in dataset.labels]
@@ -207,6 +211,8 @@ def _validate_cub(base: Path) -> None:
                 f"line {number}: image_id {image[0]} in {images_file} differs from "
                 f"{label[0]} in {labels_file}; they must list the same images in the same order"
             )
+    _refuse_repeats([(images_file, n, f"image_id {int(f[0])}") for n, f in images])
+    _refuse_repeats([(images_file, n, f"the image {f[1]}") for n, f in images])
 
 
 def _check_one_folder_per_class(paths: list[Path], labels: list[int], labels_file: Path) -> None:
@@ -229,22 +235,82 @@ def _read_names(path: Path) -> list[str]:
     return names
 
 
-def _validate_cars_annotation(path: Path, num_names: int) -> None:
+def _validate_cars_annotation(path: Path, num_names: int) -> set[int]:
+    """Check the annotation file ``path``; return the class ids it uses."""
     expected = f"'<file>,<x1>,<y1>,<x2>,<y2>,<class_id from 1 to {num_names}>' (no header)"
+    files: list[tuple[Path, int, str]] = []
+    used: set[int] = set()
     for number, text in _read_lines(path, expected):
         fields = text.split(",")
         valid = len(fields) == 6 and all(_is_int(field) for field in fields[1:])
         if not valid or not 1 <= int(fields[5]) <= num_names:
             raise _malformed(path, number, text, expected)
+        files.append((path, number, f"the image {fields[0]}"))
+        used.add(int(fields[5]))
+    _refuse_repeats(files)
+    return used
 
 
-def _validate_sop_annotation(path: Path) -> None:
+SOP_HEADER = ("image_id", "class_id", "super_class_id", "path")
+
+
+def _validate_sop(annotations: Sequence[Path]) -> None:
+    """Check ``Ebay_train.txt`` and ``Ebay_test.txt``: the header, each line, and no image listed
+    twice (by id or path, over both files)."""
     expected = "'<image_id> <class_id >= 1> <super_class_id> <path>' after a header line"
+    ids: list[tuple[Path, int, str]] = []
+    paths: list[tuple[Path, int, str]] = []
+    for path in annotations:
+        _check_sop_header(path)
+        for number, text in _read_lines(path, expected, skip_header=True):
+            fields = text.split()
+            valid = len(fields) == 4 and all(_is_int(field) for field in fields[:3])
+            if not valid or int(fields[1]) < 1:
+                raise _malformed(path, number, text, expected)
+            ids.append((path, number, f"image_id {int(fields[0])}"))
+            paths.append((path, number, f"the image {fields[3]}"))
+    _refuse_repeats(ids)
+    _refuse_repeats(paths)
+
+
+def _check_sop_header(path: Path) -> None:
+    header = " ".join(SOP_HEADER)
     with open(path, encoding="utf-8") as stream:
-        if not stream.readline().strip():
-            raise ValueError(f"{path}, line 1: missing header line; expected {expected}")
-    for number, text in _read_lines(path, expected, skip_header=True):
-        fields = text.split()
-        valid = len(fields) == 4 and all(_is_int(field) for field in fields[:3])
-        if not valid or int(fields[1]) < 1:
-            raise _malformed(path, number, text, expected)
+        first = stream.readline().split()
+    if tuple(first) == SOP_HEADER:
+        return
+    if not first:
+        raise ValueError(f"{path}, line 1: missing header line; expected '{header}'")
+    if len(first) == 4 and all(_is_int(field) for field in first[:3]):
+        raise ValueError(
+            f"{path}, line 1: an image line where the header '{header}' belongs; the header is missing "
+            "(read as one, this image would have been dropped): add the header line"
+        )
+    raise ValueError(f"{path}, line 1: expected the header '{header}', got {' '.join(first)!r}")
+
+
+def _refuse_repeats(items: Sequence[tuple[Path, int, str]]) -> None:
+    """Refuse an item listed twice; ``items`` are ``(file, line number, what the line lists)``."""
+    seen: dict[str, tuple[Path, int]] = {}
+    for path, number, what in items:
+        if what in seen:
+            first_path, first_number = seen[what]
+            first = f"line {first_number}" if first_path == path else f"{first_path}, line {first_number}"
+            raise ValueError(
+                f"{path}, line {number}: {what} is listed again ({first}); an image listed twice becomes "
+                "two samples, each the other's nearest neighbour: remove the repeated line"
+            )
+        seen[what] = (path, number)
+
+
+def _refuse_missing_classes(where: str, used: set[int], expected: range) -> None:
+    """Refuse class ids of ``expected`` (the classes ``names.csv`` lists) that no image of
+    ``where`` (the annotation files) uses."""
+    missing = [c for c in expected if c not in used]
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise ValueError(
+            f"{where}: class_id {shown} of {expected.start}..{expected.stop - 1} has no image; a class without "
+            "images would drop out of the sorted class list and move the classes after it between the training "
+            "and the test half"
+        )

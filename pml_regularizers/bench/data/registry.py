@@ -69,6 +69,9 @@ _LISTERS: dict[str, Callable[[str | os.PathLike], FileSet]] = {
 }
 
 
+NATURAL_DATASETS = tuple(_LISTERS)  # the data sets of image files, which the natural pipeline can serve
+
+
 def dataset_names() -> list[str]:
     """Return the names that :func:`load_dataset` accepts."""
     return list(_LOADERS)
