@@ -71,8 +71,8 @@ def run_runner(args: argparse.Namespace, tree: str, out: str) -> float:
     """The runner's work; returns the seconds its training loop took."""
     from pytorch_metric_learning.trainers import MetricLossOnly
 
-    from pml_regularizers.bench.config import load_config
-    from pml_regularizers.bench.runner import run_experiment
+    from pml_regularizers.bench.protocol.runner import run_experiment
+    from pml_regularizers.bench.spec.compose import load_config
 
     spent = []
     train = MetricLossOnly.train

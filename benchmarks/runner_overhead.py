@@ -46,8 +46,8 @@ def _overrides(out: str, cache: str, classes: int) -> list[str]:
 
 
 def run_runner(out: str, cache: str, classes: int) -> None:
-    from pml_regularizers.bench.config import load_config
-    from pml_regularizers.bench.runner import run_experiment
+    from pml_regularizers.bench.protocol.runner import run_experiment
+    from pml_regularizers.bench.spec.compose import load_config
 
     run_experiment(load_config(_overrides(out, cache, classes)))
 
@@ -58,8 +58,8 @@ def run_script(out: str, cache: str, classes: int) -> None:
     from pytorch_metric_learning.utils import logging_presets
 
     from pml_regularizers.bench.data import TensorImageDataset, class_disjoint_split, load_glyphs
-    from pml_regularizers.bench.metrics import BenchAccuracyCalculator
     from pml_regularizers.bench.models import Conv4
+    from pml_regularizers.bench.protocol.metrics import BenchAccuracyCalculator
 
     torch.manual_seed(0)
     data = load_glyphs(size=SIZE, num_classes=classes, cache_dir=cache)

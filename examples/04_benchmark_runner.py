@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pml_regularizers.bench.config import experiment_name, load_config
-from pml_regularizers.bench.report import write_report
-from pml_regularizers.bench.runner import run_experiment
+from pml_regularizers.bench.protocol.runner import run_experiment
+from pml_regularizers.bench.results.report import write_report
+from pml_regularizers.bench.spec.compose import experiment_name, load_config
 
 # The base loss first: the report pairs every other experiment with it, seed by seed.
 COMPARISON = {

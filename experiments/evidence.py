@@ -39,14 +39,14 @@ from typing import Any
 
 import numpy as np
 
-from pml_regularizers.bench.config import load_config
-from pml_regularizers.bench.experiment import ExperimentFolder
-from pml_regularizers.bench.markdown import markdown_table
-from pml_regularizers.bench.plots import plot_training_curves
-from pml_regularizers.bench.report import write_report
-from pml_regularizers.bench.runner import run_experiment
-from pml_regularizers.bench.stats import summarize
-from pml_regularizers.bench.training_logs import VAL_LOG, VAL_MAP_AT_R
+from pml_regularizers.bench.protocol.runner import run_experiment
+from pml_regularizers.bench.results.folder import ExperimentFolder
+from pml_regularizers.bench.results.markdown import markdown_table
+from pml_regularizers.bench.results.plots import plot_training_curves
+from pml_regularizers.bench.results.report import write_report
+from pml_regularizers.bench.results.stats import summarize
+from pml_regularizers.bench.results.training_logs import VAL_LOG, VAL_MAP_AT_R
+from pml_regularizers.bench.spec.compose import load_config
 
 PRIMARY = "mean_average_precision_at_r"
 # Adam learning rates; the first Omniglot study chose the top of (3e-4, 1e-3, 3e-3), so the grid moved up.

@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 from experiments.evidence import PRIMARY, STUDIES, script_command
-from pml_regularizers.bench.markdown import provenance_lines
-from pml_regularizers.bench.report_data import REPORT_JSON, ReportData, read_report_data
-from pml_regularizers.bench.stats import SummaryRow, verdict
+from pml_regularizers.bench.results.markdown import provenance_lines
+from pml_regularizers.bench.results.report_data import REPORT_JSON, ReportData, read_report_data
+from pml_regularizers.bench.results.stats import SummaryRow, verdict
 
 EMBEDDINGS = ("separated", "concatenated")
 _VERDICTS = {"better": "higher", "worse": "lower", "no clear difference": "no measurable difference"}

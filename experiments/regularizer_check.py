@@ -30,13 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from experiments.evidence import best_point, run_all, run_named, script_command, search_runs
-from pml_regularizers.bench.center_geometry import GEOMETRY_KEYS, read_geometry
-from pml_regularizers.bench.checkpoints import read_checkpoint
-from pml_regularizers.bench.experiment import ExperimentFolder
-from pml_regularizers.bench.io import write_json
-from pml_regularizers.bench.plots import plot_training_curves
-from pml_regularizers.bench.report import write_report
-from pml_regularizers.bench.training_logs import VAL_LOG, VAL_MAP_AT_R
+from pml_regularizers.bench.results.center_geometry import GEOMETRY_KEYS, read_geometry
+from pml_regularizers.bench.results.checkpoints import read_checkpoint
+from pml_regularizers.bench.results.folder import ExperimentFolder
+from pml_regularizers.bench.results.io import write_json
+from pml_regularizers.bench.results.plots import plot_training_curves
+from pml_regularizers.bench.results.report import write_report
+from pml_regularizers.bench.results.training_logs import VAL_LOG, VAL_MAP_AT_R
 
 LR_GRID = (("optimizer.lr=0.001",), ("optimizer.lr=0.003",))
 # Each weight regularizer at its loss weight (weight_reg_weight) 0.1 and 1.0, PML's default; the
@@ -272,7 +272,7 @@ def _budget_section(timing: dict[str, dict[str, float]], tags) -> list[str]:
 
 def center_summary(exp_dir: Path) -> dict[str, dict[str, list[float]]]:
     """The class centers' geometry of an experiment's runs: for each key of
-    :data:`~pml_regularizers.bench.center_geometry.GEOMETRY_KEYS`, the value at initialisation
+    :data:`~pml_regularizers.bench.results.center_geometry.GEOMETRY_KEYS`, the value at initialisation
     (``"init"``, before the first step) and at the tested epoch (``"tested"``), averaged over each
     seed's folds, one value per seed."""
     folder = ExperimentFolder(exp_dir)

@@ -30,9 +30,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from experiments.evidence import PRIMARY
-from pml_regularizers.bench.io import write_json
-from pml_regularizers.bench.report_data import REPORT_JSON, read_report_data
-from pml_regularizers.bench.stats import SummaryRow, verdict
+from pml_regularizers.bench.results.io import write_json
+from pml_regularizers.bench.results.report_data import REPORT_JSON, read_report_data
+from pml_regularizers.bench.results.stats import SummaryRow, verdict
 
 EMBEDDING = "separated"
 START = "<!-- summary-table:start -->"

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from experiments.evidence import script_command, val_score
-from pml_regularizers.bench.experiment import ExperimentFolder
-from pml_regularizers.bench.experiment_data import torch_dataset
-from pml_regularizers.bench.markdown import provenance_lines
+from pml_regularizers.bench.data.serve import torch_dataset
+from pml_regularizers.bench.results.folder import ExperimentFolder
+from pml_regularizers.bench.results.markdown import provenance_lines
 
 Measure = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], dict[str, float]]
 Figures = Callable[[Path], tuple[dict[str, list[float]], int]]

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from experiments import dvml_samples, evidence, flow_volume
 from experiments import evidence_summary as summary
 from experiments import skewed_mean_sweep as sweep
-from pml_regularizers.bench.report_data import read_report_data
+from pml_regularizers.bench.results.report_data import read_report_data
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def splits_of(exp_dir):
 
 
 def test_every_study_composes_valid_configs():
-    from pml_regularizers.bench.config import load_config
+    from pml_regularizers.bench.spec.compose import load_config
 
     for name, study in evidence.STUDIES.items():
         method = [*study.base, *study.method]

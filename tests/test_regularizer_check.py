@@ -10,11 +10,11 @@ from omegaconf import OmegaConf
 
 from experiments import regularizer_check as check
 from experiments.evidence import val_score
-from pml_regularizers.bench.center_geometry import GEOMETRY_KEYS, read_geometry
-from pml_regularizers.bench.checkpoints import read_checkpoint
-from pml_regularizers.bench.config import load_config
-from pml_regularizers.bench.experiment import ExperimentFolder
-from pml_regularizers.bench.report_data import read_report_data
+from pml_regularizers.bench.results.center_geometry import GEOMETRY_KEYS, read_geometry
+from pml_regularizers.bench.results.checkpoints import read_checkpoint
+from pml_regularizers.bench.results.folder import ExperimentFolder
+from pml_regularizers.bench.results.report_data import read_report_data
+from pml_regularizers.bench.spec.compose import load_config
 
 
 def test_every_row_composes_its_configs():

@@ -12,11 +12,11 @@ Examples
 
 ``pml-bench check-data dataset=cub dataset.root=/data/cub`` decodes every image of a data set once
 and lists every problem file (exit status 1 when there is one):
-:mod:`~pml_regularizers.bench.check_data`.
+:mod:`~pml_regularizers.bench.data.check`.
 
 ``embed`` embeds every image of a data set (all classes, no split) with the models of one seed of an
 experiment (``--seed S``, default the first), its folds' embeddings concatenated
-(:mod:`~pml_regularizers.bench.embedding`). It takes ``dataset`` overrides only: ``dataset=NAME``
+(:mod:`~pml_regularizers.bench.protocol.embedding`). It takes ``dataset`` overrides only: ``dataset=NAME``
 composes that data set's config, ``dataset.KEY=VALUE`` alone changes the experiment's own. The file
 holds ``embeddings``, ``labels``, ``class_names``, ``experiment``, ``seed``, ``folds`` and
 ``embedding``; with 2 or more classes of 2 or more images the retrieval metrics are printed and
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         The exit status: 0 on success, 2 for a user error (a config, path, data set or experiment
-        folder that does not fit: :class:`~pml_regularizers.bench.config.UserError`; an image file
+        folder that does not fit: :class:`~pml_regularizers.bench.spec.compose.UserError`; an image file
         that cannot be decoded, met while training or testing:
         :class:`~pml_regularizers.bench.data.ImageDecodeError`), whose message goes to stderr as
         one ``pml-bench: error:`` line. Also 2, with such a line, when the bench extra is not
@@ -115,8 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         print(f"pml-bench: error: {bench_extra_message(missing)}", file=sys.stderr)
         return 2
-    from .config import UserError, load_config, tests_held_out_classes  # needs the bench extra
     from .data import DataWarning, ImageDecodeError
+    from .errors import UserError
+    from .spec.compose import load_config, tests_held_out_classes  # needs the bench extra
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _show_data_warnings_as_lines(DataWarning)
@@ -131,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "embed":
             _embed(args.experiment, args.out, args.overrides, args.seed, args.device)
         else:
-            from .runner import run_experiment
+            from .protocol.runner import run_experiment
 
             cfg = load_config(args.overrides)
             exp_dir = run_experiment(
@@ -169,11 +170,12 @@ def _show_data_warnings_as_lines(category: type[Warning]) -> None:
 
 
 def _check_data(overrides: Sequence[str], workers: int | None, out: Path | None) -> int:
-    """Run :func:`~pml_regularizers.bench.check_data.check_data` on the data set ``overrides``
+    """Run :func:`~pml_regularizers.bench.data.check.check_data` on the data set ``overrides``
     compose; print what it found (and write it to ``out`` as JSON); 1 when there are problems."""
-    from .check_data import check_data
-    from .config import UserError, load_config
-    from .io import check_writable, write_json
+    from .data.check import check_data
+    from .errors import UserError
+    from .results.io import check_writable, write_json
+    from .spec.compose import load_config
 
     cfg = load_config(overrides)
     if out is not None:
@@ -203,8 +205,8 @@ def _one_line(message: str) -> str:
 
 
 def _compare(overrides: Sequence[str]) -> None:
-    from .config import experiment_name, load_config
-    from .runner import run_experiment
+    from .protocol.runner import run_experiment
+    from .spec.compose import experiment_name, load_config
 
     reports = []
     for group, entries in DEFAULT_COMPARISON.items():
@@ -234,7 +236,7 @@ def _print_run_summary(exp_dir: Path, tested: bool, validated: bool) -> None:
 def _trained_summary(exp_dir: Path) -> str:
     """What a run that trained on every class without folds left: no metrics, the checkpoints, and
     how to embed with them."""
-    from .experiment import ExperimentFolder
+    from .results.folder import ExperimentFolder
 
     folder = ExperimentFolder(exp_dir)
     cfg = folder.config()
@@ -252,9 +254,9 @@ def _trained_summary(exp_dir: Path) -> str:
 
 
 def _embed(exp_dir: Path, out: Path, overrides: Sequence[str], seed: int | None, device: str) -> None:
-    from .embedding import embed_data_set
-    from .metrics import METRIC_LABELS
-    from .stats import metric_order
+    from .protocol.embedding import embed_data_set
+    from .protocol.metrics import METRIC_LABELS
+    from .results.stats import metric_order
 
     done = embed_data_set(exp_dir, out, overrides, seed, device)
     what = "the folds' embeddings concatenated" if done.embedding == "concatenated" else "one fold"
@@ -287,7 +289,7 @@ def _report(
 ) -> Path:
     """Write the report of ``exp_dirs`` into ``out`` (by default ``report/`` beside the first
     experiment) and return that folder."""
-    from .report import write_report
+    from .results.report import write_report
 
     out = out or exp_dirs[0].parent / "report"
     _check_report_inputs(exp_dirs, baseline, out, split)
@@ -298,7 +300,7 @@ def _report(
 def _print_summaries(report_dirs: Sequence[Path]) -> None:
     """Print the terminal summary of each report (its compact table and where it is), one after
     another: the full Markdown, with its image links and wide tables, is for reading as a file."""
-    from .terminal_summary import report_summary
+    from .results.terminal_summary import report_summary
 
     print("\n\n".join(report_summary(d) for d in report_dirs))
 
@@ -307,8 +309,8 @@ def _check_report_inputs(exp_dirs: Sequence[Path], baseline: str | None, out: Pa
     """Refuse, as a :class:`UserError`, experiment folders without valid results or with the
     same experiment, a ``--baseline`` that is not one of their experiments with ``split`` records,
     and an ``--out`` that is a file."""
-    from .config import UserError
-    from .experiment import ExperimentFolder
+    from .errors import UserError
+    from .results.folder import ExperimentFolder
 
     names: dict[str, bool] = {}  # experiment -> whether it has records of the split
     for exp_dir in exp_dirs:

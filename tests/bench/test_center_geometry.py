@@ -9,17 +9,17 @@ import pytest
 import torch
 from pytorch_metric_learning import losses, regularizers
 
-from pml_regularizers.bench.center_geometry import (
+from pml_regularizers.bench.protocol.runner import run_experiment
+from pml_regularizers.bench.results.center_geometry import (
     GEOMETRY_KEYS,
     append_geometry,
     center_geometry,
     class_centers,
     read_geometry,
 )
-from pml_regularizers.bench.checkpoints import read_checkpoint
-from pml_regularizers.bench.config import load_config
-from pml_regularizers.bench.experiment import ExperimentFolder
-from pml_regularizers.bench.runner import run_experiment
+from pml_regularizers.bench.results.checkpoints import read_checkpoint
+from pml_regularizers.bench.results.folder import ExperimentFolder
+from pml_regularizers.bench.spec.compose import load_config
 
 from .test_runner import tiny
 

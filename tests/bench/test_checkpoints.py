@@ -6,8 +6,8 @@ import re
 import pytest
 import torch
 
-from pml_regularizers.bench.checkpoints import backup_path, load_checkpoint, read_checkpoint, save_checkpoint
-from pml_regularizers.bench.config import UserError
+from pml_regularizers.bench.errors import UserError
+from pml_regularizers.bench.results.checkpoints import backup_path, load_checkpoint, read_checkpoint, save_checkpoint
 
 
 def checkpoint(epoch):

@@ -12,14 +12,15 @@ from omegaconf import OmegaConf
 
 from pml_regularizers.bench import ExperimentFolder
 from pml_regularizers.bench.cli import main as cli_main
-from pml_regularizers.bench.config import ConfigError, UserError, experiment_name, load_config
 from pml_regularizers.bench.data import FeatureSet, ImageSet
-from pml_regularizers.bench.embedding import check_trunk_input, embed_data_set, embedding_config
-from pml_regularizers.bench.experiment import Results
-from pml_regularizers.bench.experiment_data import load_experiment_data
-from pml_regularizers.bench.metrics import BenchAccuracyCalculator
-from pml_regularizers.bench.preflight import split_classes
-from pml_regularizers.bench.runner import run_experiment
+from pml_regularizers.bench.data.serve import load_experiment_data
+from pml_regularizers.bench.errors import ConfigError, UserError
+from pml_regularizers.bench.protocol.embedding import check_trunk_input, embed_data_set, embedding_config
+from pml_regularizers.bench.protocol.metrics import BenchAccuracyCalculator
+from pml_regularizers.bench.protocol.preflight import split_classes
+from pml_regularizers.bench.protocol.runner import run_experiment
+from pml_regularizers.bench.results.folder import Results
+from pml_regularizers.bench.spec.compose import experiment_name, load_config
 
 from .test_runner import tiny
 from .test_runner_faults import interrupted_run

@@ -12,8 +12,8 @@ import pytest
 import torch
 from pytorch_metric_learning import losses, miners
 
-from pml_regularizers.bench.build import Parts
-from pml_regularizers.bench.distributed import Dist, distribute
+from pml_regularizers.bench.models.build import Parts
+from pml_regularizers.bench.protocol.torchrun import Dist, distribute
 
 from .._gloo import spawn_gloo
 from .test_runner import tiny
@@ -76,7 +76,7 @@ def test_wrapped_parts_give_the_gradients_of_the_whole_batch(tmp_path):
 
 
 def _refusing_worker(rank, out_dir):
-    from pml_regularizers.bench.config import UserError
+    from pml_regularizers.bench.errors import UserError
 
     def refuse():
         raise UserError(f"refused by rank {rank}")

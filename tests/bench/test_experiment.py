@@ -1,4 +1,4 @@
-"""The experiment folder (``pml_regularizers.bench.experiment``) read back from real runs of the
+"""The experiment folder (``pml_regularizers.bench.results.folder``) read back from real runs of the
 runner: seeds and folds, the checkpoint each fold tested and its models rebuilt (checked against the
 test embeddings the runner saved), unfinished folds, results in the current format and in the one
 written before seed results shared it, and whether a folder is finished for a config."""
@@ -11,10 +11,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pml_regularizers.bench import ExperimentFolder, FoldFolder, Results, runner
-from pml_regularizers.bench.config import UserError, load_config
-from pml_regularizers.bench.experiment_data import torch_dataset
-from pml_regularizers.bench.runner import run_experiment
+from pml_regularizers.bench import ExperimentFolder, FoldFolder, Results
+from pml_regularizers.bench.data.serve import torch_dataset
+from pml_regularizers.bench.errors import UserError
+from pml_regularizers.bench.protocol import runner
+from pml_regularizers.bench.protocol.runner import run_experiment
+from pml_regularizers.bench.spec.compose import load_config
 
 from .test_runner import tiny
 from .test_runner_faults import interrupted_run

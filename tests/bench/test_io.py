@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from pml_regularizers.bench.io import atomic_torch_save, atomic_write, write_json
+from pml_regularizers.bench.results.io import atomic_torch_save, atomic_write, write_json
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):

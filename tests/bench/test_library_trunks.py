@@ -11,8 +11,8 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from pml_regularizers.bench.config import load_config
 from pml_regularizers.bench.models import WeightsDownloadError, timm_trunk, torchvision_trunk
+from pml_regularizers.bench.spec.compose import load_config
 
 models = pytest.importorskip("torchvision.models")
 # torchvision's notice that GoogLeNet's and Inception v3's default initialisation will change

@@ -13,16 +13,16 @@ import time
 
 import pytest
 
-from pml_regularizers.bench import lock as lock_module
-from pml_regularizers.bench.config import UserError
-from pml_regularizers.bench.lock import LOCK_NAME, ExperimentLock
+from pml_regularizers.bench.errors import UserError
+from pml_regularizers.bench.protocol import lock as lock_module
+from pml_regularizers.bench.protocol.lock import LOCK_NAME, ExperimentLock
 
 # A run in miniature: take the lock, fork a worker that outlives its parent, say so, wait to be killed.
 HOLDER = textwrap.dedent(
     """
     import multiprocessing, sys, time
     from pathlib import Path
-    from pml_regularizers.bench.lock import ExperimentLock
+    from pml_regularizers.bench.protocol.lock import ExperimentLock
 
     def worker():
         time.sleep(60)

@@ -41,12 +41,7 @@ from pml_regularizers.bench.data import (
     natural_transforms,
 )
 from pml_regularizers.bench.data.cache import files_key
-from pml_regularizers.bench.loader import (
-    SeededSampler,
-    auto_num_workers,
-    evaluation_loader,
-    training_loader,
-)
+from pml_regularizers.bench.data.loader import SeededSampler, auto_num_workers, evaluation_loader, training_loader
 
 from .trees import (
     MODES,
@@ -368,7 +363,7 @@ def test_package_imports_without_torchvision_and_names_the_extra():
         sys.modules["torchvision"] = None  # makes any import of torchvision fail
         import pml_regularizers
         import pml_regularizers.bench.data as data
-        import pml_regularizers.bench.loader
+        import pml_regularizers.bench.data.loader
         try:
             data.natural_transforms(True)
         except ImportError as error:
@@ -549,10 +544,8 @@ MEMORY_CHILD = textwrap.dedent(
     """
     import json, sys
     import torch
-    from pml_regularizers.bench.data import (
-        NaturalImageDataset, list_image_folder, natural_transforms
-    )
-    from pml_regularizers.bench.loader import training_loader
+    from pml_regularizers.bench.data import NaturalImageDataset, list_image_folder, natural_transforms
+    from pml_regularizers.bench.data.loader import training_loader
 
     def peak_kib():  # the high-water mark of this process image's resident memory
         with open("/proc/self/status") as status:

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from pml_regularizers.bench.cli import main as cli_main
-from pml_regularizers.bench.config import ConfigError, load_config
-from pml_regularizers.bench.experiment_data import torch_dataset
-from pml_regularizers.bench.preflight import check_input
-from pml_regularizers.bench.runner import load_experiment_data, run_experiment
+from pml_regularizers.bench.data.serve import torch_dataset
+from pml_regularizers.bench.errors import ConfigError
+from pml_regularizers.bench.protocol.preflight import check_input
+from pml_regularizers.bench.protocol.runner import load_experiment_data, run_experiment
+from pml_regularizers.bench.spec.compose import load_config
 
 from .trees import TREE_WRITERS
 

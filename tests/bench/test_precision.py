@@ -8,9 +8,10 @@ import pytest
 import torch
 from pytorch_metric_learning import losses, trainers
 
-from pml_regularizers.bench.config import ConfigError, load_config
-from pml_regularizers.bench.precision import AutocastTrunk, autocast_dtype, use_grad_scaler
-from pml_regularizers.bench.runner import run_experiment
+from pml_regularizers.bench.errors import ConfigError
+from pml_regularizers.bench.models.precision import AutocastTrunk, autocast_dtype, use_grad_scaler
+from pml_regularizers.bench.protocol.runner import run_experiment
+from pml_regularizers.bench.spec.compose import load_config
 
 from .test_runner import tiny
 

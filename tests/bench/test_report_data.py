@@ -6,16 +6,16 @@ import math
 
 import pytest
 
-from pml_regularizers.bench.report import write_report
-from pml_regularizers.bench.report_data import (
+from pml_regularizers.bench.results.report import write_report
+from pml_regularizers.bench.results.report_data import (
     ExperimentInfo,
     ReportData,
     ValidationCurve,
     read_report_data,
     write_report_data,
 )
-from pml_regularizers.bench.stats import SummaryRow, summarize
-from pml_regularizers.bench.training_logs import validation_curves
+from pml_regularizers.bench.results.stats import SummaryRow, summarize
+from pml_regularizers.bench.results.training_logs import validation_curves
 
 from .report_records import MAP, P1, fake_records, write_experiment, write_val_log
 

@@ -16,11 +16,12 @@ import torch
 from omegaconf import OmegaConf
 
 from pml_regularizers.bench.cli import main as cli_main
-from pml_regularizers.bench.config import ConfigError, load_config
 from pml_regularizers.bench.data import class_disjoint_split
-from pml_regularizers.bench.markdown import validation_curve_table
-from pml_regularizers.bench.runner import load_experiment_data, run_experiment
-from pml_regularizers.bench.training_logs import validation_curves
+from pml_regularizers.bench.errors import ConfigError
+from pml_regularizers.bench.protocol.runner import load_experiment_data, run_experiment
+from pml_regularizers.bench.results.markdown import validation_curve_table
+from pml_regularizers.bench.results.training_logs import validation_curves
+from pml_regularizers.bench.spec.compose import load_config
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +96,7 @@ def test_cross_validation_reports_separated_and_concatenated(tmp_path):
 
 
 def test_validation_only_run_never_touches_the_test_classes(tmp_path, monkeypatch):
-    from pml_regularizers.bench import runner
+    from pml_regularizers.bench.protocol import runner
 
     embedded = []
     monkeypatch.setattr(runner, "embed", lambda *a, **k: embedded.append(1))
@@ -198,7 +199,7 @@ def test_config_errors_name_the_problem(tmp_path, capsys):
 
 
 def test_missing_dataset_folder_stops_before_anything_is_written(tmp_path):
-    from pml_regularizers.bench.config import UserError
+    from pml_regularizers.bench.errors import UserError
 
     with pytest.raises(UserError, match=f"dataset=omniglot: Omniglot root {tmp_path / 'nope'} does not exist") as info:
         run_experiment(load_config([f"output_dir={tmp_path}", "dataset=omniglot", f"dataset.root={tmp_path / 'nope'}"]))
@@ -270,7 +271,7 @@ def test_the_runner_builds_the_same_wrapped_loss_as_the_python_api(tmp_path):
     from pytorch_metric_learning.losses import ProxyAnchorLoss
 
     from pml_regularizers import DuelingFlowEmbedder, JacobianDeterminantLoss
-    from pml_regularizers.bench.build import build_loss
+    from pml_regularizers.bench.models.build import build_loss
 
     cfg = load_config(
         tiny(

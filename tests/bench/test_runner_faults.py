@@ -19,10 +19,12 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from pml_regularizers.bench import ExperimentFolder, training
+from pml_regularizers.bench import ExperimentFolder
 from pml_regularizers.bench.cli import main as cli_main
-from pml_regularizers.bench.config import ConfigError, UserError, config_digest, experiment_name, load_config
-from pml_regularizers.bench.runner import run_experiment
+from pml_regularizers.bench.errors import ConfigError, UserError
+from pml_regularizers.bench.protocol import fold as training
+from pml_regularizers.bench.protocol.runner import run_experiment
+from pml_regularizers.bench.spec.compose import config_digest, experiment_name, load_config
 
 from .test_runner import metrics_of, tiny
 
@@ -100,7 +102,7 @@ def test_an_epoch_without_a_batch_is_refused_before_anything_is_written(tmp_path
 
 
 def test_under_torchrun_each_process_needs_its_share_of_a_batch(tmp_path):
-    from pml_regularizers.bench.preflight import check_batches
+    from pml_regularizers.bench.protocol.preflight import check_batches
 
     cfg = load_config(tiny(tmp_path, "batch_size=48"))
     check_batches(cfg, 2, torch.arange(48) % 8, world=2)  # 24 images and one batch of 24 each
@@ -150,7 +152,7 @@ def test_splits_without_meaningful_metrics_are_refused(tmp_path, capsys, extra, 
 
 
 def test_single_image_classes_are_named_in_a_warning(tmp_path, caplog):
-    from pml_regularizers.bench.preflight import check_retrieval_sets
+    from pml_regularizers.bench.protocol.preflight import check_retrieval_sets
 
     labels = torch.tensor([0, 0, 1, 1, 2, 3, 3, 4, 5, 5])
     cfg = load_config(tiny(tmp_path))
@@ -197,7 +199,7 @@ def test_a_folder_without_a_finished_epoch_is_taken_over(tmp_path, caplog):
     (exp_dir / "config.yaml").write_text(OmegaConf.to_yaml(other))
     with pytest.raises(UserError, match=f"nothing to evaluate: {exp_dir} holds no finished epoch"):
         run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=1")), evaluate_only=True)
-    with caplog.at_level(logging.WARNING, logger="pml_regularizers.bench.experiment"):
+    with caplog.at_level(logging.WARNING, logger="pml_regularizers.bench.results.folder"):
         run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=1")))
     assert f"taking over {exp_dir}" in caplog.text and "differs at: device" in caplog.text
     assert (exp_dir / "results.json").exists()
@@ -229,7 +231,7 @@ def test_a_lost_latest_checkpoint_resumes_from_the_previous_one(tmp_path, monkey
         latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
     else:  # a crash between moving the old checkpoint aside and moving the new one in
         latest.unlink()
-    with caplog.at_level(logging.WARNING, logger="pml_regularizers.bench.fold_checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="pml_regularizers.bench.protocol.fold_checkpoints"):
         resumed = run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=3", "experiment=resumed")))
     assert str(latest) in caplog.text and "resuming from checkpoint_latest.backup.pt (epoch 1)" in caplog.text
     straight = run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=3", "experiment=straight")))
@@ -344,7 +346,7 @@ def test_a_poisoned_test_embeddings_file_costs_its_plot_not_the_report(tmp_path,
     embeddings = exp_dir / "seed_0" / "test_embeddings.pt"
     torch.save({"embeddings": Payload(tmp_path / "marker")}, embeddings)
     out = tmp_path / "report"
-    with caplog.at_level(logging.WARNING, logger="pml_regularizers.bench.report"):
+    with caplog.at_level(logging.WARNING, logger="pml_regularizers.bench.results.report"):
         assert cli_main(["report", str(exp_dir), "--out", str(out)]) == 0
     assert f"no test embedding map for {EXPERIMENT}: {embeddings} holds Python objects besides tensors" in caplog.text
     assert "weights_only" not in caplog.text and not (tmp_path / "marker").exists()
@@ -509,7 +511,7 @@ def test_other_user_errors_are_one_line(tmp_path, capsys, overrides, expected):
 def test_the_python_api_raises_instead_of_exiting(tmp_path):
     with pytest.raises(ConfigError, match="fold 0 trains on 48 images but batch_size is 64"):
         run_experiment(load_config(tiny(tmp_path, "batch_size=64")))
-    from pml_regularizers.bench.config import UserError
+    from pml_regularizers.bench.errors import UserError
 
     with pytest.raises(UserError, match="nothing to evaluate"):
         run_experiment(load_config(tiny(tmp_path)), evaluate_only=True)

@@ -11,9 +11,9 @@ import pytest
 from scipy import stats
 
 from pml_regularizers.bench import cli
-from pml_regularizers.bench.config import experiment_name
-from pml_regularizers.bench.stats import SummaryRow, summarize, verdict
-from pml_regularizers.bench.terminal_summary import compact_table, method_name
+from pml_regularizers.bench.results.stats import SummaryRow, summarize, verdict
+from pml_regularizers.bench.results.terminal_summary import compact_table, method_name
+from pml_regularizers.bench.spec.compose import experiment_name
 
 from .report_records import BASE_MAP, MAP, P1, REG_MAP, fake_records, write_experiment
 
@@ -158,7 +158,7 @@ def test_compare_prints_one_compact_table_per_group(tmp_path, monkeypatch, capsy
     """_compare's output on prepared experiment folders: the runner is replaced by one that writes
     known results (MAP@R 0.40, 0.42, 0.44 for seeds 0-2 of the base losses, linear or flow; 0.02,
     0.03, 0.04 more for the methods)."""
-    from pml_regularizers.bench import runner
+    from pml_regularizers.bench.protocol import runner
 
     bases = {
         "glyphs-proxy_anchor-linear",

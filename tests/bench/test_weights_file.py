@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from pml_regularizers.bench.models import Conv4, timm_trunk, torchvision_trunk
-from pml_regularizers.bench.weights_file import load_weights_file, read_state_dict
+from pml_regularizers.bench.models.weights_file import load_weights_file, read_state_dict
 
 models = pytest.importorskip("torchvision.models")
 # GoogLeNet's own initialisation (truncated normal, its auxiliary classifiers included) takes a

@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..io import atomic_torch_save, read_torch_file
+from ..results.io import atomic_torch_save, read_torch_file
 from .images import ImageSet
 from .problems import warn_data
 

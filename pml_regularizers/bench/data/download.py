@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
-from ..io import atomic_write
+from ..results.io import atomic_write
 
 
 def file_md5(path: str | os.PathLike) -> str:

@@ -8,7 +8,7 @@ Reproducible augmentation: an item can be asked for as ``(index, item_seed)``. I
 runs under ``torch.random.fork_rng`` with torch's CPU generator seeded to ``item_seed``, so its
 random choices depend on that seed alone (not on the worker that serves it, nor on what that
 worker served before), and the caller's generator is left as it was.
-:class:`~pml_regularizers.bench.loader.SeededSampler` yields such pairs.
+:class:`~pml_regularizers.bench.data.loader.SeededSampler` yields such pairs.
 """
 
 from __future__ import annotations

@@ -1,0 +1,230 @@
+"""The training of one fold of a benchmark run with a PML trainer (:func:`train_fold`), and the
+embedding of a dataset with the models it leaves (:func:`embed`).
+
+A fold trains from scratch, or from its latest checkpoint, one epoch at a time: each epoch draws
+from RNGs reseeded from (seed, fold, epoch, rank) (:func:`~pml_regularizers.bench.protocol.seeding.reseed`),
+is validated (with a validation set, on rank 0) and ends with a checkpoint, so that a resumed fold
+follows the path of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from pytorch_metric_learning import testers
+from pytorch_metric_learning.utils import logging_presets
+from torch import distributed as dist
+
+from ..data import NaturalImageDataset
+from ..data.loader import evaluation_loader, num_workers, training_loader
+from ..data.serve import DataSet, torch_dataset
+from ..models.build import Optimization, Parts, build_optimization, build_parts
+from ..models.precision import trunk_runner, use_grad_scaler
+from ..results.center_geometry import append_geometry, class_centers
+from ..results.checkpoints import CheckpointOwner
+from ..results.folder import FoldFolder
+from .fold_checkpoints import load_fold_checkpoint, save_fold_checkpoint
+from .metrics import BenchAccuracyCalculator
+from .preflight import training_sampler
+from .seeding import reseed
+from .torchrun import Dist, distribute
+
+__all__ = ["PRIMARY", "FoldJob", "embed", "train_fold"]
+
+PRIMARY = "mean_average_precision_at_r"
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """One fold of one seed to train, or to load once trained: what :func:`train_fold` reads,
+    passed as one object.
+
+    Attributes
+    ----------
+    cfg : DictConfig
+        The experiment's config.
+    data : ImageSet, FeatureSet or FileSet
+        The whole data set (its kind decides the trunk's input).
+    train_subset : ImageSet, FeatureSet or FileSet
+        The fold's training classes.
+    val_set : torch.utils.data.Dataset or None
+        The fold's validation classes; None without cross-validation.
+    folder : FoldFolder
+        Where its checkpoints and logs go; it names the seed and the fold.
+    device : torch.device
+        Where it trains.
+    ddp : Dist
+        This process's place in the torchrun job.
+    """
+
+    cfg: DictConfig
+    data: DataSet
+    train_subset: DataSet
+    val_set: torch.utils.data.Dataset | None
+    folder: FoldFolder
+    device: torch.device
+    ddp: Dist
+
+    @property
+    def owner(self) -> CheckpointOwner:
+        """Whose checkpoints the fold writes and reads back: this fold of this seed of ``cfg``."""
+        return CheckpointOwner.of(self.cfg, self.folder.seed, self.folder.fold)
+
+
+def train_fold(job: FoldJob) -> tuple[dict[str, torch.nn.Module], float]:
+    """Train one fold from scratch or from its latest checkpoint (nothing when it has finished,
+    which is all that ``evaluate`` finds: :func:`~pml_regularizers.bench.protocol.fold_checkpoints.check_trained`).
+
+    Returns the models (the best validation epoch's, when there is a validation set) and the
+    best validation MAP@R (nan without validation).
+    """
+    folder, device = job.folder, job.device
+    reseed(folder.seed, folder.fold, 0)
+    parts = build_parts(job.cfg, job.data, job.train_subset.num_classes, device)
+    optimization = build_optimization(job.cfg, parts, device)
+    owner = job.owner
+    state = load_fold_checkpoint(folder.latest, folder, owner, parts, optimization.resumable, device) or {
+        "epoch": 0,
+        "best_epoch": 0,
+        "best_score": -math.inf,
+        "done": False,
+    }
+    if not state["done"]:
+        _fit(job, parts, optimization, state)
+    job.ddp.barrier()
+    if folder.tests_best(job.val_set is not None):
+        load_fold_checkpoint(folder.best, folder, owner, parts, None, device, best_epoch=state["best_epoch"])
+    score = float(state["best_score"]) if job.val_set is not None else math.nan
+    return parts.models, score
+
+
+def _fit(job: FoldJob, parts: Parts, optimization: Optimization, state: dict) -> None:
+    """Train ``parts`` from the epoch after ``state["epoch"]`` until the last epoch or early
+    stopping, updating ``state`` and saving the checkpoints after each epoch."""
+    cfg, folder, device, ddp = job.cfg, job.folder, job.device, job.ddp
+    train_set = torch_dataset(job.train_subset, cfg, train=True)
+    record_keeper = hooks = None
+    if ddp.main:
+        record_keeper, _, _ = logging_presets.get_record_keeper(str(folder.logs), str(folder.tensorboard))
+        if record_keeper is None:
+            raise RuntimeError("record-keeper logging needs the tensorboard package")
+        hooks = logging_presets.get_hook_container(record_keeper, primary_metric=PRIMARY)
+    batch_size = cfg.batch_size // ddp.world
+    sampler = training_sampler(cfg, train_set.labels, batch_size, ddp.world, ddp.rank, folder.seed)
+    models, loss_funcs, miner = distribute(parts, ddp, device)
+    models["trunk"] = trunk_runner(models["trunk"], cfg, device)
+    workers = num_workers(cfg, train_set, ddp.world)
+    trainer = instantiate(
+        cfg.trainer,
+        models=models,
+        optimizers=optimization.optimizers,
+        batch_size=batch_size,
+        loss_funcs=loss_funcs,
+        mining_funcs={"tuple_miner": miner} if miner is not None else {},
+        dataset=train_set,
+        sampler=sampler,
+        dataloader_num_workers=workers,
+        iterations_per_epoch=cfg.iterations_per_epoch,
+        freeze_trunk_batchnorm=cfg.freeze_trunk_bn,
+        data_device=device,
+        end_of_iteration_hook=hooks.end_of_iteration_hook if hooks else None,
+        _convert_="object",
+    )
+    if optimization.scaler is not None:
+        use_grad_scaler(trainer, optimization.scaler)
+    if isinstance(train_set, NaturalImageDataset):
+        _keep_loader(
+            trainer,
+            training_loader(
+                train_set,
+                batch_size,
+                sampler,
+                workers,
+                pin_memory=device.type == "cuda",
+                persistent_workers=True,
+            ),
+        )
+    eval_trunk = trunk_runner(parts.models["trunk"], cfg, device)
+    tester = None
+    if job.val_set is not None and ddp.main:
+        assert hooks is not None  # made above on the main process
+        tester = testers.GlobalEmbeddingSpaceTester(
+            accuracy_calculator=BenchAccuracyCalculator(include=(PRIMARY,)),
+            end_of_testing_hook=hooks.end_of_testing_hook,
+            dataloader_num_workers=num_workers(cfg, job.val_set, 1),
+        )
+    centers = class_centers(parts.loss_funcs["metric_loss"])
+    if centers is not None and ddp.main and state["epoch"] == 0:
+        append_geometry(folder.center_geometry, 0, centers)
+    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+        reseed(folder.seed, folder.fold, epoch, ddp.rank)
+        if isinstance(sampler, torch.utils.data.DistributedSampler):
+            sampler.set_epoch(epoch)
+        trainer.train(start_epoch=epoch, num_epochs=epoch)
+        if tester is not None:
+            acc = tester.test({"val": job.val_set}, epoch, eval_trunk, parts.models["embedder"])
+            score = float(acc["val"][f"{PRIMARY}_level0"])
+            if score > state["best_score"]:
+                state.update(best_epoch=epoch, best_score=score)
+                save_fold_checkpoint(folder.best, parts, None, state, keep_previous=False, owner=job.owner)
+        state["epoch"] = epoch
+        stop = cfg.patience is not None and epoch - state["best_epoch"] >= cfg.patience
+        state["done"] = stop or epoch == cfg.epochs
+        if ddp.world > 1:  # only rank 0 validates: every rank stops when rank 0 does
+            shared = [state]
+            dist.broadcast_object_list(shared, src=0)
+            state.update(shared[0])
+        if ddp.main:
+            assert record_keeper is not None  # made above on the main process
+            record_keeper.save_records()
+            if centers is not None:
+                append_geometry(folder.center_geometry, epoch, centers)
+            save_fold_checkpoint(
+                folder.latest, parts, optimization.resumable, state, keep_previous=True, owner=job.owner
+            )
+        if state["done"]:
+            break
+
+
+def _keep_loader(trainer: Any, loader: torch.utils.data.DataLoader) -> None:
+    """Make a PML trainer train from ``loader`` in every ``train()`` call.
+
+    PML's trainers build a new DataLoader at each ``train()``, which the runner calls once an
+    epoch; keeping one lets its workers persist between epochs (and pin memory), while the
+    loader's :class:`~pml_regularizers.bench.data.loader.SeededSampler` still draws each epoch's order
+    and augmentation from the generator the runner reseeds per (seed, fold, epoch).
+    """
+
+    def initialize_dataloader() -> None:
+        trainer.dataloader = loader
+        if not trainer.iterations_per_epoch:
+            trainer.iterations_per_epoch = len(loader)
+        trainer.dataloader_iter = iter(loader)
+
+    trainer.initialize_dataloader = initialize_dataloader
+
+
+@torch.no_grad()
+def embed(
+    models: dict[str, torch.nn.Module],
+    dataset: torch.utils.data.Dataset,
+    cfg: DictConfig,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The L2-normalised embeddings of ``dataset`` by ``models`` (trunk then embedder, in eval mode,
+    with the trunk run as in training: :func:`~pml_regularizers.bench.run_settings.trunk_runner`),
+    and its labels, on the CPU."""
+    for m in models.values():
+        m.eval()
+    trunk = trunk_runner(models["trunk"], cfg, device)
+    loader = evaluation_loader(dataset, 256, num_workers(cfg, dataset, 1), pin_memory=device.type == "cuda")
+    out, labels = [], []
+    for x, y in loader:
+        out.append(models["embedder"](trunk(x.to(device))).cpu())
+        labels.append(y)
+    return torch.nn.functional.normalize(torch.cat(out), dim=1), torch.cat(labels)
