@@ -96,8 +96,8 @@ def loaders(root: Path, batch: int, workers: int, crop: int) -> dict[str, object
     import torch
     from torchvision.datasets import ImageFolder
 
+    from pml_regularizers.bench import training_loader
     from pml_regularizers.bench.data import NaturalImageDataset, list_image_folder, natural_transforms
-    from pml_regularizers.bench.data.loader import training_loader
 
     transform = natural_transforms(True, crop=crop)
     pml = training_loader(NaturalImageDataset(list_image_folder(root), transform), batch, num_workers=workers)
@@ -127,8 +127,8 @@ def memory_child(root: Path, batch: int, workers: int, crop: int) -> dict[str, i
     """One ``pml`` epoch over ``root``, in this (fresh) process; peaks in KiB."""
     import torch
 
+    from pml_regularizers.bench import training_loader
     from pml_regularizers.bench.data import NaturalImageDataset, list_image_folder, natural_transforms
-    from pml_regularizers.bench.data.loader import training_loader
 
     transform = natural_transforms(True, crop=crop)
     after_imports = peak_kib()
@@ -162,7 +162,7 @@ def main() -> None:
     parser.add_argument("--memory-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.workers is None:
-        from pml_regularizers.bench.data.loader import auto_num_workers
+        from pml_regularizers.bench import auto_num_workers
 
         args.workers = auto_num_workers()
     if args.memory_child:

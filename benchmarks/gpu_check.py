@@ -71,8 +71,7 @@ def run_runner(args: argparse.Namespace, tree: str, out: str) -> float:
     """The runner's work; returns the seconds its training loop took."""
     from pytorch_metric_learning.trainers import MetricLossOnly
 
-    from pml_regularizers.bench.protocol.runner import run_experiment
-    from pml_regularizers.bench.spec.compose import load_config
+    from pml_regularizers.bench import load_spec, run_experiment
 
     spent = []
     train = MetricLossOnly.train
@@ -84,7 +83,7 @@ def run_runner(args: argparse.Namespace, tree: str, out: str) -> float:
 
     MetricLossOnly.train = timed_train
     run_experiment(
-        load_config(
+        load_spec(
             [
                 "preset=reality_check_cub",
                 f"dataset.root={tree}",

@@ -2,7 +2,7 @@
 
 Both sides train the same model on the same data for one epoch and test it once:
 
-- ``runner``: ``run_experiment(load_config([...]))`` with ``epochs=1 seeds=1 cv_folds=0``: Hydra
+- ``runner``: ``run_experiment(load_spec([...]))`` with ``epochs=1 seeds=1 cv_folds=0``: Hydra
   composition, config checks, record-keeper logs, the checkpoint, the test embeddings and the
   results JSON;
 - ``script``: what a user writes by hand with PML: the glyph set from the same cache, a conv-4
@@ -46,10 +46,9 @@ def _overrides(out: str, cache: str, classes: int) -> list[str]:
 
 
 def run_runner(out: str, cache: str, classes: int) -> None:
-    from pml_regularizers.bench.protocol.runner import run_experiment
-    from pml_regularizers.bench.spec.compose import load_config
+    from pml_regularizers.bench import load_spec, run_experiment
 
-    run_experiment(load_config(_overrides(out, cache, classes)))
+    run_experiment(load_spec(_overrides(out, cache, classes)))
 
 
 def run_script(out: str, cache: str, classes: int) -> None:
@@ -57,9 +56,9 @@ def run_script(out: str, cache: str, classes: int) -> None:
     from pytorch_metric_learning import losses, trainers
     from pytorch_metric_learning.utils import logging_presets
 
+    from pml_regularizers.bench import BenchAccuracyCalculator
     from pml_regularizers.bench.data import TensorImageDataset, class_disjoint_split, load_glyphs
     from pml_regularizers.bench.models import Conv4
-    from pml_regularizers.bench.protocol.metrics import BenchAccuracyCalculator
 
     torch.manual_seed(0)
     data = load_glyphs(size=SIZE, num_classes=classes, cache_dir=cache)

@@ -1,7 +1,7 @@
 """The benchmark runner from Python: ProxyAnchor with and without SkewedMeanRegularizer on the
 offline glyph data set, through the functions behind `pml-bench`, then their paired report.
 
-`load_config` composes a config from the YAML groups in pml_regularizers/bench/conf/ and
+`load_spec` composes and checks a config from the YAML groups in pml_regularizers/bench/conf/ and
 command-line style `key=value` overrides; `run_experiment` trains and tests one experiment per
 config, seed by seed, into its own folder (a second run resumes or skips finished work);
 `write_report` pairs the method with its base loss by seed and writes report.md with the table and
@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pml_regularizers.bench.protocol.runner import run_experiment
-from pml_regularizers.bench.results.report import write_report
-from pml_regularizers.bench.spec.compose import experiment_name, load_config
+from pml_regularizers.bench import load_spec, run_experiment, write_report
 
 # The base loss first: the report pairs every other experiment with it, seed by seed.
 COMPARISON = {
@@ -67,10 +65,10 @@ def main() -> None:
 
     experiment_dirs, baseline = [], None
     for label, choices in COMPARISON.items():
-        cfg = load_config([*choices, *overrides])
-        baseline = baseline or experiment_name(cfg)
-        print(f"{label}: experiment {experiment_name(cfg)} ({cfg.seeds} seeds, {cfg.epochs} epochs)")
-        experiment_dirs.append(run_experiment(cfg))
+        spec = load_spec([*choices, *overrides])
+        baseline = baseline or spec.experiment
+        print(f"{label}: experiment {spec.experiment} ({spec.protocol.seeds} seeds, {spec.protocol.epochs} epochs)")
+        experiment_dirs.append(run_experiment(spec))
 
     report_dir = output_dir / "comparison"
     print(write_report(experiment_dirs, report_dir, baseline=baseline))

@@ -39,14 +39,17 @@ from typing import Any
 
 import numpy as np
 
-from pml_regularizers.bench.protocol.runner import run_experiment
-from pml_regularizers.bench.results.folder import ExperimentFolder
-from pml_regularizers.bench.results.markdown import markdown_table
-from pml_regularizers.bench.results.plots import plot_training_curves
-from pml_regularizers.bench.results.report import write_report
-from pml_regularizers.bench.results.stats import summarize
-from pml_regularizers.bench.results.training_logs import VAL_LOG, VAL_MAP_AT_R
-from pml_regularizers.bench.spec.compose import load_config
+from pml_regularizers.bench import (
+    VAL_LOG,
+    VAL_MAP_AT_R,
+    ExperimentFolder,
+    load_spec,
+    markdown_table,
+    plot_training_curves,
+    run_experiment,
+    summarize,
+    write_report,
+)
 
 PRIMARY = "mean_average_precision_at_r"
 # Adam learning rates; the first Omniglot study chose the top of (3e-4, 1e-3, 3e-3), so the grid moved up.
@@ -202,8 +205,7 @@ def run_named(name: str, overrides: list[str], out: Path, cache: Path | None) ->
     args = [f"output_dir={out}", f"experiment={name}", *overrides]
     if cache is not None:
         args.append(f"dataset.cache_dir={cache}")
-    cfg = load_config(args)
-    return run_experiment(cfg, command=shlex.join(["pml-bench", "run", *args]))
+    return run_experiment(load_spec(args), command=shlex.join(["pml-bench", "run", *args]))
 
 
 def val_score(exp_dir: Path) -> float:

@@ -17,9 +17,7 @@ import sys
 from pathlib import Path
 
 from experiments.evidence import PRIMARY, STUDIES, script_command
-from pml_regularizers.bench.results.markdown import provenance_lines
-from pml_regularizers.bench.results.report_data import REPORT_JSON, ReportData, read_report_data
-from pml_regularizers.bench.results.stats import SummaryRow, verdict
+from pml_regularizers.bench import REPORT_JSON, ReportData, SummaryRow, provenance_lines, read_report_data, verdict
 
 EMBEDDINGS = ("separated", "concatenated")
 _VERDICTS = {"better": "higher", "worse": "lower", "no clear difference": "no measurable difference"}

@@ -30,13 +30,17 @@ from pathlib import Path
 import numpy as np
 
 from experiments.evidence import best_point, run_all, run_named, script_command, search_runs
-from pml_regularizers.bench.results.center_geometry import GEOMETRY_KEYS, read_geometry
-from pml_regularizers.bench.results.checkpoints import read_checkpoint
-from pml_regularizers.bench.results.folder import ExperimentFolder
-from pml_regularizers.bench.results.io import write_json
-from pml_regularizers.bench.results.plots import plot_training_curves
-from pml_regularizers.bench.results.report import write_report
-from pml_regularizers.bench.results.training_logs import VAL_LOG, VAL_MAP_AT_R
+from pml_regularizers.bench import (
+    GEOMETRY_KEYS,
+    VAL_LOG,
+    VAL_MAP_AT_R,
+    ExperimentFolder,
+    plot_training_curves,
+    read_checkpoint,
+    read_geometry,
+    write_json,
+    write_report,
+)
 
 LR_GRID = (("optimizer.lr=0.001",), ("optimizer.lr=0.003",))
 # Each weight regularizer at its loss weight (weight_reg_weight) 0.1 and 1.0, PML's default; the

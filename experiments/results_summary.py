@@ -30,9 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from experiments.evidence import PRIMARY
-from pml_regularizers.bench.results.io import write_json
-from pml_regularizers.bench.results.report_data import REPORT_JSON, read_report_data
-from pml_regularizers.bench.results.stats import SummaryRow, verdict
+from pml_regularizers.bench import REPORT_JSON, SummaryRow, read_report_data, verdict, write_json
 
 EMBEDDING = "separated"
 START = "<!-- summary-table:start -->"

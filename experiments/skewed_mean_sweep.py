@@ -39,10 +39,7 @@ from experiments.evidence import (
     script_command,
     val_score,
 )
-from pml_regularizers.bench.results.checkpoints import read_checkpoint
-from pml_regularizers.bench.results.folder import ExperimentFolder
-from pml_regularizers.bench.results.markdown import provenance_lines
-from pml_regularizers.bench.results.training_logs import mean_loss_curve
+from pml_regularizers.bench import ExperimentFolder, mean_loss_curve, provenance_lines, read_checkpoint
 from pml_regularizers.functional import gram_pairwise_skewed_mean, pairwise_cosine_stats
 
 WEIGHTS = (0.0, 0.1, 1.0, 10.0, 100.0)

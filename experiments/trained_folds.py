@@ -17,9 +17,14 @@ import numpy as np
 import torch
 
 from experiments.evidence import script_command, val_score
-from pml_regularizers.bench.data.serve import torch_dataset
-from pml_regularizers.bench.results.folder import ExperimentFolder
-from pml_regularizers.bench.results.markdown import provenance_lines
+from pml_regularizers.bench import (
+    ExperimentFolder,
+    experiment_data,
+    experiment_split,
+    provenance_lines,
+    torch_dataset,
+    trained_models,
+)
 
 Measure = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], dict[str, float]]
 Figures = Callable[[Path], tuple[dict[str, list[float]], int]]
@@ -33,18 +38,18 @@ def measure_folds(exp_dir: Path, embedder: str, kind: str, measure: Measure) -> 
     such an experiment in the error raised for any other.
     """
     folder = ExperimentFolder(exp_dir)
-    cfg = folder.config()
-    if cfg.choices.embedder != embedder:
-        raise ValueError(f"{exp_dir} is not a {kind} experiment (embedder={cfg.choices.embedder})")
-    data = folder.data()
-    _, _, folds = folder.split(data)
+    spec = folder.spec()
+    if spec.choices["embedder"] != embedder:
+        raise ValueError(f"{exp_dir} is not a {kind} experiment (embedder={spec.choices['embedder']})")
+    data = experiment_data(folder)
+    _, _, folds = experiment_split(folder, data)
     values: dict[str, list[float]] = {}
     count = 0
     for fold in folder.folds():
-        models = folder.tested_models(fold, data)
+        models = trained_models(folder, fold, data)
         if models is None:
             continue
-        dataset = torch_dataset(data.subset(folds[fold.fold][0]), cfg, train=False)
+        dataset = torch_dataset(data.subset(folds[fold.fold][0]), spec.data, train=False)
         loader = torch.utils.data.DataLoader(dataset, batch_size=256)
         features, labels = zip(*((models["trunk"](x), y) for x, y in loader))
         for name, value in measure(models["embedder"], torch.cat(features), torch.cat(labels)).items():

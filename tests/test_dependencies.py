@@ -32,7 +32,9 @@ PACKAGE = REPO / "pml_regularizers"
 SMOKE = Path(__file__).with_name("core_smoke.py")
 # The modules of the bench that import the vision extra's packages (lazily, with a message that
 # names the extra when they are missing).
-VISION_MODULES = frozenset({"bench/models/library_trunks.py", "bench/models/weights_file.py", "bench/data/transforms.py"})
+VISION_MODULES = frozenset(
+    {"bench/models/library_trunks.py", "bench/models/weights_file.py", "bench/data/transforms.py"}
+)
 # Import name -> distribution, for every third-party module the package imports (and a few it may),
 # written out here rather than taken from extras.BENCH_MODULES, which the tests check against it.
 DISTRIBUTION_OF = {

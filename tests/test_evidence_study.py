@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from experiments import dvml_samples, evidence, flow_volume
 from experiments import evidence_summary as summary
 from experiments import skewed_mean_sweep as sweep
-from pml_regularizers.bench.results.report_data import read_report_data
+from pml_regularizers.bench import read_report_data
 
 pytestmark = pytest.mark.slow
 
@@ -32,15 +32,16 @@ def splits_of(exp_dir):
 
 
 def test_every_study_composes_valid_configs():
-    from pml_regularizers.bench.spec.compose import load_config
+    from pml_regularizers.bench import load_spec
 
     for name, study in evidence.STUDIES.items():
         method = [*study.base, *study.method]
         for overrides in (study.base, *study.extra.values(), *([*method, *point] for point in study.method_grid)):
-            cfg = load_config(list(overrides))
+            spec = load_spec(list(overrides))
+            config = OmegaConf.create(spec.config)
             expected = dict(o.split("=", 1) for o in overrides)  # a later override of a key wins
             for key, value in expected.items():
-                got = cfg.choices[key] if key in cfg.choices else OmegaConf.select(cfg, key)
+                got = spec.choices[key] if key in spec.choices else OmegaConf.select(config, key)
                 assert str(got) == value, (name, key)
 
 

@@ -241,7 +241,7 @@ def test_the_flow_is_not_a_submodule():
     assert len(optimizer.param_groups[0]["params"]) == len(flow_params) + 1
     loss_fn.double()
     assert next(flow.parameters()).dtype == torch.float32
-    assert loss_fn.embedding_regularizer.flow is flow
+    assert loss_fn.embedding_regularizer.embedder is flow
 
 
 def test_dueling_embedder_regularizes_branch_one():
@@ -282,13 +282,13 @@ def test_stats_off_by_default():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"flow": torch.nn.Linear(3, 3)}, "flow must be a FlowEmbedder or DuelingFlowEmbedder, got Linear"),
+        ({"embedder": torch.nn.Linear(3, 3)}, "embedder must be a FlowEmbedder or DuelingFlowEmbedder, got Linear"),
         ({"penalty": "abs"}, "penalty must be one of"),
         ({"target": math.nan}, "target must be a finite"),
     ],
 )
 def test_bad_arguments(kwargs, match):
-    args = {"flow": random_flow(), **kwargs}
+    args = {"embedder": random_flow(), **kwargs}
     with pytest.raises(ValueError, match=match):
         JacobianDeterminantRegularizer(**args)
 
@@ -315,3 +315,12 @@ def test_bad_input(x, exc, match):
     flow(torch.randn(4, 10))
     with pytest.raises(exc, match=match):
         JacobianDeterminantRegularizer(flow)(x)
+
+
+def test_flow_is_the_former_name_of_embedder():
+    flow = random_flow()
+    with pytest.warns(FutureWarning, match=r"is now JacobianDeterminantRegularizer\(embedder=...\)"):
+        reg = JacobianDeterminantRegularizer(flow=flow)
+    assert reg.embedder is flow
+    with pytest.raises(ValueError, match="give the flow as embedder only"):
+        JacobianDeterminantRegularizer(flow, flow=flow)

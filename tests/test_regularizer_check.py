@@ -10,11 +10,14 @@ from omegaconf import OmegaConf
 
 from experiments import regularizer_check as check
 from experiments.evidence import val_score
-from pml_regularizers.bench.results.center_geometry import GEOMETRY_KEYS, read_geometry
-from pml_regularizers.bench.results.checkpoints import read_checkpoint
-from pml_regularizers.bench.results.folder import ExperimentFolder
-from pml_regularizers.bench.results.report_data import read_report_data
-from pml_regularizers.bench.spec.compose import load_config
+from pml_regularizers.bench import (
+    GEOMETRY_KEYS,
+    ExperimentFolder,
+    load_spec,
+    read_checkpoint,
+    read_geometry,
+    read_report_data,
+)
 
 
 def test_every_row_composes_its_configs():
@@ -22,9 +25,10 @@ def test_every_row_composes_its_configs():
         for role_name, role in roles.items():
             for point in role.grid:
                 overrides = [*role.fixed, *point]
-                cfg = load_config(overrides)
+                spec = load_spec(overrides)
+                config = OmegaConf.create(spec.config)
                 for key, value in (o.split("=", 1) for o in overrides):
-                    got = cfg.choices[key] if key in cfg.choices else OmegaConf.select(cfg, key)
+                    got = spec.choices[key] if key in spec.choices else OmegaConf.select(config, key)
                     assert str(got) == value, (family, role_name, key)
             if role.lr_from is not None:
                 assert roles[role.lr_from].grid == check.LR_GRID
@@ -67,7 +71,7 @@ def test_tiny_check_searches_on_validation_and_runs_methods_at_their_bases_rate(
                 lr: val_score(out / f"{_tag(family)}-{base}-search-lr{lr}")
                 for lr in (p[0].split("=")[1] for p in check.LR_GRID)
             }
-            assert final.config().optimizer.lr == float(max(scores, key=lambda lr: scores[lr]))
+            assert final.config()["optimizer"]["lr"] == float(max(scores, key=lambda lr: scores[lr]))
 
 
 @pytest.mark.slow

@@ -11,8 +11,8 @@ import pytest
 
 from experiments import results_summary as rs
 from experiments.evidence import PRIMARY
+from pml_regularizers.bench import SummaryRow
 from pml_regularizers.bench.results.report_data import ExperimentInfo, ReportData, read_report_data, write_report_data
-from pml_regularizers.bench.results.stats import SummaryRow
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

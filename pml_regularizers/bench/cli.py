@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from .data import DataWarning, ImageDecodeError
     from .errors import UserError
-    from .spec.compose import load_config, tests_held_out_classes  # needs the bench extra
+    from .spec.compose import load_spec  # needs the bench extra
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _show_data_warnings_as_lines(DataWarning)
@@ -134,12 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             from .protocol.runner import run_experiment
 
-            cfg = load_config(args.overrides)
+            spec = load_spec(args.overrides)
             exp_dir = run_experiment(
-                cfg, evaluate_only=args.command == "evaluate", command=_command("run", args.overrides)
+                spec, evaluate_only=args.command == "evaluate", command=_command("run", args.overrides)
             )
             if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports
-                _print_run_summary(exp_dir, tested=tests_held_out_classes(cfg), validated=bool(cfg.cv_folds))
+                protocol = spec.protocol
+                _print_run_summary(exp_dir, tested=protocol.tests_held_out_classes, validated=protocol.validated)
     except UserError as err:
         print(f"pml-bench: error: {_one_line(str(err))}", file=sys.stderr)
         return 2
@@ -175,15 +176,15 @@ def _check_data(overrides: Sequence[str], workers: int | None, out: Path | None)
     from .data.check import check_data
     from .errors import UserError
     from .results.io import check_writable, write_json
-    from .spec.compose import load_config
+    from .spec.compose import load_spec
 
-    cfg = load_config(overrides)
+    spec = load_spec(overrides)
     if out is not None:
         try:
             check_writable(out)
         except ValueError as err:
             raise UserError(f"--out: {err}") from None
-    found = check_data(cfg, workers)
+    found = check_data(spec.data, workers)
     what = "decoded" if found.decoded else "loaded"
     lines = [
         f"{what} {found.num_images} images of {found.num_classes} classes (dataset={found.dataset}"
@@ -206,16 +207,16 @@ def _one_line(message: str) -> str:
 
 def _compare(overrides: Sequence[str]) -> None:
     from .protocol.runner import run_experiment
-    from .spec.compose import experiment_name, load_config
+    from .spec.compose import load_spec
 
     reports = []
     for group, entries in DEFAULT_COMPARISON.items():
         dirs, baseline = [], None
         for entry in entries:
             args = [*COMPARE_DEFAULTS, *entry, *overrides]
-            cfg = load_config(args)
-            dirs.append(run_experiment(cfg, command=_command("run", args)))
-            baseline = baseline or experiment_name(cfg)
+            spec = load_spec(args)
+            dirs.append(run_experiment(spec, command=_command("run", args)))
+            baseline = baseline or spec.experiment
         out = dirs[0].parent / "comparison" / group
         reports.append(
             _report(dirs, baseline, out, title=f"Default comparison: {group}", command=_command("compare", overrides))
@@ -236,15 +237,15 @@ def _print_run_summary(exp_dir: Path, tested: bool, validated: bool) -> None:
 def _trained_summary(exp_dir: Path) -> str:
     """What a run that trained on every class without folds left: no metrics, the checkpoints, and
     how to embed with them."""
+    from .protocol.trained import experiment_data, experiment_split
     from .results.folder import ExperimentFolder
 
     folder = ExperimentFolder(exp_dir)
-    cfg = folder.config()
-    train_classes, _, _ = folder.split(folder.data())
+    train_classes, _, _ = experiment_split(folder, experiment_data(folder))
     checkpoints = [folder.tested_checkpoint(fold) for fold in folder.folds()]
     return "\n".join(
         [
-            f"{folder.name()}: trained on all {len(train_classes)} classes of dataset={cfg.choices.dataset}; "
+            f"{folder.name()}: trained on all {len(train_classes)} classes of dataset={folder.spec().data.choice}; "
             "no test split (test_split=none), so no metrics",
             "checkpoints (the last epoch's models, one per seed):",
             *(f"  {path}" for path in checkpoints),
@@ -255,7 +256,7 @@ def _trained_summary(exp_dir: Path) -> str:
 
 def _embed(exp_dir: Path, out: Path, overrides: Sequence[str], seed: int | None, device: str) -> None:
     from .protocol.embedding import embed_data_set
-    from .protocol.metrics import METRIC_LABELS
+    from .results.metric_names import METRIC_LABELS
     from .results.stats import metric_order
 
     done = embed_data_set(exp_dir, out, overrides, seed, device)

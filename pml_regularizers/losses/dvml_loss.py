@@ -19,15 +19,6 @@ from ..embedders.dvml_embedder import DVMLEmbedder, DVMLOutput
 from ..miners.dvml_miner import DVMLMiner
 
 TERM_NAMES = ("kl_loss", "reconstruction_loss", "synthetic_metric_loss", "metric_loss")
-# DVMLLoss's settings after the modules, which DVMLTrainer passes on
-SETTINGS = (
-    "num_samples",
-    "phase2_start_epoch",
-    "phase1_weights",
-    "phase2_weights",
-    "dimension_mean",
-    "synthetic_reference",
-)
 PAPER_PHASE1_WEIGHTS = (1.0, 1.0, 0.1, 1.0)
 PAPER_PHASE2_WEIGHTS = (0.8, 1.0, 0.2, 0.8)
 # PML 2.9's losses whose compute_loss refuses ref_emb or indices_tuple (c_f.ref_not_supported,

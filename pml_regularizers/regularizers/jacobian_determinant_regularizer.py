@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import cast
 
 from pytorch_metric_learning.regularizers import BaseRegularizer
@@ -42,10 +43,12 @@ class JacobianDeterminantRegularizer(BaseRegularizer):
 
     Parameters
     ----------
-    flow : FlowEmbedder or DuelingFlowEmbedder
-        The metric layer whose forward produced the embeddings (branch 1 of a dueling pair). It
-        is held by reference, not as a submodule: it adds nothing to this module's
-        ``parameters()`` or ``state_dict()``, and is not moved by ``.to()``.
+    embedder : FlowEmbedder or DuelingFlowEmbedder
+        The flow metric layer whose forward produced the embeddings (branch 1 of a dueling pair),
+        named as :class:`~pml_regularizers.JacobianDeterminantLoss` and
+        :class:`~pml_regularizers.DVMLLoss` name theirs. It is held by reference, not as a
+        submodule: it adds nothing to this module's ``parameters()`` or ``state_dict()``, and is
+        not moved by ``.to()``. ``flow=``, its former name, still works, with a FutureWarning.
     penalty : {"square", "hinge", "signed"}
         The form :math:`\\rho`. Default ``"square"``, the form the validation search of the evidence
         study chose (``docs/results``): on Omniglot (ProxyAnchor, 32-d) square and hinge tied and
@@ -77,18 +80,30 @@ class JacobianDeterminantRegularizer(BaseRegularizer):
 
     def __init__(
         self,
-        flow: FlowEmbedder | DuelingFlowEmbedder,
+        embedder: FlowEmbedder | DuelingFlowEmbedder | None = None,
         penalty: F.LogdetPenalty = "square",
         target: float = 0.0,
+        *,
+        flow: FlowEmbedder | DuelingFlowEmbedder | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if not isinstance(flow, (FlowEmbedder, DuelingFlowEmbedder)):
-            raise ValueError(f"flow must be a FlowEmbedder or DuelingFlowEmbedder, got {type(flow).__name__}")
+        if flow is not None:
+            if embedder is not None:
+                raise ValueError("give the flow as embedder only (flow is its former name)")
+            warnings.warn(
+                "JacobianDeterminantRegularizer(flow=...) is now JacobianDeterminantRegularizer(embedder=...); "
+                "flow= will be removed",
+                FutureWarning,
+                stacklevel=2,
+            )
+            embedder = flow
+        if not isinstance(embedder, (FlowEmbedder, DuelingFlowEmbedder)):
+            raise ValueError(f"embedder must be a FlowEmbedder or DuelingFlowEmbedder, got {type(embedder).__name__}")
         if penalty not in F.LOGDET_PENALTIES:
             raise ValueError(f"penalty must be one of {F.LOGDET_PENALTIES}, got {penalty!r}")
         target = finite_float("target", target)
-        self._flow = ModuleReference(flow)
+        self._embedder = ModuleReference(embedder)
         self.penalty = penalty
         self.target = target
         self.add_to_recordable_attributes(list_of_names=["target"], is_stat=False)
@@ -97,16 +112,16 @@ class JacobianDeterminantRegularizer(BaseRegularizer):
         )
 
     @property
-    def flow(self) -> FlowEmbedder | DuelingFlowEmbedder:
+    def embedder(self) -> FlowEmbedder | DuelingFlowEmbedder:
         """The regularised flow."""
-        return cast("FlowEmbedder | DuelingFlowEmbedder", self._flow.module)
+        return cast("FlowEmbedder | DuelingFlowEmbedder", self._embedder.module)
 
     def compute_loss(self, x: Tensor) -> dict:
-        check_rows(x, "x", self.flow.out_features, "out_features")
+        check_rows(x, "x", self.embedder.out_features, "out_features")
         if len(x) == 0:  # PML's convention for a loss with nothing to reduce
             return {"loss": {"losses": 0, "indices": None, "reduction_type": "already_reduced"}}
         try:
-            logdet = self.flow.logdet_of(x)
+            logdet = self.embedder.logdet_of(x)
         except ValueError:  # a NaN or infinity is named before the flow's "not my output"
             check_finite(type(self).__name__, {"x": x})
             raise

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pytorch_metric_learning.trainers import MetricLossOnly
 from torch import Tensor
 
-from ..losses.dvml_loss import SETTINGS, TERM_NAMES, DVMLLoss
+from ..losses.dvml_loss import PAPER_PHASE1_WEIGHTS, PAPER_PHASE2_WEIGHTS, TERM_NAMES, DVMLLoss
 
 
 class DVMLTrainer(MetricLossOnly):
@@ -58,8 +59,25 @@ class DVMLTrainer(MetricLossOnly):
     embedder, loss and miners.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._dvml_args = {k: kwargs.pop(k) for k in SETTINGS if k in kwargs}
+    def __init__(
+        self,
+        *args: Any,
+        num_samples: int = 20,
+        phase2_start_epoch: int = 5,
+        phase1_weights: Sequence[float] = PAPER_PHASE1_WEIGHTS,
+        phase2_weights: Sequence[float] = PAPER_PHASE2_WEIGHTS,
+        dimension_mean: bool = True,
+        synthetic_reference: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._dvml_args: dict[str, Any] = {
+            "num_samples": num_samples,
+            "phase2_start_epoch": phase2_start_epoch,
+            "phase1_weights": phase1_weights,
+            "phase2_weights": phase2_weights,
+            "dimension_mean": dimension_mean,
+            "synthetic_reference": synthetic_reference,
+        }
         super().__init__(*args, **kwargs)
         self.base_loss_weights = {k: self.loss_weights[k] for k in TERM_NAMES}
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from pytorch_metric_learning import losses, regularizers
 
-from pml_regularizers.bench.protocol.runner import run_experiment
+from pml_regularizers.bench import ExperimentFolder, load_spec, read_checkpoint, run_experiment
 from pml_regularizers.bench.results.center_geometry import (
     GEOMETRY_KEYS,
     append_geometry,
@@ -17,9 +17,6 @@ from pml_regularizers.bench.results.center_geometry import (
     class_centers,
     read_geometry,
 )
-from pml_regularizers.bench.results.checkpoints import read_checkpoint
-from pml_regularizers.bench.results.folder import ExperimentFolder
-from pml_regularizers.bench.spec.compose import load_config
 
 from .test_runner import tiny
 
@@ -114,7 +111,7 @@ def test_read_refuses_a_file_of_another_shape(tmp_path, content):
 @pytest.mark.slow
 @pytest.mark.parametrize("loss", ["proxy_anchor", "normalized_softmax"])
 def test_runner_records_the_geometry_of_every_epoch(tmp_path, loss):
-    exp_dir = run_experiment(load_config(tiny(tmp_path, f"loss={loss}", "regularizer=regular_face", "seeds=1")))
+    exp_dir = run_experiment(load_spec(tiny(tmp_path, f"loss={loss}", "regularizer=regular_face", "seeds=1")))
     (fold,) = ExperimentFolder(exp_dir).folds()
     entries = read_geometry(fold.center_geometry)
     assert [e["epoch"] for e in entries] == [0, 1, 2]
@@ -129,7 +126,7 @@ def test_runner_records_the_geometry_of_every_epoch(tmp_path, loss):
 @pytest.mark.slow
 def test_runner_records_no_geometry_without_class_centers(tmp_path):
     exp_dir = run_experiment(
-        load_config(tiny(tmp_path, "loss=multi_similarity", "miner=multi_similarity", "seeds=1", "epochs=1"))
+        load_spec(tiny(tmp_path, "loss=multi_similarity", "miner=multi_similarity", "seeds=1", "epochs=1"))
     )
     (fold,) = ExperimentFolder(exp_dir).folds()
     assert not fold.center_geometry.exists()

@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from pml_regularizers.bench.errors import UserError
+from pml_regularizers.bench import UserError
 from pml_regularizers.bench.results.checkpoints import backup_path, load_checkpoint, read_checkpoint, save_checkpoint
 
 

@@ -76,7 +76,7 @@ def test_wrapped_parts_give_the_gradients_of_the_whole_batch(tmp_path):
 
 
 def _refusing_worker(rank, out_dir):
-    from pml_regularizers.bench.errors import UserError
+    from pml_regularizers.bench import UserError
 
     def refuse():
         raise UserError(f"refused by rank {rank}")

@@ -9,14 +9,20 @@ import shutil
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from pml_regularizers.bench import ExperimentFolder, FoldFolder, Results
-from pml_regularizers.bench.data.serve import torch_dataset
-from pml_regularizers.bench.errors import UserError
+from pml_regularizers.bench import (
+    ExperimentFolder,
+    FoldFolder,
+    Results,
+    UserError,
+    experiment_data,
+    experiment_split,
+    load_spec,
+    run_experiment,
+    torch_dataset,
+    trained_models,
+)
 from pml_regularizers.bench.protocol import runner
-from pml_regularizers.bench.protocol.runner import run_experiment
-from pml_regularizers.bench.spec.compose import load_config
 
 from .test_runner import tiny
 from .test_runner_faults import interrupted_run
@@ -29,14 +35,14 @@ COMMAND = "pml-bench run (the test's)"
 @pytest.fixture(scope="module")
 def cv_run(tmp_path_factory):
     """A finished run with 2 cross-validation folds, 1 seed and 3 epochs, and its config."""
-    cfg = load_config(tiny(tmp_path_factory.mktemp("cv"), "cv_folds=2", "seeds=1", "epochs=3"))
+    cfg = load_spec(tiny(tmp_path_factory.mktemp("cv"), "cv_folds=2", "seeds=1", "epochs=3"))
     return cfg, ExperimentFolder(run_experiment(cfg, command=COMMAND))
 
 
 @pytest.fixture(scope="module")
 def plain_run(tmp_path_factory):
     """A finished run without cross-validation (one fold a seed), 2 seeds of 2 epochs, and its config."""
-    cfg = load_config(tiny(tmp_path_factory.mktemp("plain")))
+    cfg = load_spec(tiny(tmp_path_factory.mktemp("plain")))
     return cfg, ExperimentFolder(run_experiment(cfg, command=COMMAND))
 
 
@@ -48,14 +54,14 @@ def state_of(path):
 def rebuilt_test_embeddings(folder, folds):
     """The test set embedded by the rebuilt tested models of ``folds``, each L2-normalised, side by
     side (as the runner concatenates folds), and the labels."""
-    data = folder.data()
-    _, test_classes, _ = folder.split(data)
-    dataset = torch_dataset(data.subset(test_classes), folder.config(), train=False)
+    data = experiment_data(folder)
+    _, test_classes, _ = experiment_split(folder, data)
+    dataset = torch_dataset(data.subset(test_classes), folder.spec().data, train=False)
     images = torch.stack([dataset[i][0] for i in range(len(dataset))])
     labels = [int(dataset[i][1]) for i in range(len(dataset))]
     parts = []
     for fold in folds:
-        models = folder.tested_models(fold, data)
+        models = trained_models(folder, fold, data)
         parts.append(torch.nn.functional.normalize(models["embedder"](models["trunk"](images)), dim=1))
     return torch.cat(parts, 1), labels
 
@@ -77,19 +83,19 @@ def test_with_cross_validation_the_best_epoch_is_tested(cv_run):
     best_epochs = []
     for fold in folder.folds():
         latest = state_of(fold.path / "checkpoint_latest.pt")
-        assert latest["done"] and latest["epoch"] == cfg.epochs
+        assert latest["done"] and latest["epoch"] == cfg.protocol.epochs
         assert folder.tested_checkpoint(fold) == fold.path / "checkpoint_best.pt"
         assert state_of(folder.tested_checkpoint(fold))["best_epoch"] == latest["best_epoch"]
         best_epochs.append(latest["best_epoch"])
     # a fold whose best epoch is not its last: testing the last epoch's models would differ
-    assert min(best_epochs) < cfg.epochs, best_epochs
+    assert min(best_epochs) < cfg.protocol.epochs, best_epochs
 
 
 def test_without_cross_validation_the_last_epoch_is_tested(plain_run):
     cfg, folder = plain_run
     for fold in folder.folds():
         assert folder.tested_checkpoint(fold) == fold.path / "checkpoint_latest.pt"
-        assert state_of(fold.latest)["epoch"] == cfg.epochs
+        assert state_of(fold.latest)["epoch"] == cfg.protocol.epochs
         assert not fold.best.exists()
 
 
@@ -118,7 +124,7 @@ def test_unfinished_folds_have_no_tested_checkpoint_or_models(tmp_path, monkeypa
     assert folder.folds() == [folder.fold(0, 0)]  # fold 1 never started
     for fold in (folder.fold(0, 0), folder.fold(0, 1)):
         assert fold.tested_checkpoint(validated=True) is None
-        assert folder.tested_models(fold) is None
+        assert trained_models(folder, fold) is None
     assert folder.seed_results(0) is None and folder.test_embeddings(0) is None
     assert folder.first_test_embeddings() is None
     with pytest.raises(FileNotFoundError, match=f"no results.json in experiment folder {exp_dir}"):
@@ -134,7 +140,7 @@ def test_results_record_what_ran_and_each_seed_keeps_its_share(plain_run):
     cfg, folder = plain_run
     results = folder.results()
     assert results.experiment == folder.path.name == "glyphs-proxy_anchor-linear"
-    assert results.config == OmegaConf.to_container(cfg) == OmegaConf.to_container(folder.config())
+    assert results.config == cfg.config == folder.config()
     assert (results.command, results.world_size) == (COMMAND, 1)
     assert folder.command() == COMMAND and folder.device() == results.device
     assert json.loads(folder.results_path.read_text()) == results.to_json()
@@ -150,11 +156,11 @@ def test_results_record_what_ran_and_each_seed_keeps_its_share(plain_run):
 
 
 def test_folders_written_before_seed_results_shared_the_format_still_read(tmp_path, monkeypatch):
-    cfg = load_config(tiny(tmp_path, "seeds=1", "epochs=1"))
+    cfg = load_spec(tiny(tmp_path, "seeds=1", "epochs=1"))
     folder = ExperimentFolder(run_experiment(cfg))
     records = folder.results().records
     # what earlier versions wrote: no command, world size or device, and {"seed", "records"} per seed
-    old = {"experiment": folder.path.name, "config": OmegaConf.to_container(cfg), "records": records}
+    old = {"experiment": folder.path.name, "config": cfg.config, "records": records}
     folder.results_path.write_text(json.dumps(old))
     folder.seed_results_path(0).write_text(json.dumps({"seed": 0, "records": records}))
     assert folder.results() == Results(folder.path.name, records, old["config"])
@@ -193,7 +199,7 @@ def test_results_errors_name_the_file(tmp_path):
 def test_finished_only_for_its_own_config(plain_run, tmp_path):
     cfg, folder = plain_run
     assert folder.is_finished(cfg)
-    assert not folder.is_finished(load_config(tiny(tmp_path, "epochs=3")))
+    assert not folder.is_finished(load_spec(tiny(tmp_path, "epochs=3")))
     copy = ExperimentFolder(tmp_path / "copy")
     shutil.copytree(folder.path, copy.path)
     assert copy.is_finished(cfg)

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import instantiate
 from torch import nn
 
+from pml_regularizers.bench import load_spec
 from pml_regularizers.bench.models import WeightsDownloadError, timm_trunk, torchvision_trunk
-from pml_regularizers.bench.spec.compose import load_config
 
 models = pytest.importorskip("torchvision.models")
 # torchvision's notice that GoogLeNet's and Inception v3's default initialisation will change
@@ -192,10 +191,10 @@ def test_timm_pretrained_offline_is_one_clear_error(monkeypatch, tmp_path):
 def test_trunk_configs_instantiate(overrides, width):
     if "trunk=timm" in overrides:
         pytest.importorskip("timm")
-    cfg = load_config(overrides)
-    trunk = instantiate(cfg.trunk)
+    spec = load_spec(overrides)
+    trunk = spec.models.trunk.build()
     assert trunk.output_size == width
-    channels = cfg.trunk.in_channels
+    channels = spec.models.trunk.get("in_channels")
     assert trunk.eval()(torch.randn(2, channels, 32, 32)).shape == (2, width)
 
 

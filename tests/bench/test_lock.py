@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from pml_regularizers.bench.errors import UserError
+from pml_regularizers.bench import UserError
 from pml_regularizers.bench.protocol import lock as lock_module
 from pml_regularizers.bench.protocol.lock import LOCK_NAME, ExperimentLock
 

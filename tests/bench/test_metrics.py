@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from pml_regularizers.bench.protocol.metrics import DEFAULT_METRICS, METRIC_LABELS, RECALL_KS, BenchAccuracyCalculator
+from pml_regularizers.bench.protocol.metrics import BenchAccuracyCalculator
+from pml_regularizers.bench.results.metric_names import DEFAULT_METRICS, METRIC_LABELS, RECALL_KS
 
 # class sizes 1..6: class 0 has a single item (a "lone" query when the reference is the query set),
 # and the largest class (6) gives only 5 neighbours with k="max_bin_count", fewer than Recall@8 needs

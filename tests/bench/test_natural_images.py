@@ -545,7 +545,7 @@ MEMORY_CHILD = textwrap.dedent(
     import json, sys
     import torch
     from pml_regularizers.bench.data import NaturalImageDataset, list_image_folder, natural_transforms
-    from pml_regularizers.bench.data.loader import training_loader
+    from pml_regularizers.bench import training_loader
 
     def peak_kib():  # the high-water mark of this process image's resident memory
         with open("/proc/self/status") as status:

@@ -9,12 +9,9 @@ import math
 import pytest
 import torch
 
+from pml_regularizers.bench import ConfigError, load_experiment_data, load_spec, run_experiment, torch_dataset
 from pml_regularizers.bench.cli import main as cli_main
-from pml_regularizers.bench.data.serve import torch_dataset
-from pml_regularizers.bench.errors import ConfigError
 from pml_regularizers.bench.protocol.preflight import check_input
-from pml_regularizers.bench.protocol.runner import load_experiment_data, run_experiment
-from pml_regularizers.bench.spec.compose import load_config
 
 from .trees import TREE_WRITERS
 
@@ -55,15 +52,15 @@ def test_pml_bench_run_on_each_natural_layout(tmp_path, capsys, name):
 
 
 def test_colour_reaches_the_trunk_and_evaluation_is_deterministic(tmp_path):
-    cfg = load_config(natural(tmp_path, "cub"))
-    data = load_experiment_data(cfg)
-    test = torch_dataset(data.subset([4, 5, 6, 7]), cfg, train=False)
+    spec = load_spec(natural(tmp_path, "cub"))
+    data = load_experiment_data(spec.data)
+    test = torch_dataset(data.subset([4, 5, 6, 7]), spec.data, train=False)
     images = torch.stack([test[i][0] for i in range(len(test))])
     assert images.shape == (16, 3, 32, 32)
     assert not torch.allclose(images[:, 0], images[:, 1])  # R and G differ: not gray copies
     again = torch.stack([test[i][0] for i in range(len(test))])
     assert torch.equal(images, again)
-    train = torch_dataset(data.subset([0, 1, 2, 3]), cfg, train=True)
+    train = torch_dataset(data.subset([0, 1, 2, 3]), spec.data, train=True)
     crops = {train[(0, seed)][0].sum().item() for seed in range(6)}
     assert len(crops) > 1  # training crops are random
 
@@ -71,7 +68,7 @@ def test_colour_reaches_the_trunk_and_evaluation_is_deterministic(tmp_path):
 def test_training_follows_the_seeds_whatever_the_workers(tmp_path):
     metrics = []
     for workers in (0, 2):
-        cfg = load_config(
+        cfg = load_spec(
             natural(tmp_path, "folder", f"num_workers={workers}", f"experiment=w{workers}", "epochs=2", "cv_folds=2")
         )
         metrics.append({(r["split"], r["embedding"]): r["metrics"] for r in records(run_experiment(cfg))})
@@ -83,16 +80,21 @@ def test_training_follows_the_seeds_whatever_the_workers(tmp_path):
     ["reality_check_cub", "reality_check_cars196", "reality_check_sop", "dvml_cub", "dvml_cars196", "dvml_sop"],
 )
 def test_every_preset_composes_with_only_the_root_added(tmp_path, preset):
-    cfg = load_config([f"preset={preset}", f"dataset.root={tmp_path}"])
-    check_input(cfg)
-    assert cfg.dataset.pipeline == "natural" and cfg.dataset.size == 224 and cfg.dataset.resize == 256
-    assert cfg.trunk.pretrained is True and cfg.freeze_trunk_bn is True and cfg.cv_folds == 4
+    spec = load_spec([f"preset={preset}", f"dataset.root={tmp_path}"])
+    models, protocol = spec.models, spec.protocol
+    check_input(spec.data, models.trunk)
+    assert spec.data.pipeline == "natural" and spec.data.size == 224 and spec.data.resize == 256
+    assert models.trunk.get("pretrained") is True and models.freeze_trunk_bn is True and protocol.cv_folds == 4
+    optimizer = models.optimizer.component
     if preset.startswith("reality_check"):
-        assert (cfg.trunk.name, cfg.embedding_size, cfg.batch_size, cfg.sampler.m) == ("resnet50", 128, 32, 4)
-        assert cfg.optimizer._target_ == "torch.optim.RMSprop" and cfg.optimizer.lr == 1e-6
+        assert models.sampler is not None
+        trunk = (models.trunk.get("name"), models.embedding_size, protocol.batch_size, models.sampler.get("m"))
+        assert trunk == ("resnet50", 128, 32, 4)
+        assert optimizer.target == "torch.optim.RMSprop" and optimizer.get("lr") == 1e-6
     else:
-        assert (cfg.trunk.name, cfg.embedding_size, cfg.batch_size) == ("googlenet", 512, 120)
-        assert cfg.choices.trainer == "dvml" and cfg.trainer.num_samples == 20 and cfg.optimizer.lr == 1e-4
+        assert (models.trunk.get("name"), models.embedding_size, protocol.batch_size) == ("googlenet", 512, 120)
+        assert spec.choices["trainer"] == "dvml" and models.trainer.get("num_samples") == 20
+        assert optimizer.get("lr") == 1e-4
 
 
 @pytest.mark.parametrize("preset", ["reality_check_cub", "dvml_cub"])
@@ -116,7 +118,7 @@ def test_a_preset_runs_end_to_end_at_a_small_size(tmp_path, preset):
     ]
     if preset.startswith("dvml"):
         overrides.append("trainer.num_samples=2")
-    exp_dir = run_experiment(load_config(overrides))
+    exp_dir = run_experiment(load_spec(overrides))
     kinds = {(r["split"], r["embedding"]) for r in records(exp_dir)}
     assert kinds == {("val", "separated"), ("test", "separated"), ("test", "concatenated")}
 
@@ -128,13 +130,10 @@ def test_local_weights_reach_the_run(tmp_path):
     source = torchvision_trunk("resnet18")
     path = tmp_path / "resnet18.pt"
     torch.save(source.state_dict(), path)
-    cfg = load_config(natural(tmp_path, "cub", f"trunk.weights={path}"))
-    from hydra.utils import instantiate
-
-    trunk = instantiate(cfg.trunk).eval()
+    trunk = load_spec(natural(tmp_path, "cub", f"trunk.weights={path}")).models.trunk.build().eval()
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(trunk(x), source.eval()(x), rtol=0, atol=0)
     bad = tmp_path / "bad.pt"
     torch.save({"conv1.weight": torch.zeros(1)}, bad)
     with pytest.raises(ConfigError, match="bad.pt"):
-        run_experiment(load_config(natural(tmp_path, "cub", f"trunk.weights={bad}", "experiment=bad")))
+        run_experiment(load_spec(natural(tmp_path, "cub", f"trunk.weights={bad}", "experiment=bad")))

@@ -8,10 +8,8 @@ import pytest
 import torch
 from pytorch_metric_learning import losses, trainers
 
-from pml_regularizers.bench.errors import ConfigError
+from pml_regularizers.bench import ConfigError, load_spec, run_experiment
 from pml_regularizers.bench.models.precision import AutocastTrunk, autocast_dtype, use_grad_scaler
-from pml_regularizers.bench.protocol.runner import run_experiment
-from pml_regularizers.bench.spec.compose import load_config
 
 from .test_runner import tiny
 
@@ -78,7 +76,7 @@ def test_the_grad_scaler_scales_the_loss_and_skips_steps_that_overflow():
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 @pytest.mark.slow
 def test_tiny_runs_in_half_precision(tmp_path, precision):
-    exp_dir = run_experiment(load_config(tiny(tmp_path, f"precision={precision}", "seeds=1", "cv_folds=2")))
+    exp_dir = run_experiment(load_spec(tiny(tmp_path, f"precision={precision}", "seeds=1", "cv_folds=2")))
     records = json.loads((exp_dir / "results.json").read_text())["records"]
     assert all(math.isfinite(v) for r in records for v in r["metrics"].values())
     checkpoint = torch.load(exp_dir / "seed_0" / "fold_0" / "checkpoint_latest.pt", weights_only=True)
@@ -88,8 +86,8 @@ def test_tiny_runs_in_half_precision(tmp_path, precision):
 @pytest.mark.slow
 def test_precision_and_channels_last_are_checked():
     with pytest.raises(ConfigError, match="precision must be fp32, bf16 or fp16, got 'fp8'"):
-        load_config(["precision=fp8"])
+        load_spec(["precision=fp8"])
     with pytest.raises(ConfigError, match="channels_last must be auto, true or false"):
-        load_config(["channels_last=sometimes"])
+        load_spec(["channels_last=sometimes"])
     with pytest.raises(ConfigError, match="num_workers must be auto or an int >= 0"):
-        load_config(["num_workers=many"])
+        load_spec(["num_workers=many"])

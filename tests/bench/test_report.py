@@ -10,10 +10,9 @@ import torch
 from pytorch_metric_learning import losses, trainers
 from pytorch_metric_learning.utils import logging_presets
 
-from pml_regularizers.bench.results.folder import ExperimentFolder
+from pml_regularizers.bench import ExperimentFolder, write_report
 from pml_regularizers.bench.results.markdown import device_lines, markdown_table, validation_curve_table
 from pml_regularizers.bench.results.plots import plot_embedding_map, plot_metric_comparison, plot_training_curves
-from pml_regularizers.bench.results.report import write_report
 from pml_regularizers.bench.results.stats import summarize, t_interval
 from pml_regularizers.bench.results.training_logs import load_loss_history, mean_loss_curve, validation_curves
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pml_regularizers.bench.results.report import write_report
+from pml_regularizers.bench import SummaryRow, summarize, validation_curves, write_report
 from pml_regularizers.bench.results.report_data import (
     ExperimentInfo,
     ReportData,
@@ -14,8 +14,6 @@ from pml_regularizers.bench.results.report_data import (
     read_report_data,
     write_report_data,
 )
-from pml_regularizers.bench.results.stats import SummaryRow, summarize
-from pml_regularizers.bench.results.training_logs import validation_curves
 
 from .report_records import MAP, P1, fake_records, write_experiment, write_val_log
 

@@ -15,13 +15,17 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from pml_regularizers.bench import (
+    ConfigError,
+    RunSpec,
+    load_experiment_data,
+    load_spec,
+    run_experiment,
+    validation_curves,
+)
 from pml_regularizers.bench.cli import main as cli_main
 from pml_regularizers.bench.data import class_disjoint_split
-from pml_regularizers.bench.errors import ConfigError
-from pml_regularizers.bench.protocol.runner import load_experiment_data, run_experiment
 from pml_regularizers.bench.results.markdown import validation_curve_table
-from pml_regularizers.bench.results.training_logs import validation_curves
-from pml_regularizers.bench.spec.compose import load_config
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +53,7 @@ def metrics_of(exp_dir, split="test"):
 
 
 def test_run_writes_results_and_is_not_recomputed(tmp_path):
-    exp_dir = run_experiment(load_config(tiny(tmp_path, "regularizer=skewed_mean")))
+    exp_dir = run_experiment(load_spec(tiny(tmp_path, "regularizer=skewed_mean")))
     assert exp_dir.name == "glyphs-proxy_anchor-skewed_mean-linear"
     results = metrics_of(exp_dir)
     assert set(results) == {(0, "single"), (1, "single")}
@@ -62,12 +66,12 @@ def test_run_writes_results_and_is_not_recomputed(tmp_path):
     emb = torch.load(exp_dir / "seed_0" / "test_embeddings.pt", weights_only=True)
     assert emb["embeddings"].shape == (len(emb["labels"]), 8)
     stamp = (exp_dir / "results.json").stat().st_mtime_ns
-    run_experiment(load_config(tiny(tmp_path, "regularizer=skewed_mean")))
+    run_experiment(load_spec(tiny(tmp_path, "regularizer=skewed_mean")))
     assert (exp_dir / "results.json").stat().st_mtime_ns == stamp
 
 
 def test_cross_validation_reports_separated_and_concatenated(tmp_path):
-    exp_dir = run_experiment(load_config(tiny(tmp_path, "cv_folds=2", "seeds=1")))
+    exp_dir = run_experiment(load_spec(tiny(tmp_path, "cv_folds=2", "seeds=1")))
     results = metrics_of(exp_dir)
     assert set(results) == {(0, "separated"), (0, "concatenated")}
     emb = torch.load(exp_dir / "seed_0" / "test_embeddings.pt", weights_only=True)
@@ -100,19 +104,17 @@ def test_validation_only_run_never_touches_the_test_classes(tmp_path, monkeypatc
 
     embedded = []
     monkeypatch.setattr(runner, "embed", lambda *a, **k: embedded.append(1))
-    exp_dir = run_experiment(load_config(tiny(tmp_path, "cv_folds=2", "test=false")))
+    exp_dir = run_experiment(load_spec(tiny(tmp_path, "cv_folds=2", "test=false")))
     assert not embedded
     assert metrics_of(exp_dir) == {}
     assert set(metrics_of(exp_dir, "val")) == {(0, "separated"), (1, "separated")}
     assert not (exp_dir / "seed_0" / "test_embeddings.pt").exists()
     with pytest.raises(ConfigError, match="cv_folds must be an int >= 2 when test=false"):
-        load_config(["test=false"])
+        load_spec(["test=false"])
 
 
 def test_train_with_classifier_trains_and_logs_the_classifier_loss(tmp_path):
-    exp_dir = run_experiment(
-        load_config(tiny(tmp_path, "seeds=1", "trainer=train_with_classifier", "loss=contrastive"))
-    )
+    exp_dir = run_experiment(load_spec(tiny(tmp_path, "seeds=1", "trainer=train_with_classifier", "loss=contrastive")))
     assert exp_dir.name == "glyphs-contrastive-linear-train_with_classifier"
     ckpt = torch.load(exp_dir / "seed_0" / "fold_0" / "checkpoint_latest.pt", weights_only=True)
     assert ckpt["models"]["classifier"]["weight"].shape == (8, 8)  # 8 training classes x 8-d
@@ -127,14 +129,14 @@ def test_patience_stops_a_fold_that_stops_improving(tmp_path):
     # lr 0 with frozen batch-norm statistics: the model never changes, so validation MAP@R never
     # beats epoch 1 and patience 1 ends each fold after epoch 2 of 4.
     frozen = ("optimizer.lr=0", "optimizer.loss_lr=0", "freeze_trunk_bn=true")
-    exp_dir = run_experiment(load_config(tiny(tmp_path, "seeds=1", "cv_folds=2", "epochs=4", "patience=1", *frozen)))
+    exp_dir = run_experiment(load_spec(tiny(tmp_path, "seeds=1", "cv_folds=2", "epochs=4", "patience=1", *frozen)))
     for fold in (0, 1):
         state = torch.load(exp_dir / "seed_0" / f"fold_{fold}" / "checkpoint_latest.pt", weights_only=True)["state"]
         assert (state["done"], state["epoch"], state["best_epoch"]) == (True, 2, 1)
 
 
 def test_evaluate_only_reproduces_the_test_metrics(tmp_path):
-    cfg = load_config(tiny(tmp_path, "seeds=1"))
+    cfg = load_spec(tiny(tmp_path, "seeds=1"))
     exp_dir = run_experiment(cfg)
     before = metrics_of(exp_dir)
     run_experiment(cfg, evaluate_only=True)
@@ -142,8 +144,8 @@ def test_evaluate_only_reproduces_the_test_metrics(tmp_path):
 
 
 def test_load_experiment_data_reads_a_saved_config_as_the_run_did(tmp_path):
-    exp_dir = run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=1")))
-    data = load_experiment_data(OmegaConf.load(exp_dir / "config.yaml"))
+    exp_dir = run_experiment(load_spec(tiny(tmp_path, "seeds=1", "epochs=1")))
+    data = load_experiment_data(RunSpec.from_config(OmegaConf.load(exp_dir / "config.yaml")).data)
     assert sorted(set(data.labels.tolist())) == list(range(16))
     assert len(data.labels) == 16 * 6
     test = torch.load(exp_dir / "seed_0" / "test_embeddings.pt", weights_only=True)
@@ -176,41 +178,41 @@ def test_sigkill_mid_run_then_resume_gives_the_same_metrics(tmp_path):
     assert 1 <= killed_at < 4
     assert not (tmp_path / "runs" / "killed" / "results.json").exists()
 
-    resumed = run_experiment(load_config(args))
-    straight = run_experiment(load_config([*args[:-1], "experiment=straight"]))
+    resumed = run_experiment(load_spec(args))
+    straight = run_experiment(load_spec([*args[:-1], "experiment=straight"]))
     assert metrics_of(resumed) == metrics_of(straight)
 
 
 def test_config_errors_name_the_problem(tmp_path, capsys):
     with pytest.raises(ConfigError, match="Available options in 'loss'"):
-        load_config(["loss=no_such_loss"])
+        load_spec(["loss=no_such_loss"])
     with pytest.raises(ConfigError, match="Could not override 'no_such_key'"):
-        load_config(["no_such_key=1"])
+        load_spec(["no_such_key=1"])
     with pytest.raises(ConfigError, match="dataset.root"):
-        load_config(["dataset=omniglot"])
+        load_spec(["dataset=omniglot"])
     with pytest.raises(ConfigError, match="seeds must be an int >= 1"):
-        load_config(["seeds=0"])
+        load_spec(["seeds=0"])
     with pytest.raises(ConfigError, match=r"patience must be null when cv_folds=0 .*, got 2"):
-        load_config(["cv_folds=0", "patience=2"])
+        load_spec(["cv_folds=0", "patience=2"])
     with pytest.raises(ConfigError, match="regularizer.attach=weight needs a loss with class weights"):
-        run_experiment(load_config(tiny(tmp_path, "loss=contrastive", "regularizer=skewed_mean")))
+        run_experiment(load_spec(tiny(tmp_path, "loss=contrastive", "regularizer=skewed_mean")))
     assert cli_main(["run", "loss=no_such_loss"]) == 2
     assert "Available options" in capsys.readouterr().err
 
 
 def test_missing_dataset_folder_stops_before_anything_is_written(tmp_path):
-    from pml_regularizers.bench.errors import UserError
+    from pml_regularizers.bench import UserError
 
     with pytest.raises(UserError, match=f"dataset=omniglot: Omniglot root {tmp_path / 'nope'} does not exist") as info:
-        run_experiment(load_config([f"output_dir={tmp_path}", "dataset=omniglot", f"dataset.root={tmp_path / 'nope'}"]))
+        run_experiment(load_spec([f"output_dir={tmp_path}", "dataset=omniglot", f"dataset.root={tmp_path / 'nope'}"]))
     assert isinstance(info.value.__cause__, FileNotFoundError)
     assert sorted(tmp_path.iterdir()) == []
 
 
 def test_resuming_a_folder_with_another_config_is_refused(tmp_path):
-    run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=1", "experiment=x")))
+    run_experiment(load_spec(tiny(tmp_path, "seeds=1", "epochs=1", "experiment=x")))
     with pytest.raises(ConfigError, match="differs at: epochs"):
-        run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=2", "experiment=x")))
+        run_experiment(load_spec(tiny(tmp_path, "seeds=1", "epochs=2", "experiment=x")))
 
 
 def test_reports_name_the_commands_that_made_them(tmp_path, capsys):
@@ -228,9 +230,7 @@ def test_reports_name_the_commands_that_made_them(tmp_path, capsys):
 
 
 def test_flow_embedder_with_the_jacobian_determinant_regularizer(tmp_path):
-    exp_dir = run_experiment(
-        load_config(tiny(tmp_path, "seeds=1", "embedder=flow", "regularizer=jacobian_determinant"))
-    )
+    exp_dir = run_experiment(load_spec(tiny(tmp_path, "seeds=1", "embedder=flow", "regularizer=jacobian_determinant")))
     assert exp_dir.name == "glyphs-proxy_anchor-jacobian_determinant-flow"
     logs = exp_dir / "seed_0" / "fold_0" / "logs"
     (csv,) = logs.glob("metric_loss_ProxyAnchorLoss__modules_embedding_regularizer_JacobianDeterminant*.csv")
@@ -239,13 +239,13 @@ def test_flow_embedder_with_the_jacobian_determinant_regularizer(tmp_path):
     ckpt = torch.load(exp_dir / "seed_0" / "fold_0" / "checkpoint_latest.pt", weights_only=True)
     assert not any("blocks" in k for k in ckpt["loss"])  # the flow lives in the embedder only
     assert any("blocks" in k for k in ckpt["models"]["embedder"])
-    with pytest.raises(ConfigError, match="flow must be a FlowEmbedder"):
-        run_experiment(load_config(tiny(tmp_path, "regularizer=jacobian_determinant")))
+    with pytest.raises(ConfigError, match="embedder must be a FlowEmbedder"):
+        run_experiment(load_spec(tiny(tmp_path, "regularizer=jacobian_determinant")))
 
 
 def test_the_full_determinant_method_wraps_the_loss_with_a_dueling_flow(tmp_path):
     full = ("embedder=dueling_flow", "regularizer=jacobian_determinant_loss")
-    exp_dir = run_experiment(load_config(tiny(tmp_path, "seeds=1", *full)))
+    exp_dir = run_experiment(load_spec(tiny(tmp_path, "seeds=1", *full)))
     assert exp_dir.name == "glyphs-proxy_anchor-jacobian_determinant_loss-dueling_flow"
     (csv,) = (exp_dir / "seed_0" / "fold_0" / "logs").glob("metric_loss_JacobianDeterminantLoss.csv")
     header, *rows = [line.split(",") for line in csv.read_text().splitlines()]
@@ -260,11 +260,11 @@ def test_the_full_determinant_method_wraps_the_loss_with_a_dueling_flow(tmp_path
     assert list(ckpt["loss"]) == ["loss.proxies"]  # both branches live in the embedder only
     assert {k.split(".")[0] for k in ckpt["models"]["embedder"]} == {"branch1", "branch2"}
     with pytest.raises(ConfigError, match="reward='hinge' needs reward_target > 0, got 0.0"):
-        run_experiment(load_config(tiny(tmp_path, *full, "regularizer.reward=hinge", "experiment=hinge")))
+        run_experiment(load_spec(tiny(tmp_path, *full, "regularizer.reward=hinge", "experiment=hinge")))
     with pytest.raises(ConfigError, match="reward_weight != 0 needs a DuelingFlowEmbedder"):
-        run_experiment(load_config(tiny(tmp_path, "regularizer=jacobian_determinant_loss", "embedder=flow")))
+        run_experiment(load_spec(tiny(tmp_path, "regularizer=jacobian_determinant_loss", "embedder=flow")))
     with pytest.raises(ConfigError, match="embedder must be a FlowEmbedder or DuelingFlowEmbedder"):
-        run_experiment(load_config(tiny(tmp_path, "regularizer=jacobian_determinant_loss")))
+        run_experiment(load_spec(tiny(tmp_path, "regularizer=jacobian_determinant_loss")))
 
 
 def test_the_runner_builds_the_same_wrapped_loss_as_the_python_api(tmp_path):
@@ -273,7 +273,7 @@ def test_the_runner_builds_the_same_wrapped_loss_as_the_python_api(tmp_path):
     from pml_regularizers import DuelingFlowEmbedder, JacobianDeterminantLoss
     from pml_regularizers.bench.models.build import build_loss
 
-    cfg = load_config(
+    cfg = load_spec(
         tiny(
             tmp_path,
             "embedder=dueling_flow",
@@ -283,7 +283,7 @@ def test_the_runner_builds_the_same_wrapped_loss_as_the_python_api(tmp_path):
         )
     )
     embedder = DuelingFlowEmbedder(6, 8, num_blocks=2, hidden_features=16)
-    built = build_loss(cfg, num_classes=5, embedding_size=8, embedder=embedder)
+    built = build_loss(cfg.models, num_classes=5, embedding_size=8, embedder=embedder)
     by_hand = JacobianDeterminantLoss(
         ProxyAnchorLoss(5, 8, margin=0.1, alpha=32),
         embedder,
@@ -307,9 +307,7 @@ def test_the_runner_builds_the_same_wrapped_loss_as_the_python_api(tmp_path):
 
 def test_dvml_trainer_logs_its_four_terms(tmp_path):
     args = ["seeds=1", "loss=triplet", "miner=triplet_margin", "sampler=m_per_class"]
-    exp_dir = run_experiment(
-        load_config(tiny(tmp_path, *args, "embedder=dvml", "trainer=dvml", "trainer.num_samples=3"))
-    )
+    exp_dir = run_experiment(load_spec(tiny(tmp_path, *args, "embedder=dvml", "trainer=dvml", "trainer.num_samples=3")))
     assert exp_dir.name == "glyphs-triplet-triplet_margin-dvml-dvml"
     (csv,) = (exp_dir / "seed_0" / "fold_0" / "logs").glob("loss_histories.csv")
     header = csv.read_text().splitlines()[0].split(",")
@@ -317,7 +315,7 @@ def test_dvml_trainer_logs_its_four_terms(tmp_path):
     emb = torch.load(exp_dir / "seed_0" / "test_embeddings.pt", weights_only=True)["embeddings"]
     assert emb.shape[1] == 8  # z_I only at test time
     with pytest.raises(ConfigError, match="trainer=dvml needs embedder=dvml"):
-        run_experiment(load_config(tiny(tmp_path, *args, "trainer=dvml")))
+        run_experiment(load_spec(tiny(tmp_path, *args, "trainer=dvml")))
 
 
 def test_compare_runs_each_method_against_its_base_loss(tmp_path, capsys):

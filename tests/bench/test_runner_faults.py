@@ -16,15 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 
-from pml_regularizers.bench import ExperimentFolder
+from pml_regularizers.bench import ConfigError, ExperimentFolder, UserError, load_spec, run_experiment, trained_models
 from pml_regularizers.bench.cli import main as cli_main
-from pml_regularizers.bench.errors import ConfigError, UserError
 from pml_regularizers.bench.protocol import fold as training
-from pml_regularizers.bench.protocol.runner import run_experiment
-from pml_regularizers.bench.spec.compose import config_digest, experiment_name, load_config
 
 from .test_runner import metrics_of, tiny
 
@@ -66,12 +62,12 @@ def interrupt_after(monkeypatch, epochs):
 
 def interrupted_run(tmp_path, monkeypatch, epochs, *extra):
     """The folder of a ``tiny`` run (1 seed, 3 epochs) stopped after ``epochs`` epochs."""
-    cfg = load_config(tiny(tmp_path, "seeds=1", "epochs=3", *extra))
+    cfg = load_spec(tiny(tmp_path, "seeds=1", "epochs=3", *extra))
     with monkeypatch.context() as patch:
         interrupt_after(patch, epochs)
         with pytest.raises(Interrupted):
             run_experiment(cfg)
-    return tmp_path / "runs" / experiment_name(cfg)
+    return tmp_path / "runs" / cfg.experiment
 
 
 def image_folder(root, classes=8, per_class=6):
@@ -104,11 +100,10 @@ def test_an_epoch_without_a_batch_is_refused_before_anything_is_written(tmp_path
 def test_under_torchrun_each_process_needs_its_share_of_a_batch(tmp_path):
     from pml_regularizers.bench.protocol.preflight import check_batches
 
-    cfg = load_config(tiny(tmp_path, "batch_size=48"))
-    check_batches(cfg, 2, torch.arange(48) % 8, world=2)  # 24 images and one batch of 24 each
+    check_batches(48, None, 2, torch.arange(48) % 8, world=2)  # 24 images and one batch of 24 each
     expected = "fold 2 trains on 47 images but batch_size is 48 (24 on each of 2 processes)"
     with pytest.raises(ConfigError, match=re.escape(expected)):
-        check_batches(cfg, 2, torch.arange(47) % 8, world=2)
+        check_batches(48, None, 2, torch.arange(47) % 8, world=2)
 
 
 class ShortSampler(torch.utils.data.Sampler):
@@ -155,9 +150,9 @@ def test_single_image_classes_are_named_in_a_warning(tmp_path, caplog):
     from pml_regularizers.bench.protocol.preflight import check_retrieval_sets
 
     labels = torch.tensor([0, 0, 1, 1, 2, 3, 3, 4, 5, 5])
-    cfg = load_config(tiny(tmp_path))
+    protocol = load_spec(tiny(tmp_path)).protocol
     with caplog.at_level(logging.WARNING):
-        check_retrieval_sets(cfg, labels, test_classes=[2, 3, 4, 5], folds=[([0, 1], [])])
+        check_retrieval_sets(protocol, labels, test_classes=[2, 3, 4, 5], folds=[([0, 1], [])])
     assert "2 of the 4 test classes have a single image" in caplog.text  # classes 2 and 4
 
 
@@ -194,13 +189,13 @@ def test_a_refused_command_leaves_nothing_and_the_corrected_one_runs(tmp_path, c
 def test_a_folder_without_a_finished_epoch_is_taken_over(tmp_path, caplog):
     exp_dir = tmp_path / "runs" / EXPERIMENT
     # what an earlier version left behind when the device was wrong: a config and no epoch
-    other = load_config(tiny(tmp_path, "device=foo"))
+    other = load_spec(tiny(tmp_path, "device=foo"))
     (exp_dir / "seed_0" / "fold_0" / "logs").mkdir(parents=True)
-    (exp_dir / "config.yaml").write_text(OmegaConf.to_yaml(other))
+    (exp_dir / "config.yaml").write_text(other.to_yaml())
     with pytest.raises(UserError, match=f"nothing to evaluate: {exp_dir} holds no finished epoch"):
-        run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=1")), evaluate_only=True)
+        run_experiment(load_spec(tiny(tmp_path, "seeds=1", "epochs=1")), evaluate_only=True)
     with caplog.at_level(logging.WARNING, logger="pml_regularizers.bench.results.folder"):
-        run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=1")))
+        run_experiment(load_spec(tiny(tmp_path, "seeds=1", "epochs=1")))
     assert f"taking over {exp_dir}" in caplog.text and "differs at: device" in caplog.text
     assert (exp_dir / "results.json").exists()
 
@@ -216,7 +211,7 @@ def test_a_folder_with_a_finished_epoch_and_another_config_is_refused(tmp_path, 
 
 
 def test_the_previous_checkpoint_is_kept_beside_the_latest(tmp_path):
-    exp_dir = run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=2")))
+    exp_dir = run_experiment(load_spec(tiny(tmp_path, "seeds=1", "epochs=2")))
     fold = exp_dir / "seed_0" / "fold_0"
     latest = torch.load(fold / "checkpoint_latest.pt", weights_only=True)["state"]
     previous = torch.load(fold / "checkpoint_latest.backup.pt", weights_only=True)["state"]
@@ -232,9 +227,9 @@ def test_a_lost_latest_checkpoint_resumes_from_the_previous_one(tmp_path, monkey
     else:  # a crash between moving the old checkpoint aside and moving the new one in
         latest.unlink()
     with caplog.at_level(logging.WARNING, logger="pml_regularizers.bench.protocol.fold_checkpoints"):
-        resumed = run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=3", "experiment=resumed")))
+        resumed = run_experiment(load_spec(tiny(tmp_path, "seeds=1", "epochs=3", "experiment=resumed")))
     assert str(latest) in caplog.text and "resuming from checkpoint_latest.backup.pt (epoch 1)" in caplog.text
-    straight = run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=3", "experiment=straight")))
+    straight = run_experiment(load_spec(tiny(tmp_path, "seeds=1", "epochs=3", "experiment=straight")))
     assert metrics_of(resumed) == metrics_of(straight)
 
 
@@ -250,7 +245,7 @@ def damage(kind, path, tmp_path):
     elif kind == "foreign-object":
         torch.save({"x": Foreign()}, path)
     else:  # the checkpoint of a 16-d model in an 8-d experiment
-        wide = load_config(tiny(tmp_path, "seeds=1", "epochs=1", "embedding_size=16", "experiment=wide"))
+        wide = load_spec(tiny(tmp_path, "seeds=1", "epochs=1", "embedding_size=16", "experiment=wide"))
         other = run_experiment(wide) / "seed_0" / "fold_0" / "checkpoint_latest.pt"
         path.write_bytes(other.read_bytes())
         if kind == "other-model":  # as written before checkpoints recorded their owner
@@ -281,7 +276,7 @@ def test_an_unusable_checkpoint_without_a_backup_is_named(tmp_path, monkeypatch,
 
 def test_evaluate_names_an_unusable_best_checkpoint(tmp_path, capsys):
     args = tiny(tmp_path, "seeds=1", "epochs=1", "cv_folds=2")
-    exp_dir = run_experiment(load_config(args))
+    exp_dir = run_experiment(load_spec(args))
     best = exp_dir / "seed_0" / "fold_1" / "checkpoint_best.pt"
     best.write_bytes(b"")
     msg = cli_error(capsys, "evaluate", *args)
@@ -291,8 +286,8 @@ def test_evaluate_names_an_unusable_best_checkpoint(tmp_path, capsys):
 def test_a_checkpoint_of_another_seed_is_refused_naming_both(tmp_path, capsys):
     """Seed 1's checkpoint replaced by seed 0's used to be accepted: the report showed +- 0.0000."""
     args = tiny(tmp_path, "seeds=2", "epochs=1")
-    exp_dir = run_experiment(load_config(args))
-    digest = config_digest(load_config(args))
+    exp_dir = run_experiment(load_spec(args))
+    digest = load_spec(args).digest
     seed_1 = exp_dir / "seed_1" / "fold_0" / "checkpoint_latest.pt"
     seed_1.write_bytes((exp_dir / "seed_0" / "fold_0" / "checkpoint_latest.pt").read_bytes())
     owners = (
@@ -304,13 +299,13 @@ def test_a_checkpoint_of_another_seed_is_refused_naming_both(tmp_path, capsys):
     (exp_dir / "seed_1" / "result.json").unlink()
     assert owners in cli_error(capsys, "run", *args)  # resuming refuses it too
     with pytest.raises(UserError, match="belongs to seed 0"):
-        ExperimentFolder(exp_dir).tested_models(ExperimentFolder(exp_dir).fold(1, 0))
+        trained_models(ExperimentFolder(exp_dir), ExperimentFolder(exp_dir).fold(1, 0))
 
 
 def test_a_checkpoint_of_another_experiment_is_refused(tmp_path, capsys):
     args = tiny(tmp_path, "seeds=1", "epochs=1")
-    exp_dir = run_experiment(load_config(args))
-    other = run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=1", "experiment=other", "batch_size=12")))
+    exp_dir = run_experiment(load_spec(args))
+    other = run_experiment(load_spec(tiny(tmp_path, "seeds=1", "epochs=1", "experiment=other", "batch_size=12")))
     latest = exp_dir / "seed_0" / "fold_0" / "checkpoint_latest.pt"
     latest.write_bytes((other / "seed_0" / "fold_0" / "checkpoint_latest.pt").read_bytes())
     msg = cli_error(capsys, "evaluate", *args)
@@ -320,13 +315,13 @@ def test_a_checkpoint_of_another_experiment_is_refused(tmp_path, capsys):
 
 def test_checkpoints_written_before_owners_were_recorded_still_read(tmp_path):
     args = tiny(tmp_path, "seeds=1", "epochs=1")
-    exp_dir = run_experiment(load_config(args))
+    exp_dir = run_experiment(load_spec(args))
     latest = exp_dir / "seed_0" / "fold_0" / "checkpoint_latest.pt"
     payload = torch.load(latest, weights_only=True)
     del payload["owner"]
     torch.save(payload, latest)
     before = metrics_of(exp_dir)
-    assert metrics_of(run_experiment(load_config(args), evaluate_only=True)) == before
+    assert metrics_of(run_experiment(load_spec(args), evaluate_only=True)) == before
 
 
 def _leave_mark(path):  # what unpickling the payload below would run
@@ -342,7 +337,7 @@ class Payload:
 
 
 def test_a_poisoned_test_embeddings_file_costs_its_plot_not_the_report(tmp_path, caplog, capsys):
-    exp_dir = run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=1")))
+    exp_dir = run_experiment(load_spec(tiny(tmp_path, "seeds=1", "epochs=1")))
     embeddings = exp_dir / "seed_0" / "test_embeddings.pt"
     torch.save({"embeddings": Payload(tmp_path / "marker")}, embeddings)
     out = tmp_path / "report"
@@ -389,7 +384,7 @@ def test_a_second_run_on_a_folder_in_use_exits_naming_the_holder(tmp_path, capsy
 
 def test_the_lock_is_released_when_a_run_fails(tmp_path, monkeypatch):
     interrupted_run(tmp_path, monkeypatch, 1)
-    exp_dir = run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=3")))
+    exp_dir = run_experiment(load_spec(tiny(tmp_path, "seeds=1", "epochs=3")))
     assert (exp_dir / "results.json").exists()
 
 
@@ -477,7 +472,7 @@ def test_an_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
 
 
 def test_report_input_errors_are_one_line(tmp_path, capsys):
-    exp_dir = run_experiment(load_config(tiny(tmp_path, "seeds=1", "epochs=1")))
+    exp_dir = run_experiment(load_spec(tiny(tmp_path, "seeds=1", "epochs=1")))
     out = tmp_path / "report"
     msg = cli_error(capsys, "report", str(exp_dir), "--baseline", "nope", "--out", str(out))
     assert f"--baseline must name one of the experiments with test records ({EXPERIMENT}), got 'nope'" in msg
@@ -510,8 +505,8 @@ def test_other_user_errors_are_one_line(tmp_path, capsys, overrides, expected):
 
 def test_the_python_api_raises_instead_of_exiting(tmp_path):
     with pytest.raises(ConfigError, match="fold 0 trains on 48 images but batch_size is 64"):
-        run_experiment(load_config(tiny(tmp_path, "batch_size=64")))
-    from pml_regularizers.bench.errors import UserError
+        run_experiment(load_spec(tiny(tmp_path, "batch_size=64")))
+    from pml_regularizers.bench import UserError
 
     with pytest.raises(UserError, match="nothing to evaluate"):
-        run_experiment(load_config(tiny(tmp_path)), evaluate_only=True)
+        run_experiment(load_spec(tiny(tmp_path)), evaluate_only=True)

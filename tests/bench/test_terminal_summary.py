@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pml_regularizers.bench import cli
-from pml_regularizers.bench.results.stats import SummaryRow, summarize, verdict
+from pml_regularizers.bench import SummaryRow, cli, summarize, verdict
 from pml_regularizers.bench.results.terminal_summary import compact_table, method_name
-from pml_regularizers.bench.spec.compose import experiment_name
 
 from .report_records import BASE_MAP, MAP, P1, REG_MAP, fake_records, write_experiment
 
@@ -168,7 +166,7 @@ def test_compare_prints_one_compact_table_per_group(tmp_path, monkeypatch, capsy
     }
 
     def fake_run(cfg, command=None):
-        name = experiment_name(cfg)
+        name = cfg.experiment
         root = Path(cfg.output_dir)
         if not (root / name).exists():
             root.mkdir(exist_ok=True)

@@ -12,15 +12,16 @@ omniglot, arrays, features) are loaded, which checks them as a run would.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, open_dict
 
 from ..errors import UserError
+from ..spec.run_spec import DataSpec
 from . import DataWarning, FileSet, ImageDecodeError
 from .decode import read_image
 from .loader import auto_num_workers
@@ -112,13 +113,13 @@ class _Decoder(torch.utils.data.Dataset):
         return index, ("damaged" if damage else ""), "; ".join(damage)
 
 
-def check_data(cfg: DictConfig, workers: int | None = None) -> DataCheck:
-    """Check the data set of ``cfg`` (its ``dataset`` group) as described in the module's text.
+def check_data(data_spec: DataSpec, workers: int | None = None) -> DataCheck:
+    """Check the data set ``data_spec`` names, as described in the module's text.
 
     Parameters
     ----------
-    cfg : DictConfig
-        A composed config (:func:`~pml_regularizers.bench.spec.compose.load_config`).
+    data_spec : DataSpec
+        The ``dataset`` part of a run's spec.
     workers : int, optional
         DataLoader workers that decode; by default the CPUs this process may use, at most 8.
 
@@ -136,13 +137,11 @@ def check_data(cfg: DictConfig, workers: int | None = None) -> DataCheck:
     if workers is not None and workers < 0:
         raise UserError(f"--workers must be >= 0, got {workers}")
     start = time.perf_counter()
-    if cfg.dataset.name in NATURAL_DATASETS:  # list the files, whatever pipeline would serve them
-        cfg = cfg.copy()
-        with open_dict(cfg):
-            cfg.dataset.pipeline = "natural"
+    if data_spec.name in NATURAL_DATASETS:  # list the files, whatever pipeline would serve them
+        data_spec = dataclasses.replace(data_spec, pipeline="natural")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataWarning)
-        data = load_data(cfg)
+        data = load_data(data_spec)
     problems = [
         Problem(str(path), "damaged" if reason.startswith(DAMAGED_DATA) else "skipped", reason)
         for w in caught
@@ -156,10 +155,9 @@ def check_data(cfg: DictConfig, workers: int | None = None) -> DataCheck:
     if decoded:
         assert isinstance(data, FileSet)
         problems += _decode_all(data.paths, auto_num_workers() if workers is None else workers)
-    root = cfg.dataset.get("root")
     return DataCheck(
-        dataset=str(cfg.choices.dataset),
-        root=None if root is None else str(root),
+        dataset=data_spec.choice,
+        root=data_spec.root,
         num_images=len(data.labels),
         num_classes=data.num_classes,
         decoded=decoded,

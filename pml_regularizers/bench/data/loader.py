@@ -15,10 +15,10 @@ from collections.abc import Iterable, Iterator, Sized
 from typing import cast
 
 import torch
-from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..._checks import is_int, is_positive_int
+from ..spec.run_spec import RuntimeSpec
 from .images import FeatureDataset, TensorImageDataset
 
 MAX_AUTO_WORKERS = 8
@@ -201,9 +201,9 @@ def _check_loader_arguments(batch_size: int, num_workers: int) -> None:
         raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
 
 
-def num_workers(cfg: DictConfig, dataset: torch.utils.data.Dataset, world: int) -> int:
-    """``num_workers``, with ``auto`` meaning none for data held in memory as tensors (a worker
-    would only copy them)."""
-    if cfg.num_workers != "auto":
-        return int(cfg.num_workers)
+def num_workers(runtime: RuntimeSpec, dataset: torch.utils.data.Dataset, world: int) -> int:
+    """The run's ``num_workers``, with ``auto`` meaning none for data held in memory as tensors (a
+    worker would only copy them), else :func:`auto_num_workers` for the ``world`` processes."""
+    if runtime.num_workers != "auto":
+        return int(runtime.num_workers)
     return 0 if isinstance(dataset, (TensorImageDataset, FeatureDataset)) else auto_num_workers(world)

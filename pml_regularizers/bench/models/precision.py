@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 from torch import Tensor, nn
+
+from ..spec.run_spec import RuntimeSpec
 
 __all__ = ["PRECISIONS", "AutocastTrunk", "autocast_dtype", "trunk_runner", "use_grad_scaler", "uses_channels_last"]
 
@@ -98,17 +99,18 @@ def _has_gradients(optimizer: torch.optim.Optimizer) -> bool:
     return any(p.grad is not None for group in optimizer.param_groups for p in group["params"])
 
 
-def trunk_runner(trunk: torch.nn.Module, cfg: DictConfig, device: torch.device) -> torch.nn.Module:
+def trunk_runner(trunk: torch.nn.Module, runtime: RuntimeSpec, device: torch.device) -> torch.nn.Module:
     """``trunk`` as training and testing call it: under autocast for ``precision: bf16|fp16``
     and on channels-last input when :func:`uses_channels_last`
     (:class:`~pml_regularizers.bench.models.precision.AutocastTrunk`), else as is."""
-    dtype = autocast_dtype(cfg.precision)
-    channels_last = uses_channels_last(cfg, device)
+    dtype = autocast_dtype(runtime.precision)
+    channels_last = uses_channels_last(runtime, device)
     if dtype is None and not channels_last:
         return trunk
     return AutocastTrunk(trunk, device.type, dtype, channels_last)
 
 
-def uses_channels_last(cfg: DictConfig, device: torch.device) -> bool:
-    """``channels_last``, with ``auto`` meaning on CUDA (where convolutions gain from it)."""
-    return device.type == "cuda" if cfg.channels_last == "auto" else bool(cfg.channels_last)
+def uses_channels_last(runtime: RuntimeSpec, device: torch.device) -> bool:
+    """The run's ``channels_last``, with ``auto`` meaning on CUDA (where convolutions gain from
+    it)."""
+    return device.type == "cuda" if runtime.channels_last == "auto" else bool(runtime.channels_last)

@@ -12,27 +12,30 @@ mean something (at least 2 classes with 2 or more images).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.utils import get_object
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import OmegaConf, open_dict
 
 from ..data import FeatureSet
 from ..data.serve import DataSet, load_data, torch_dataset
 from ..errors import UserError
 from ..results.folder import ExperimentFolder, FoldFolder
 from ..results.io import atomic_torch_save, check_writable, write_json
-from ..spec.compose import experiment_name, load_config
+from ..spec.compose import load_config
+from ..spec.run_spec import Component, RunSpec
+from ..spec.targets import target_arguments
 from .devices import resolve_device
 from .fold import embed
 from .metrics import BenchAccuracyCalculator
 from .torchrun import Dist
+from .trained import trained_models
 
 __all__ = ["Embedded", "check_trunk_input", "embed_data_set", "embedding_config", "metrics_path"]
 
@@ -78,32 +81,33 @@ def metrics_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.metrics.json")
 
 
-def embedding_config(saved: DictConfig, overrides: Sequence[str]) -> DictConfig:
-    """An experiment's saved config with its ``dataset`` group replaced as ``overrides`` say.
+def embedding_config(saved: RunSpec, overrides: Sequence[str]) -> RunSpec:
+    """An experiment's spec with its ``dataset`` group replaced as ``overrides`` say.
 
     Parameters
     ----------
-    saved : DictConfig
-        The experiment's config (:meth:`~pml_regularizers.bench.results.folder.ExperimentFolder.config`).
+    saved : RunSpec
+        The experiment's spec (:meth:`~pml_regularizers.bench.results.folder.ExperimentFolder.spec`).
     overrides : sequence of str
         Hydra overrides of the ``dataset`` group only. With ``dataset=NAME`` the group is that
         option composed as ``pml-bench run`` composes it, with the other overrides applied;
-        without, the overrides (``dataset.KEY=VALUE``, ``+dataset.KEY=VALUE`` for a new key) apply
-        to the experiment's own data set config. None: the experiment's own data set.
+        without, the overrides (``dataset.KEY=VALUE``) apply to the experiment's own data set
+        config. None: the experiment's own data set.
 
     Returns
     -------
-    DictConfig
-        A copy of ``saved`` with the new ``dataset`` (and ``choices.dataset``).
+    RunSpec
+        ``saved`` with the new ``dataset`` (and its choice); its other parts are the experiment's.
 
     Raises
     ------
     UserError
-        For an override of another group or key, one that does not parse, or a ``dataset.KEY``
-        that the data set config lacks (without ``+``).
+        For an override of another group or key, or one that does not parse.
     ConfigError
-        For a ``dataset=NAME`` composition that :func:`~pml_regularizers.bench.spec.compose.load_config`
-        refuses (an unknown option, a missing ``dataset.root``).
+        For a data set config the spec refuses (an unknown key, naming the closest, a bad value),
+        or a ``dataset=NAME`` composition that
+        :func:`~pml_regularizers.bench.spec.compose.load_config` refuses (an unknown option, a
+        missing ``dataset.root``).
     """
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
@@ -118,29 +122,19 @@ def embedding_config(saved: DictConfig, overrides: Sequence[str]) -> DictConfig:
             )
         if override.is_delete():
             raise UserError(f"embed cannot delete a key ({text!r}); set it instead")
-    cfg = saved.copy()
     if any(o.key_or_group == "dataset" for o in parsed):
         fresh = load_config(overrides)
-        with open_dict(cfg):
-            cfg.dataset = fresh.dataset
-            cfg.choices.dataset = fresh.choices.dataset
-        return cfg
-    for override, text in zip(parsed, overrides):
-        key = override.key_or_group
-        if not override.is_add() and OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
-            raise UserError(
-                f"{key}: the experiment's data set config (dataset={cfg.choices.dataset}) has no such key; "
-                f"add one with +{text}, or choose another data set with dataset=NAME"
-            )
-        with open_dict(cfg):
-            OmegaConf.update(cfg, key, override.value(), merge=False)
-    return cfg
+        return saved.with_dataset(
+            str(fresh.choices.dataset), cast(dict[str, Any], OmegaConf.to_container(fresh.dataset))
+        )
+    edited = OmegaConf.create({"dataset": dict(saved.config["dataset"])})
+    for override in parsed:
+        with open_dict(edited):
+            OmegaConf.update(edited, override.key_or_group, override.value(), merge=False)
+    return saved.with_dataset(saved.data.choice, cast(dict[str, Any], OmegaConf.to_container(edited.dataset)))
 
 
-_ABSENT = object()
-
-
-def check_trunk_input(cfg: DictConfig, data: DataSet | None = None) -> None:
+def check_trunk_input(spec: RunSpec, data: DataSet | None = None) -> None:
     """Refuse a data set that the experiment's trunk cannot take.
 
     An image trunk (one that takes ``in_channels``) needs images with that many channels, and
@@ -149,8 +143,8 @@ def check_trunk_input(cfg: DictConfig, data: DataSet | None = None) -> None:
 
     Parameters
     ----------
-    cfg : DictConfig
-        :func:`embedding_config`'s config: the experiment's trunk with the new ``dataset``.
+    spec : RunSpec
+        :func:`embedding_config`'s spec: the experiment's trunk with the new ``dataset``.
     data : ImageSet, FeatureSet or FileSet, optional
         The new data, once read: checked to be of the kind the trunk takes.
 
@@ -159,17 +153,17 @@ def check_trunk_input(cfg: DictConfig, data: DataSet | None = None) -> None:
     UserError
         Naming the ``dataset`` key that does not fit and the trunk's value it must match.
     """
-    trunk, d = cfg.trunk, cfg.dataset
+    trunk, d = spec.models.trunk, spec.data
     channels = trunk.get("in_channels")
-    if channels is not None and d.get("channels") != channels:
+    if channels is not None and d.channels != channels:
         raise UserError(
-            f"dataset.channels is {d.get('channels')} but the experiment's trunk takes {channels}-channel "
+            f"dataset.channels is {d.channels} but the experiment's trunk takes {channels}-channel "
             f"images (trunk.in_channels={channels}); set dataset.channels={channels} (with the pipeline that gives it)"
         )
     size = trunk.get("image_size")
-    if size is not None and d.get("size") != size:
+    if size is not None and d.size != size:
         raise UserError(
-            f"dataset.size is {d.get('size')} but the experiment's trunk takes {size}x{size} images "
+            f"dataset.size is {d.size} but the experiment's trunk takes {size}x{size} images "
             f"(trunk.image_size={size}); set dataset.size={size}"
         )
     if data is None:
@@ -177,27 +171,22 @@ def check_trunk_input(cfg: DictConfig, data: DataSet | None = None) -> None:
     takes_features = _takes_features(trunk)
     if isinstance(data, FeatureSet) and not takes_features:
         raise UserError(
-            f"dataset={cfg.choices.dataset} gives feature vectors but the experiment's trunk "
-            f"(trunk={cfg.choices.trunk}) takes images"
+            f"dataset={d.choice} gives feature vectors but the experiment's trunk (trunk={trunk.choice}) takes images"
         )
     if not isinstance(data, FeatureSet) and takes_features:
         raise UserError(
-            f"dataset={cfg.choices.dataset} gives images but the experiment's trunk "
-            f"(trunk={cfg.choices.trunk}) takes feature vectors"
+            f"dataset={d.choice} gives images but the experiment's trunk (trunk={trunk.choice}) takes feature vectors"
         )
 
 
-def _takes_features(trunk: DictConfig) -> bool:
+def _takes_features(trunk: Component) -> bool:
     """Whether the trunk is one the runner builds with ``in_features`` (from a feature data set);
     a target that does not import counts as an image trunk (building it reports the error)."""
     try:
-        target = get_object(trunk._target_)
+        accepted = target_arguments(get_object(trunk.target))
     except Exception:  # noqa: BLE001 -- Hydra wraps import errors of any kind
         return False
-    try:
-        return "in_features" in inspect.signature(target).parameters
-    except (TypeError, ValueError):
-        return False
+    return accepted is not None and "in_features" in accepted
 
 
 def embed_data_set(
@@ -254,34 +243,34 @@ def embed_data_set(
             check_writable(target)
         except ValueError as err:
             raise UserError(f"--out: {err}") from None
-    saved = folder.config()
-    seeds = range(saved.seed_offset, saved.seed_offset + saved.seeds)
-    seed = saved.seed_offset if seed is None else seed
+    saved = folder.spec()
+    seeds = saved.protocol.seed_range
+    seed = saved.protocol.seed_offset if seed is None else seed
     if seed not in seeds:
         raise UserError(f"--seed must be one of the experiment's seeds {seeds.start}..{seeds.stop - 1}, got {seed}")
-    cfg = embedding_config(saved, overrides)
-    check_trunk_input(cfg)
-    folds = [folder.fold(seed, f) for f in range(saved.cv_folds or 1)]
+    spec = embedding_config(saved, overrides)
+    check_trunk_input(spec)
+    folds = [folder.fold(seed, f) for f in range(saved.protocol.folds_per_seed)]
     for fold in folds:
         if folder.tested_checkpoint(fold) is None:
             raise UserError(
                 f"{fold.path} has not finished training (no finished checkpoint); finish the experiment "
                 "first with pml-bench run and its overrides"
             )
-    data = load_data(cfg)
-    check_trunk_input(cfg, data)
+    data = load_data(spec.data)
+    check_trunk_input(spec, data)
     run_device = resolve_device(device, Dist())
-    dataset = torch_dataset(data, cfg, train=False)
+    dataset = torch_dataset(data, spec.data, train=False)
     embeddings, labels = [], data.labels
     for fold in folds:
-        models = _fold_models(folder, fold, data, cfg)
+        models = _fold_models(folder, fold, data, spec.data.choice)
         for model in models.values():
             model.to(run_device)
-        emb, labels = embed(models, dataset, cfg, run_device)
+        emb, labels = embed(models, dataset, spec.runtime, run_device)
         embeddings.append(emb)
     final = torch.cat(embeddings, 1)
     kind = "single" if len(folds) == 1 else "concatenated"
-    name = experiment_name(saved)
+    name = saved.experiment
     payload = {
         "embeddings": final,
         "labels": labels,
@@ -300,14 +289,14 @@ def embed_data_set(
             "experiment": name,
             "seed": seed,
             "embedding": kind,
-            "dataset": OmegaConf.to_container(cfg.dataset),
+            "dataset": spec.config["dataset"],
             "embeddings": str(out),
             "num_images": len(labels),
             "num_classes": data.num_classes,
             "metrics": metrics,
         }
         _write(metrics_file, lambda: write_json(metrics_file, record))
-    return Embedded(out, name, seed, kind, cfg.choices.dataset, len(labels), data.num_classes, metrics, metrics_file)
+    return Embedded(out, name, seed, kind, spec.data.choice, len(labels), data.num_classes, metrics, metrics_file)
 
 
 def _write(path: Path, write: Callable[[], object]) -> None:
@@ -320,17 +309,17 @@ def _write(path: Path, write: Callable[[], object]) -> None:
 
 
 def _fold_models(
-    folder: ExperimentFolder, fold: FoldFolder, data: DataSet, cfg: DictConfig
+    folder: ExperimentFolder, fold: FoldFolder, data: DataSet, dataset_choice: str
 ) -> dict[str, torch.nn.Module]:
     """The models ``fold`` tested, on the CPU; for feature vectors, a width they do not take is
     named as the data set's."""
     try:
-        models = folder.tested_models(fold, data)
+        models = trained_models(folder, fold, data)
     except UserError as err:
         if not isinstance(data, FeatureSet):
             raise
         raise UserError(
-            f"dataset={cfg.choices.dataset} gives {data.features.shape[1]}-wide feature vectors, which the "
+            f"dataset={dataset_choice} gives {data.features.shape[1]}-wide feature vectors, which the "
             f"experiment's trunk may not take: {err}"
         ) from err
     assert models is not None  # embed_data_set checked that the fold has finished

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig
 from pytorch_metric_learning import testers
 from pytorch_metric_learning.utils import logging_presets
 from torch import distributed as dist
@@ -24,19 +22,19 @@ from ..data import NaturalImageDataset
 from ..data.loader import evaluation_loader, num_workers, training_loader
 from ..data.serve import DataSet, torch_dataset
 from ..models.build import Optimization, Parts, build_optimization, build_parts
-from ..models.precision import trunk_runner, use_grad_scaler
+from ..models.precision import trunk_runner, use_grad_scaler, uses_channels_last
 from ..results.center_geometry import append_geometry, class_centers
 from ..results.checkpoints import CheckpointOwner
 from ..results.folder import FoldFolder
+from ..results.metric_names import PRIMARY_METRIC
+from ..spec.run_spec import RunSpec, RuntimeSpec
 from .fold_checkpoints import load_fold_checkpoint, save_fold_checkpoint
 from .metrics import BenchAccuracyCalculator
 from .preflight import training_sampler
 from .seeding import reseed
 from .torchrun import Dist, distribute
 
-__all__ = ["PRIMARY", "FoldJob", "embed", "train_fold"]
-
-PRIMARY = "mean_average_precision_at_r"
+__all__ = ["FoldJob", "embed", "train_fold"]
 
 
 @dataclass(frozen=True)
@@ -46,8 +44,8 @@ class FoldJob:
 
     Attributes
     ----------
-    cfg : DictConfig
-        The experiment's config.
+    spec : RunSpec
+        The experiment.
     data : ImageSet, FeatureSet or FileSet
         The whole data set (its kind decides the trunk's input).
     train_subset : ImageSet, FeatureSet or FileSet
@@ -62,7 +60,7 @@ class FoldJob:
         This process's place in the torchrun job.
     """
 
-    cfg: DictConfig
+    spec: RunSpec
     data: DataSet
     train_subset: DataSet
     val_set: torch.utils.data.Dataset | None
@@ -72,8 +70,8 @@ class FoldJob:
 
     @property
     def owner(self) -> CheckpointOwner:
-        """Whose checkpoints the fold writes and reads back: this fold of this seed of ``cfg``."""
-        return CheckpointOwner.of(self.cfg, self.folder.seed, self.folder.fold)
+        """Whose checkpoints the fold writes and reads back: this fold of this seed of the experiment."""
+        return CheckpointOwner.of(self.spec, self.folder.seed, self.folder.fold)
 
 
 def train_fold(job: FoldJob) -> tuple[dict[str, torch.nn.Module], float]:
@@ -85,8 +83,10 @@ def train_fold(job: FoldJob) -> tuple[dict[str, torch.nn.Module], float]:
     """
     folder, device = job.folder, job.device
     reseed(folder.seed, folder.fold, 0)
-    parts = build_parts(job.cfg, job.data, job.train_subset.num_classes, device)
-    optimization = build_optimization(job.cfg, parts, device)
+    spec = job.spec
+    channels_last = uses_channels_last(spec.runtime, device)
+    parts = build_parts(spec.models, job.data, job.train_subset.num_classes, device, channels_last)
+    optimization = build_optimization(spec.models, parts, device, spec.runtime.precision)
     owner = job.owner
     state = load_fold_checkpoint(folder.latest, folder, owner, parts, optimization.resumable, device) or {
         "epoch": 0,
@@ -106,21 +106,21 @@ def train_fold(job: FoldJob) -> tuple[dict[str, torch.nn.Module], float]:
 def _fit(job: FoldJob, parts: Parts, optimization: Optimization, state: dict) -> None:
     """Train ``parts`` from the epoch after ``state["epoch"]`` until the last epoch or early
     stopping, updating ``state`` and saving the checkpoints after each epoch."""
-    cfg, folder, device, ddp = job.cfg, job.folder, job.device, job.ddp
-    train_set = torch_dataset(job.train_subset, cfg, train=True)
+    spec, folder, device, ddp = job.spec, job.folder, job.device, job.ddp
+    protocol = spec.protocol
+    train_set = torch_dataset(job.train_subset, spec.data, train=True)
     record_keeper = hooks = None
     if ddp.main:
         record_keeper, _, _ = logging_presets.get_record_keeper(str(folder.logs), str(folder.tensorboard))
         if record_keeper is None:
             raise RuntimeError("record-keeper logging needs the tensorboard package")
-        hooks = logging_presets.get_hook_container(record_keeper, primary_metric=PRIMARY)
-    batch_size = cfg.batch_size // ddp.world
-    sampler = training_sampler(cfg, train_set.labels, batch_size, ddp.world, ddp.rank, folder.seed)
+        hooks = logging_presets.get_hook_container(record_keeper, primary_metric=PRIMARY_METRIC)
+    batch_size = protocol.batch_size // ddp.world
+    sampler = training_sampler(spec.models.sampler, train_set.labels, batch_size, ddp.world, ddp.rank, folder.seed)
     models, loss_funcs, miner = distribute(parts, ddp, device)
-    models["trunk"] = trunk_runner(models["trunk"], cfg, device)
-    workers = num_workers(cfg, train_set, ddp.world)
-    trainer = instantiate(
-        cfg.trainer,
+    models["trunk"] = trunk_runner(models["trunk"], spec.runtime, device)
+    workers = num_workers(spec.runtime, train_set, ddp.world)
+    trainer = spec.models.trainer.build(
         models=models,
         optimizers=optimization.optimizers,
         batch_size=batch_size,
@@ -129,11 +129,10 @@ def _fit(job: FoldJob, parts: Parts, optimization: Optimization, state: dict) ->
         dataset=train_set,
         sampler=sampler,
         dataloader_num_workers=workers,
-        iterations_per_epoch=cfg.iterations_per_epoch,
-        freeze_trunk_batchnorm=cfg.freeze_trunk_bn,
+        iterations_per_epoch=protocol.iterations_per_epoch,
+        freeze_trunk_batchnorm=spec.models.freeze_trunk_bn,
         data_device=device,
         end_of_iteration_hook=hooks.end_of_iteration_hook if hooks else None,
-        _convert_="object",
     )
     if optimization.scaler is not None:
         use_grad_scaler(trainer, optimization.scaler)
@@ -149,32 +148,32 @@ def _fit(job: FoldJob, parts: Parts, optimization: Optimization, state: dict) ->
                 persistent_workers=True,
             ),
         )
-    eval_trunk = trunk_runner(parts.models["trunk"], cfg, device)
+    eval_trunk = trunk_runner(parts.models["trunk"], spec.runtime, device)
     tester = None
     if job.val_set is not None and ddp.main:
         assert hooks is not None  # made above on the main process
         tester = testers.GlobalEmbeddingSpaceTester(
-            accuracy_calculator=BenchAccuracyCalculator(include=(PRIMARY,)),
+            accuracy_calculator=BenchAccuracyCalculator(include=(PRIMARY_METRIC,)),
             end_of_testing_hook=hooks.end_of_testing_hook,
-            dataloader_num_workers=num_workers(cfg, job.val_set, 1),
+            dataloader_num_workers=num_workers(spec.runtime, job.val_set, 1),
         )
     centers = class_centers(parts.loss_funcs["metric_loss"])
     if centers is not None and ddp.main and state["epoch"] == 0:
         append_geometry(folder.center_geometry, 0, centers)
-    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+    for epoch in range(state["epoch"] + 1, protocol.epochs + 1):
         reseed(folder.seed, folder.fold, epoch, ddp.rank)
         if isinstance(sampler, torch.utils.data.DistributedSampler):
             sampler.set_epoch(epoch)
         trainer.train(start_epoch=epoch, num_epochs=epoch)
         if tester is not None:
             acc = tester.test({"val": job.val_set}, epoch, eval_trunk, parts.models["embedder"])
-            score = float(acc["val"][f"{PRIMARY}_level0"])
+            score = float(acc["val"][f"{PRIMARY_METRIC}_level0"])
             if score > state["best_score"]:
                 state.update(best_epoch=epoch, best_score=score)
                 save_fold_checkpoint(folder.best, parts, None, state, keep_previous=False, owner=job.owner)
         state["epoch"] = epoch
-        stop = cfg.patience is not None and epoch - state["best_epoch"] >= cfg.patience
-        state["done"] = stop or epoch == cfg.epochs
+        stop = protocol.patience is not None and epoch - state["best_epoch"] >= protocol.patience
+        state["done"] = stop or epoch == protocol.epochs
         if ddp.world > 1:  # only rank 0 validates: every rank stops when rank 0 does
             shared = [state]
             dist.broadcast_object_list(shared, src=0)
@@ -213,7 +212,7 @@ def _keep_loader(trainer: Any, loader: torch.utils.data.DataLoader) -> None:
 def embed(
     models: dict[str, torch.nn.Module],
     dataset: torch.utils.data.Dataset,
-    cfg: DictConfig,
+    runtime: RuntimeSpec,
     device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The L2-normalised embeddings of ``dataset`` by ``models`` (trunk then embedder, in eval mode,
@@ -221,8 +220,8 @@ def embed(
     and its labels, on the CPU."""
     for m in models.values():
         m.eval()
-    trunk = trunk_runner(models["trunk"], cfg, device)
-    loader = evaluation_loader(dataset, 256, num_workers(cfg, dataset, 1), pin_memory=device.type == "cuda")
+    trunk = trunk_runner(models["trunk"], runtime, device)
+    loader = evaluation_loader(dataset, 256, num_workers(runtime, dataset, 1), pin_memory=device.type == "cuda")
     out, labels = [], []
     for x, y in loader:
         out.append(models["embedder"](trunk(x.to(device))).cpu())

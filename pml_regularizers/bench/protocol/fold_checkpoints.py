@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
 from ..errors import UserError
 from ..models.build import Parts
 from ..results.checkpoints import CheckpointOwner, LoadedCheckpoint, apply_checkpoint, load_checkpoint, save_checkpoint
 from ..results.folder import LATEST_CHECKPOINT, ExperimentFolder, FoldFolder
+from ..spec.run_spec import RunSpec
 
 __all__ = ["check_trained", "load_fold_checkpoint", "save_fold_checkpoint"]
 
@@ -78,13 +78,13 @@ def load_fold_checkpoint(
     return loaded.payload["state"]
 
 
-def check_trained(folder: ExperimentFolder, cfg: DictConfig, num_folds: int) -> None:
-    """Refuse to evaluate unless every fold of every seed has finished training, with usable
-    checkpoints."""
-    for seed in range(cfg.seed_offset, cfg.seed_offset + cfg.seeds):
+def check_trained(folder: ExperimentFolder, spec: RunSpec, num_folds: int) -> None:
+    """Refuse to evaluate unless every fold of every seed of ``spec`` has finished training, with
+    usable checkpoints of its own."""
+    for seed in spec.protocol.seed_range:
         for fold_number in range(num_folds):
             fold = folder.fold(seed, fold_number)
-            owner = CheckpointOwner.of(cfg, seed, fold_number)
+            owner = CheckpointOwner.of(spec, seed, fold_number)
             latest = _read_fold_checkpoint(fold.latest, fold, owner, lambda payload: None)
             if latest is None:
                 raise UserError(
@@ -94,10 +94,10 @@ def check_trained(folder: ExperimentFolder, cfg: DictConfig, num_folds: int) -> 
             if not state["done"]:
                 lost = f"; {latest.problem}" if latest.problem else ""
                 raise UserError(
-                    f"{fold.path} has not finished training (epoch {state['epoch']} of {cfg.epochs}){lost}; "
+                    f"{fold.path} has not finished training (epoch {state['epoch']} of {spec.protocol.epochs}){lost}; "
                     "finish it first with pml-bench run and the same overrides"
                 )
-            if cfg.cv_folds and fold.best.exists():
+            if spec.protocol.validated and fold.best.exists():
                 _read_fold_checkpoint(fold.best, fold, owner, _best_epoch_check(fold.best, state["best_epoch"]))
 
 

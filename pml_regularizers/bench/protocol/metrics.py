@@ -13,28 +13,9 @@ from pytorch_metric_learning.utils.accuracy_calculator import (
 )
 from torch import Tensor
 
-__all__ = ["RECALL_KS", "DEFAULT_METRICS", "METRIC_LABELS", "BenchAccuracyCalculator", "recall_at_k"]
+from ..results.metric_names import DEFAULT_METRICS, RECALL_KS
 
-RECALL_KS = (1, 2, 4, 8)
-
-DEFAULT_METRICS = (
-    "mean_average_precision_at_r",
-    "r_precision",
-    "precision_at_1",
-    *(f"recall_at_{k}" for k in RECALL_KS),
-    "NMI",
-)
-
-METRIC_LABELS = {
-    "mean_average_precision_at_r": "MAP@R",
-    "r_precision": "R-Precision",
-    "precision_at_1": "P@1",
-    **{f"recall_at_{k}": f"R@{k}" for k in RECALL_KS},
-    "NMI": "NMI",
-    "AMI": "AMI",
-    "mean_average_precision": "MAP",
-    "mean_reciprocal_rank": "MRR",
-}
+__all__ = ["BenchAccuracyCalculator", "recall_at_k"]
 
 
 def recall_at_k(

@@ -37,27 +37,26 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from ..data.serve import DataSet, load_data, load_experiment_data, torch_dataset
+from ..data.serve import DataSet, load_data, torch_dataset
 from ..errors import UserError
 from ..models.build import build_parts
 from ..results.folder import ExperimentFolder, Results, make_record
 from ..results.io import atomic_torch_save
-from ..spec.compose import experiment_name, tests_held_out_classes
+from ..results.metric_names import PRIMARY_METRIC
+from ..spec.run_spec import RunSpec
 from .devices import device_label, resolve_device
-from .fold import PRIMARY, FoldJob, embed, train_fold
+from .fold import FoldJob, embed, train_fold
 from .fold_checkpoints import check_trained
 from .lock import ExperimentLock
 from .metrics import BenchAccuracyCalculator
 from .preflight import check_input, check_output_dir, check_retrieval_sets, check_training_folds, split_classes
 from .torchrun import Dist, init_distributed
 
-__all__ = ["device_label", "load_experiment_data", "run_experiment"]
+__all__ = ["run_experiment"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ LOGGER = logging.getLogger(__name__)
 class _Run:
     """What every seed of a run shares."""
 
-    cfg: DictConfig
+    spec: RunSpec
     data: DataSet
     folds: list[tuple[list[int], list[int]]]
     test_classes: list[int]
@@ -79,17 +78,17 @@ class _Run:
     def results(self, records: list[dict]) -> Results:
         """``records`` as this run writes them, with what ran them."""
         return Results(
-            experiment_name(self.cfg),
+            self.spec.experiment,
             records,
-            config=cast(dict[str, Any], OmegaConf.to_container(self.cfg)),
+            config=self.spec.config,
             command=self.command,
             world_size=self.ddp.world,
             device=device_label(self.device),
         )
 
 
-def run_experiment(cfg: DictConfig, evaluate_only: bool = False, command: str | None = None) -> Path:
-    """Run (or resume, or re-evaluate) the experiment ``cfg`` describes.
+def run_experiment(spec: RunSpec, evaluate_only: bool = False, command: str | None = None) -> Path:
+    """Run (or resume, or re-evaluate) the experiment ``spec`` describes.
 
     Started by ``torchrun --nproc_per_node=N``, the run is data-parallel: each process trains on
     its share of every batch (``batch_size`` is the global batch), models are wrapped in
@@ -100,8 +99,8 @@ def run_experiment(cfg: DictConfig, evaluate_only: bool = False, command: str | 
 
     Parameters
     ----------
-    cfg : DictConfig
-        A config from :func:`pml_regularizers.bench.spec.compose.load_config`.
+    spec : RunSpec
+        The checked experiment (:func:`pml_regularizers.bench.spec.compose.load_spec`).
     evaluate_only : bool
         Re-test the saved models of every seed and fold without training; fails, before writing
         anything, if a fold has no finished checkpoint.
@@ -122,38 +121,38 @@ def run_experiment(cfg: DictConfig, evaluate_only: bool = False, command: str | 
     ------
     UserError
         Before anything is written, for a run that cannot go as configured (a
-        :class:`~pml_regularizers.bench.spec.compose.ConfigError` for the config itself: the device,
+        :class:`~pml_regularizers.bench.errors.ConfigError` for the config itself: the device,
         the output folder, a split whose metrics would mean nothing or an epoch without a batch);
         for a data set that cannot be read; for a folder that holds a different experiment or is
         in use by another process; for evaluating an experiment that has not finished training;
         and for a checkpoint that cannot be used (the message names the file).
     """
-    ddp = init_distributed(cfg)
-    folder = ExperimentFolder(Path(cfg.output_dir).expanduser() / experiment_name(cfg))
-    if not evaluate_only and folder.is_finished(cfg):
+    ddp = init_distributed(spec.protocol.batch_size, spec.runtime.device)
+    folder = ExperimentFolder(spec.folder)
+    if not evaluate_only and folder.is_finished(spec):
         LOGGER.info("%s is finished; not recomputed", folder.path)
         return folder.path
-    device = resolve_device(cfg.device, ddp)
+    device = resolve_device(spec.runtime.device, ddp)
     check_output_dir(folder.path)
-    check_input(cfg)
+    check_input(spec.data, spec.models.trunk)
     if evaluate_only and not folder.config_path.is_file():
         raise UserError(
             f"nothing to evaluate: {folder.path} holds no experiment (no config.yaml); "
             "train it first with pml-bench run and the same overrides"
         )
-    data = load_data(cfg)
-    train_classes, test_classes, folds = split_classes(cfg, data.labels)
-    check_retrieval_sets(cfg, data.labels, test_classes, folds)
-    check_training_folds(cfg, data.labels, folds, ddp.world)
-    build_parts(cfg, data, num_classes=len(train_classes), device=torch.device("cpu"))  # config check
+    data = load_data(spec.data)
+    train_classes, test_classes, folds = split_classes(spec.protocol, data.labels)
+    check_retrieval_sets(spec.protocol, data.labels, test_classes, folds)
+    check_training_folds(spec.protocol.batch_size, spec.models.sampler, data.labels, folds, ddp.world)
+    build_parts(spec.models, data, num_classes=len(train_classes), device=torch.device("cpu"))  # config check
     lock = ExperimentLock(folder.path, command or shlex.join(sys.argv))
-    run = _Run(cfg, data, folds, test_classes, folder, device, ddp, evaluate_only, command)
+    run = _Run(spec, data, folds, test_classes, folder, device, ddp, evaluate_only, command)
     try:
-        ddp.on_main(lambda: _open_experiment(folder, cfg, lock, evaluate_only))
+        ddp.on_main(lambda: _open_experiment(folder, spec, lock, evaluate_only))
         if evaluate_only:
-            ddp.on_main(lambda: check_trained(folder, cfg, len(folds)))
+            ddp.on_main(lambda: check_trained(folder, spec, len(folds)))
         records: list[dict] = []
-        for seed in range(cfg.seed_offset, cfg.seed_offset + cfg.seeds):
+        for seed in spec.protocol.seed_range:
             records += _run_seed(run, seed)
         if ddp.main:
             folder.write_results(run.results(records))
@@ -165,26 +164,26 @@ def run_experiment(cfg: DictConfig, evaluate_only: bool = False, command: str | 
 
 def _run_seed(run: _Run, seed: int) -> list[dict]:
     """Train (or load) and test every fold of one seed; its records, also kept in its folder."""
-    cfg, folder = run.cfg, run.folder
+    spec, folder = run.spec, run.folder
     finished = None if run.evaluate_only else folder.seed_results(seed)
     if finished is not None:
         return finished.records
-    tested = tests_held_out_classes(cfg)
-    test_set = torch_dataset(run.data.subset(run.test_classes), cfg, train=False) if tested else None
+    tested = spec.protocol.tests_held_out_classes
+    test_set = torch_dataset(run.data.subset(run.test_classes), spec.data, train=False) if tested else None
     calc = BenchAccuracyCalculator()
     embeddings, labels, val_scores = [], None, []
     for fold, (tr, va) in enumerate(run.folds):
-        val_set = torch_dataset(run.data.subset(va), cfg, train=False) if va else None
-        job = FoldJob(cfg, run.data, run.data.subset(tr), val_set, folder.fold(seed, fold), run.device, run.ddp)
+        val_set = torch_dataset(run.data.subset(va), spec.data, train=False) if va else None
+        job = FoldJob(spec, run.data, run.data.subset(tr), val_set, folder.fold(seed, fold), run.device, run.ddp)
         models, best_score = train_fold(job)
         val_scores.append(best_score)
         if test_set is not None and run.ddp.main:
-            emb, labels = embed(models, test_set, cfg, run.device)
+            emb, labels = embed(models, test_set, spec.runtime, run.device)
             embeddings.append(emb)
     records = []
     final = torch.cat(embeddings, 1) if embeddings else None
-    if cfg.cv_folds:
-        records.append(make_record(seed, "val", "separated", {PRIMARY: float(np.mean(val_scores))}))
+    if spec.protocol.validated:
+        records.append(make_record(seed, "val", "separated", {PRIMARY_METRIC: float(np.mean(val_scores))}))
     if len(embeddings) == 1:
         records.append(make_record(seed, "test", "single", calc.get_accuracy(embeddings[0], labels)))
     elif embeddings:
@@ -193,15 +192,15 @@ def _run_seed(run: _Run, seed: int) -> list[dict]:
         records.append(make_record(seed, "test", "separated", separated))
         records.append(make_record(seed, "test", "concatenated", calc.get_accuracy(final, labels)))
     if run.ddp.main:
-        if final is not None and cfg.save_test_embeddings:
+        if final is not None and spec.runtime.save_test_embeddings:
             atomic_torch_save({"embeddings": final, "labels": labels}, folder.test_embeddings_path(seed))
         folder.write_seed_results(seed, run.results(records))
     run.ddp.barrier()
     return records
 
 
-def _open_experiment(folder: ExperimentFolder, cfg: DictConfig, lock: ExperimentLock, evaluate_only: bool) -> None:
-    """Lock the folder (creating it), then claim it for ``cfg``
+def _open_experiment(folder: ExperimentFolder, spec: RunSpec, lock: ExperimentLock, evaluate_only: bool) -> None:
+    """Lock the folder (creating it), then claim it for ``spec``
     (:meth:`~pml_regularizers.bench.results.folder.ExperimentFolder.claim`)."""
     lock.acquire()
-    folder.claim(cfg, evaluate_only)
+    folder.claim(spec, evaluate_only)

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 from pytorch_metric_learning.utils import distributed as pml_dist
 from torch import distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -69,15 +68,17 @@ class Dist:
             raise error
 
 
-def init_distributed(cfg: DictConfig) -> Dist:
-    """Join the torchrun job described by the environment (WORLD_SIZE, RANK, LOCAL_RANK)."""
+def init_distributed(batch_size: int, device: str) -> Dist:
+    """Join the torchrun job described by the environment (WORLD_SIZE, RANK, LOCAL_RANK), whose
+    processes share each global batch of ``batch_size``; NCCL unless ``device`` is the CPU or
+    CUDA is missing."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Dist()
-    if cfg.batch_size % world:
-        raise ConfigError(f"batch_size must be divisible by the number of processes ({world}), got {cfg.batch_size}")
+    if batch_size % world:
+        raise ConfigError(f"batch_size must be divisible by the number of processes ({world}), got {batch_size}")
     if not dist.is_initialized():
-        cuda = cfg.device != "cpu" and torch.cuda.is_available()
+        cuda = device != "cpu" and torch.cuda.is_available()
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     return Dist(rank=dist.get_rank(), world=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 

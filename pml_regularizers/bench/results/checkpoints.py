@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
 from ..errors import UserError
-from ..spec.compose import config_digest, experiment_name
+from ..spec.run_spec import RunSpec
 from .io import atomic_torch_save, read_torch_file
 
 __all__ = [
@@ -63,9 +62,9 @@ class CheckpointOwner:
     fold: int
 
     @classmethod
-    def of(cls, cfg: DictConfig, seed: int, fold: int) -> CheckpointOwner:
-        """The owner of fold ``fold`` of seed ``seed`` of the experiment ``cfg``."""
-        return cls(experiment_name(cfg), config_digest(cfg), seed, fold)
+    def of(cls, spec: RunSpec, seed: int, fold: int) -> CheckpointOwner:
+        """The owner of fold ``fold`` of seed ``seed`` of the experiment ``spec``."""
+        return cls(spec.experiment, spec.digest, seed, fold)
 
     def to_dict(self) -> dict:
         """The owner as a checkpoint stores it."""

@@ -30,15 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from ..data.serve import DataSet, load_experiment_data
 from ..errors import ConfigError, UserError
-from ..models.build import build_models
-from ..protocol.preflight import split_classes
-from ..spec.compose import complete_saved_config
-from .checkpoints import CheckpointOwner, apply_checkpoint, load_checkpoint, read_checkpoint
+from ..spec.run_spec import RunSpec, complete_saved_config
+from .checkpoints import CheckpointOwner, load_checkpoint, read_checkpoint
 from .io import atomic_write, read_torch_file, write_json
 
 __all__ = [
@@ -293,9 +289,9 @@ class ExperimentFolder:
 
     # The config ----------------------------------------------------------------------------------
 
-    def config(self) -> DictConfig:
-        """The saved ``config.yaml``, with the keys added after it was saved set to the values it ran
-        with (:func:`~pml_regularizers.bench.spec.compose.complete_saved_config`).
+    def config(self) -> dict[str, Any]:
+        """The saved ``config.yaml`` as plain containers, completed with what was implicit when it
+        was saved (:func:`~pml_regularizers.bench.spec.run_spec.complete_saved_config`).
 
         Raises
         ------
@@ -304,21 +300,33 @@ class ExperimentFolder:
         """
         if not self.config_path.is_file():
             raise FileNotFoundError(f"no config.yaml in experiment folder {self.path}: expected {self.config_path}")
-        return complete_saved_config(cast(DictConfig, OmegaConf.load(self.config_path)))
+        return complete_saved_config(cast(dict[str, Any], OmegaConf.to_container(OmegaConf.load(self.config_path))))
 
-    def holds_config(self, cfg: DictConfig) -> bool:
-        """Whether ``config.yaml`` is that of ``cfg``: the same text, or a config saved before some
+    def spec(self) -> RunSpec:
+        """The experiment's spec, from its saved config (:meth:`config`).
+
+        Raises
+        ------
+        FileNotFoundError
+            When the folder holds no ``config.yaml``.
+        ConfigError
+            When it is not a config the runner can read.
+        """
+        return RunSpec.from_config(self.config())
+
+    def holds_config(self, spec: RunSpec) -> bool:
+        """Whether ``config.yaml`` is that of ``spec``: the same text, or a config saved before some
         keys existed that holds the same values once they are set to what it ran with
         (:meth:`config`)."""
         if not self.config_path.is_file():
             return False
-        if self.config_path.read_text() == OmegaConf.to_yaml(cfg):
+        if self.config_path.read_text() == spec.to_yaml():
             return True
-        return OmegaConf.to_yaml(self.config(), sort_keys=True) == OmegaConf.to_yaml(cfg, sort_keys=True)
+        return self.config() == complete_saved_config(spec.config)
 
-    def is_finished(self, cfg: DictConfig) -> bool:
-        """Whether the folder holds the results of this very config (:meth:`holds_config`)."""
-        return self.results_path.exists() and self.holds_config(cfg)
+    def is_finished(self, spec: RunSpec) -> bool:
+        """Whether the folder holds the results of this very experiment (:meth:`holds_config`)."""
+        return self.results_path.exists() and self.holds_config(spec)
 
     def has_finished_work(self) -> bool:
         """Whether the folder holds results or a checkpoint that can be read."""
@@ -332,11 +340,11 @@ class ExperimentFolder:
             return True
         return False
 
-    def claim(self, cfg: DictConfig, evaluate_only: bool) -> None:
+    def claim(self, spec: RunSpec, evaluate_only: bool) -> None:
         """Write ``config.yaml``, or check the one there.
 
-        A ``config.yaml`` of the same config (:meth:`holds_config`) is kept as it is. A folder of a
-        different config is refused when it holds finished work; one without
+        A ``config.yaml`` of the same experiment (:meth:`holds_config`) is kept as it is. A folder
+        of a different config is refused when it holds finished work; one without
         (:meth:`has_finished_work`) is what a failed start left behind: ``evaluate`` finds nothing
         to evaluate there, and ``run`` takes it over (its ``seed_*`` folders are removed and its
         config replaced).
@@ -348,11 +356,10 @@ class ExperimentFolder:
         UserError
             For evaluating a folder of a different config.
         """
-        if self.holds_config(cfg):
+        if self.holds_config(spec):
             return
         if self.config_path.exists():
-            old = OmegaConf.to_container(self.config())
-            diff = ", ".join(sorted(_diff_keys(old, OmegaConf.to_container(cfg))))
+            diff = ", ".join(sorted(_diff_keys(self.config(), complete_saved_config(spec.config))))
             if self.has_finished_work():
                 raise ConfigError(
                     f"{self.path} holds a run of a different config (differs at: {diff}); "
@@ -368,7 +375,7 @@ class ExperimentFolder:
             )
             for seed_dir in self.path.glob("seed_*"):
                 shutil.rmtree(seed_dir)
-        atomic_write(self.config_path, lambda f: f.write(OmegaConf.to_yaml(cfg).encode()))
+        atomic_write(self.config_path, lambda f: f.write(spec.to_yaml().encode()))
 
     # Results -------------------------------------------------------------------------------------
 
@@ -478,57 +485,15 @@ class ExperimentFolder:
             found += [next(iter(sorted(d.glob(log_file))), None) for d in logs]
         return [path for path in found if path is not None and path.is_file()]
 
-    # The trained models ------------------------------------------------------------------------
-
-    def data(self) -> DataSet:
-        """The experiment's whole data set, read as the runner reads it
-        (:func:`~pml_regularizers.bench.protocol.runner.load_experiment_data`)."""
-        return load_experiment_data(self.config())
-
-    def split(self, data: DataSet) -> tuple[list[int], list[int], list[tuple[list[int], list[int]]]]:
-        """The training classes, the test classes and the folds' (training, validation) classes of
-        ``data`` (:meth:`data`), as the runner split them."""
-        return split_classes(self.config(), data.labels)
-
     def checkpoint_owner(self, fold: FoldFolder) -> CheckpointOwner:
-        """Whose checkpoints ``fold`` must hold: that fold of that seed of this experiment's config."""
-        return CheckpointOwner.of(self.config(), fold.seed, fold.fold)
+        """Whose checkpoints ``fold`` must hold: that fold of that seed of this experiment."""
+        return CheckpointOwner.of(self.spec(), fold.seed, fold.fold)
 
     def tested_checkpoint(self, fold: FoldFolder) -> Path | None:
-        """:meth:`FoldFolder.tested_checkpoint` of ``fold``, validated when the config has
+        """:meth:`FoldFolder.tested_checkpoint` of ``fold``, validated when the experiment has
         cross-validation folds, of :meth:`checkpoint_owner`."""
-        return fold.tested_checkpoint(validated=bool(self.config().cv_folds), owner=self.checkpoint_owner(fold))
-
-    def tested_models(self, fold: FoldFolder, data: DataSet | None = None) -> dict[str, torch.nn.Module] | None:
-        """The trunk and embedder the runner tested for ``fold``, rebuilt from the config.
-
-        Parameters
-        ----------
-        fold : FoldFolder
-            One of :meth:`folds`.
-        data : ImageSet, FeatureSet or FileSet, optional
-            The experiment's data (:meth:`data`, read when not given): a feature trunk takes its
-            width from it.
-
-        Returns
-        -------
-        dict or None
-            ``{"trunk": ..., "embedder": ...}`` on the CPU in eval mode, holding the weights of
-            :meth:`tested_checkpoint`; None before the fold has finished.
-
-        Raises
-        ------
-        UserError
-            When the checkpoint cannot be read or does not fit the config's models.
-        """
-        path = self.tested_checkpoint(fold)
-        if path is None:
-            return None
-        models = build_models(self.config(), self.data() if data is None else data)
-        apply_checkpoint(read_checkpoint(path, owner=self.checkpoint_owner(fold)), path, models)
-        for model in models.values():
-            model.eval()
-        return models
+        spec = self.spec()
+        return fold.tested_checkpoint(spec.protocol.validated, CheckpointOwner.of(spec, fold.seed, fold.fold))
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:

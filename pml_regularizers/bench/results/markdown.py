@@ -7,7 +7,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 
-from ..protocol.metrics import METRIC_LABELS
+from .metric_names import METRIC_LABELS
 from .report_data import ValidationCurve
 from .stats import SummaryRow, format_interval, format_number, group_rows, select_metrics
 

@@ -14,8 +14,8 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..protocol.metrics import METRIC_LABELS
 from .folder import ExperimentFolder
+from .metric_names import METRIC_LABELS
 from .stats import SummaryRow, group_rows, select_metrics
 from .training_logs import mean_loss_curve
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from ..protocol.metrics import METRIC_LABELS
+from .metric_names import METRIC_LABELS
 
 __all__ = [
     "SummaryRow",

@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..protocol.metrics import METRIC_LABELS
+from .metric_names import METRIC_LABELS, PRIMARY_METRIC
 from .report_data import read_report_data
 from .stats import SummaryRow, format_interval, group_rows, metric_order, verdict
 
@@ -15,7 +15,7 @@ __all__ = ["SUMMARY_METRICS", "method_name", "compact_table", "report_summary"]
 
 PathLike = str | os.PathLike
 # The metrics of the compact table; the verdict is the first one's.
-SUMMARY_METRICS = ("mean_average_precision_at_r", "precision_at_1")
+SUMMARY_METRICS = (PRIMARY_METRIC, "precision_at_1")
 
 
 def method_name(experiment: str, baseline: str) -> str:

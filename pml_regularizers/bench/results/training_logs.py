@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .folder import ExperimentFolder
+from .metric_names import PRIMARY_METRIC
 from .report_data import ValidationCurve
 
 __all__ = ["ITERATION_HEADERS", "VAL_LOG", "VAL_MAP_AT_R", "load_loss_history", "mean_loss_curve", "validation_curves"]
@@ -20,7 +21,7 @@ PathLike = str | os.PathLike
 ITERATION_HEADERS = ("~iteration~", "iteration")
 # What PML's tester logs after each epoch of a run with validation: one CSV per tester level.
 VAL_LOG = "accuracies_*_VAL_vs_self.csv"
-VAL_MAP_AT_R = "mean_average_precision_at_r_level0"
+VAL_MAP_AT_R = f"{PRIMARY_METRIC}_level0"
 
 
 def load_loss_history(csv_path: PathLike) -> dict[str, np.ndarray]:
