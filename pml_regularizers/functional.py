@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from ._checks import check_num_samples, is_positive_int
+from ._arguments import check_num_samples, is_positive_int
 
 __all__ = [
     "at_least_float32",

@@ -40,6 +40,7 @@ VISION_MODULES = frozenset(
 DISTRIBUTION_OF = {
     "faiss": "faiss-cpu",
     "hydra": "hydra-core",
+    "hydra_plugins.hydra_joblib_launcher": "hydra-joblib-launcher",
     "matplotlib": "matplotlib",
     "numpy": "numpy",
     "omegaconf": "omegaconf",
@@ -63,6 +64,8 @@ DISTRIBUTION_OF = {
 CORE_FOR_THE_BENCH = frozenset({"numpy"})
 # Bench distributions the runner uses through PML rather than by importing them: each chain starts
 # with a PML module a bench module imports, and each module of it imports the next.
+# Bench distributions that Hydra loads as plugins because the config names them: (module, the line).
+THROUGH_HYDRA = {"hydra-joblib-launcher": ("hydra_plugins.hydra_joblib_launcher", "override hydra/launcher: joblib")}
 THROUGH_PML = {
     "record-keeper": ("pytorch_metric_learning.utils.logging_presets", "record_keeper"),
     "tensorboard": ("pytorch_metric_learning.utils.logging_presets", "torch.utils.tensorboard"),
@@ -150,12 +153,20 @@ def test_no_declared_dependency_is_unused():
         "core": {DISTRIBUTION_OF[n] for f, tops in imports.items() if not f.startswith("bench/") for n in tops}
         | CORE_FOR_THE_BENCH,
         "bench": {DISTRIBUTION_OF[n] for f, tops in imports.items() if f.startswith("bench/") for n in tops}
-        | set(THROUGH_PML),
+        | set(THROUGH_PML)
+        | set(THROUGH_HYDRA),
         "vision": {DISTRIBUTION_OF[n] for f, tops in imports.items() if f in VISION_MODULES for n in tops},
     }
     for group, used in used_by.items():
         unused = sorted(declared[group] - used)
         assert not unused, f"{group} declares {unused}, which none of its modules uses"
+
+
+def test_the_hydra_plugins_are_named_by_the_config():
+    config = (PACKAGE / "bench" / "conf" / "config.yaml").read_text()
+    for distribution, (module, override) in THROUGH_HYDRA.items():
+        assert importlib.util.find_spec(module) is not None, distribution
+        assert override in config, f"the config no longer uses {distribution}"
 
 
 def test_the_dependencies_used_through_pml_are_imported_along_the_chain():
@@ -266,7 +277,15 @@ def test_the_core_in_a_virtual_environment_without_the_extras(tmp_path):
             (links / top).symlink_to(Path(dist.locate_file(top)))
     (site / "core.pth").write_text(f"{links}\n{REPO}\n")
 
-    probe = "import importlib.util as u; print([m for m in {!r} if u.find_spec(m)])"
+    probe = (
+        "import importlib.util as u\n"
+        "def found(m):\n"
+        "    try:\n"
+        "        return u.find_spec(m) is not None\n"
+        "    except ImportError:  # a sub-module of a missing package\n"
+        "        return False\n"
+        "print([m for m in {!r} if found(m)])"
+    )
     extras = [name for name in BENCH_MODULES if name != "scipy"] + ["torchvision", "timm", "safetensors"]
     present = subprocess.run(
         [str(python), "-c", probe.format(extras)], capture_output=True, text=True, check=True

@@ -1,8 +1,16 @@
-"""``pml-bench`` / ``python -m pml_regularizers.bench``: run, evaluate, compare, report and embed.
+"""``pml-bench`` / ``python -m pml_regularizers.bench``: run, evaluate, compare, report, embed and
+check-data; the command-line edge, where configs are composed and checked and errors become one
+``pml-bench: error:`` line.
+
+``run`` and ``evaluate`` take Hydra's own command line (:mod:`~pml_regularizers.bench.app`):
+overrides, ``--help``, ``--cfg``, ``--multirun``. The other commands take their own options.
 
 Examples
 --------
 ``pml-bench run loss=proxy_anchor regularizer=skewed_mean regularizer.lam=8 seeds=5``
+``pml-bench run --help``                         (the config groups, their choices and the config)
+``pml-bench run --cfg job --resolve regularizer=skewed_mean``   (the config and its folder, no training)
+``pml-bench run -m regularizer=none,skewed_mean seeds=5``   (a sweep; jobs run in parallel processes)
 ``pml-bench evaluate regularizer=skewed_mean``   (re-test saved models, no training)
 ``pml-bench compare``                           (the default comparison on the offline dataset)
 ``pml-bench report runs/glyphs-proxy_anchor-linear runs/glyphs-proxy_anchor-skewed_mean-linear``
@@ -31,17 +39,19 @@ import os
 import shlex
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .extras import bench_extra_message, missing_bench_modules
 
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
 # The default comparison: each of the plugin's methods against its base loss, on the same seeds and
 # data. Each group is reported on its own; its first entry is the baseline the others are paired
-# with. An experiment shared by two groups is run once. The methods run at their config defaults,
-# which are the evidence study's validation choices (docs/results). The learning rate stays at the
-# default 0.001: the Omniglot search (10 epochs) chose 0.003 for ProxyAnchor, but on these glyphs
-# (5 epochs) validation preferred 0.001 (2 folds, 1 seed: MAP@R 0.241 against 0.185 at 0.003).
+# with. An experiment shared by two groups is run once. The methods and the learning rate run at
+# their config defaults, chosen on validation; docs/results.md says how.
 _PROXY = ("loss=proxy_anchor",)
 _TRIPLET = ("loss=triplet", "miner=triplet_margin", "sampler=m_per_class")
 _MS = ("loss=multi_similarity", "miner=multi_similarity", "sampler=m_per_class")
@@ -68,21 +78,65 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         The exit status: 0 on success, 2 for a user error (a config, path, data set or experiment
-        folder that does not fit: :class:`~pml_regularizers.bench.spec.compose.UserError`; an image file
+        folder that does not fit: :class:`~pml_regularizers.bench.errors.UserError`; an image file
         that cannot be decoded, met while training or testing:
         :class:`~pml_regularizers.bench.data.ImageDecodeError`), whose message goes to stderr as
         one ``pml-bench: error:`` line. Also 2, with such a line, when the bench extra is not
-        installed. ``check-data`` gives 1 when it found problem files.
+        installed. ``check-data`` gives 1 when it found problem files; a ``--multirun`` sweep 2
+        when one of its jobs failed.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    if argv and argv[0] in HYDRA_COMMANDS:  # Hydra's command line, not argparse's
+        command, rest = argv[0], argv[1:]
+    else:
+        args, extra = parser.parse_known_args(argv)
+        if extra and (args.command != "embed" or any(arg.startswith("-") for arg in extra)):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if extra:  # dataset overrides after --out
+            args.overrides += extra
+        command = args.command
+    missing = missing_bench_modules()
+    if missing:
+        print(f"pml-bench: error: {bench_extra_message(missing)}", file=sys.stderr)
+        return 2
+    from .errors import UserError
+
+    _set_up_terminal()
+    if command in HYDRA_COMMANDS:
+        from .app import hydra_command
+
+        return hydra_command(command, rest, _job(command), _check_run, _report_error)
+    try:
+        if command == "check-data":
+            return _check_data(args.overrides, args.workers, args.out)
+        if command == "report":
+            report_command = _command("report", [str(a) for a in argv][1:])
+            _print_summaries(
+                [_report(args.experiments, args.baseline, args.out, args.split, args.title, report_command)]
+            )
+        elif command == "compare":
+            _compare(args.overrides)
+        else:
+            _embed(args.experiment, args.out, args.overrides, args.seed, args.device)
+    except UserError as err:
+        return _report_error(err)
+    return 0
+
+
+HYDRA_COMMANDS = ("run", "evaluate")
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pml-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in [
-        ("run", "train and test one experiment (resumes, skips finished work)"),
-        ("evaluate", "re-test the saved models of one experiment without training"),
-        ("compare", "run the default comparison and print its table"),
+        ("run", "train and test one experiment (resumes, skips finished work); Hydra's command line: run --help"),
+        ("evaluate", "re-test the saved models of one experiment without training; Hydra's command line"),
     ]:
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("overrides", nargs="*", help="config overrides, key=value")
+        sub.add_parser(name, help=help_text, add_help=False)
+    cmp = sub.add_parser("compare", help="run the default comparison and print its table")
+    cmp.add_argument("overrides", nargs="*", help="config overrides, key=value")
     chk = sub.add_parser("check-data", help="decode every image of a data set once and list every problem file")
     chk.add_argument(
         "overrides", nargs="*", help="config overrides of the dataset group: dataset=NAME dataset.root=..."
@@ -106,52 +160,78 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=("test", "val"),
         help="test: held-out classes; val: best validation MAP@R over the folds (for tuning)",
     )
-    args, extra = parser.parse_known_args(argv)
-    if extra and (args.command != "embed" or any(arg.startswith("-") for arg in extra)):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if extra:  # dataset overrides after --out
-        args.overrides += extra
-    missing = missing_bench_modules()
-    if missing:
-        print(f"pml-bench: error: {bench_extra_message(missing)}", file=sys.stderr)
-        return 2
-    from .data import DataWarning, ImageDecodeError
-    from .errors import UserError
-    from .spec.compose import load_spec  # needs the bench extra
+    return parser
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    _show_data_warnings_as_lines(DataWarning)
-    try:
-        if args.command == "check-data":
-            return _check_data(args.overrides, args.workers, args.out)
-        if args.command == "report":
-            command = _command("report", [str(a) for a in argv or sys.argv[1:]][1:])
-            _print_summaries([_report(args.experiments, args.baseline, args.out, args.split, args.title, command)])
-        elif args.command == "compare":
-            _compare(args.overrides)
-        elif args.command == "embed":
-            _embed(args.experiment, args.out, args.overrides, args.seed, args.device)
-        else:
-            from .protocol.runner import run_experiment
 
-            spec = load_spec(args.overrides)
-            exp_dir = run_experiment(
-                spec, evaluate_only=args.command == "evaluate", command=_command("run", args.overrides)
-            )
+def _report_error(err: BaseException) -> int:
+    """Print ``err`` as one ``pml-bench: error:`` line; the exit status, 2."""
+    from .errors import ImageDecodeError
+
+    if isinstance(err, ImageDecodeError):  # met by a DataLoader worker, as the file was served
+        message = (
+            f"{err.summary}; list every problem file with pml-bench check-data and the same dataset overrides, "
+            "then replace or remove them (a run resumes from its last finished epoch)"
+        )
+    else:
+        message = _one_line(str(err))
+    print(f"pml-bench: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _check_run(overrides: Sequence[str]) -> Path:
+    """Check the config ``overrides`` compose, every key and the targets' arguments; its
+    experiment folder."""
+    from .spec.compose import load_spec
+
+    return load_spec(overrides).folder
+
+
+def _job(command: str) -> Callable[[DictConfig, bool], int]:
+    """The job of ``pml-bench run|evaluate`` for Hydra's application: one composed config checked,
+    run (or evaluated) and reported; its exit status."""
+
+    def job(cfg: DictConfig, in_sweep: bool) -> int:
+        from hydra.core.hydra_config import HydraConfig
+
+        from .errors import ImageDecodeError, UserError
+        from .protocol.runner import run_experiment
+        from .spec.compose import finish_config
+        from .spec.run_spec import RunSpec
+        from .spec.targets import check_components
+
+        _set_up_terminal()
+        hydra = HydraConfig.get()
+        overrides = list(hydra.overrides.task)
+        try:
+            spec = RunSpec.from_config(finish_config(cfg, hydra.runtime.choices))
+            check_components(spec.models)
+            exp_dir = run_experiment(spec, evaluate_only=command == "evaluate", command=_command("run", overrides))
             if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports
                 protocol = spec.protocol
                 _print_run_summary(exp_dir, tested=protocol.tests_held_out_classes, validated=protocol.validated)
-    except UserError as err:
-        print(f"pml-bench: error: {_one_line(str(err))}", file=sys.stderr)
-        return 2
-    except ImageDecodeError as err:  # met by a DataLoader worker, as the file was served
-        print(
-            f"pml-bench: error: {err.summary}; list every problem file with pml-bench check-data and the same "
-            "dataset overrides, then replace or remove them (a run resumes from its last finished epoch)",
-            file=sys.stderr,
-        )
-        return 2
-    return 0
+        except (UserError, ImageDecodeError) as err:
+            return _report_error(err)
+        return 0
+
+    return job
+
+
+def _set_up_terminal() -> None:
+    """What ``pml-bench`` prints: logging at WARNING, the runner's progress lines as they are, data
+    warnings as one line each, and no progress bars (PML's testers draw one per embedding pass;
+    the progress lines say where a run is)."""
+    from .errors import DataWarning
+    from .protocol.progress import LOGGER as PROGRESS
+
+    os.environ.setdefault("TQDM_DISABLE", "1")  # read by tqdm when a bar is made, here and in workers
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not PROGRESS.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        PROGRESS.addHandler(handler)
+        PROGRESS.setLevel(logging.INFO)
+        PROGRESS.propagate = False
+    _show_data_warnings_as_lines(DataWarning)
 
 
 def _show_data_warnings_as_lines(category: type[Warning]) -> None:

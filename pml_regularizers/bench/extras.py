@@ -23,12 +23,14 @@ __all__ = [
 
 BENCH_INSTALL = 'pip install "pml-regularizers[bench]"'
 VISION_INSTALL = 'pip install "pml-regularizers[vision]"'
-# The modules the runner imports (or PML imports for it) that the plugin does not need, each with
-# the distribution of the bench extra that provides it. record_keeper and tensorboard are PML's
+# The modules the runner imports (or PML or Hydra imports for it) that the plugin does not need, each
+# with the distribution of the bench extra that provides it. record_keeper and tensorboard are PML's
 # logging hooks (logging_presets.get_record_keeper), faiss its k-nearest-neighbour search for the
-# retrieval metrics (AccuracyCalculator); the runner does not import them itself.
+# retrieval metrics (AccuracyCalculator), the joblib launcher the plugin Hydra loads for --multirun
+# (the config's hydra/launcher); the runner does not import them itself.
 BENCH_MODULES: dict[str, str] = {
     "hydra": "hydra-core",
+    "hydra_plugins.hydra_joblib_launcher": "hydra-joblib-launcher",
     "omegaconf": "omegaconf",
     "record_keeper": "record-keeper",
     "tensorboard": "tensorboard",

@@ -7,7 +7,8 @@ from typing import NamedTuple
 from torch import Tensor, nn
 
 from .. import functional as F
-from .._checks import check_finite, is_positive_int
+from .._arguments import is_positive_int
+from .._checks import check_finite
 from .._precision import autocast_off
 
 

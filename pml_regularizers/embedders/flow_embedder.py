@@ -20,7 +20,8 @@ from zuko.transforms import (
     MonotonicAffineTransform,
 )
 
-from .._checks import check_finite, check_rows, finite_float, is_int, is_positive_int
+from .._arguments import finite_float, is_int, is_positive_int
+from .._checks import check_finite, check_rows
 from .._precision import autocast_off
 from .forward_records import FlowForward, ForwardRecords, gathered
 

@@ -12,7 +12,8 @@ from pytorch_metric_learning.utils.distributed import DistributedLossWrapper, Di
 from torch import Tensor, nn
 
 from .. import functional as F
-from .._checks import check_finite, check_num_samples, finite_floats, is_int
+from .._arguments import check_num_samples, finite_floats, is_int
+from .._checks import check_finite
 from .._pml_glue import ModuleReference
 from .._precision import autocast_off
 from ..embedders.dvml_embedder import DVMLEmbedder, DVMLOutput

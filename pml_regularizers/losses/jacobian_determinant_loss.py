@@ -10,7 +10,8 @@ from pytorch_metric_learning.losses import BaseMetricLossFunction
 from torch import Tensor
 
 from .. import functional as F
-from .._checks import check_finite, check_rows, finite_float
+from .._arguments import finite_float
+from .._checks import check_finite, check_rows
 from .._pml_glue import ModuleReference, already_reduced
 from ..embedders.dueling_flow_embedder import DuelingFlowEmbedder
 from ..embedders.flow_embedder import FlowEmbedder

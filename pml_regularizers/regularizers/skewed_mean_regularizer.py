@@ -15,7 +15,8 @@ from pytorch_metric_learning.utils import common_functions as c_f
 from torch import Tensor
 
 from .. import functional as F
-from .._checks import check_finite, finite_float, is_int, is_positive_int
+from .._arguments import finite_float, is_int, is_positive_int
+from .._checks import check_finite
 from .._pml_glue import already_reduced
 from .._precision import autocast_off
 

@@ -5,6 +5,9 @@ presets. Colour reaches the trunk, evaluation is deterministic, training augment
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +19,7 @@ from pml_regularizers.bench.protocol.preflight import check_input
 from .trees import TREE_WRITERS
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
 
 SMALL = [
     "trunk=torchvision",
@@ -137,3 +141,16 @@ def test_local_weights_reach_the_run(tmp_path):
     torch.save({"conv1.weight": torch.zeros(1)}, bad)
     with pytest.raises(ConfigError, match="bad.pt"):
         run_experiment(load_spec(natural(tmp_path, "cub", f"trunk.weights={bad}", "experiment=bad")))
+
+
+def test_dataloader_workers_leave_no_traceback_over_folds_and_seeds(tmp_path):
+    """Persistent workers of one fold's loader used to be stopped by the forked workers of a later
+    one at exit: four tracebacks on stderr ("can only test a child process", "Bad file descriptor",
+    "semaphore or lock released too many times") after a run that succeeded."""
+    args = natural(tmp_path, "cub", "cv_folds=2", "seeds=2", "num_workers=2")
+    done = subprocess.run(
+        [sys.executable, "-m", "pml_regularizers.bench", "run", *args], cwd=REPO, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+    assert len([line for line in done.stdout.splitlines() if line.startswith("seed ")]) == 4

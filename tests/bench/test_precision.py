@@ -1,5 +1,6 @@
 """Mixed precision in the runner: the trunk under autocast with float32 features out, the float16
-gradient scaler on a PML trainer, and tiny runs end to end in bf16 and fp16 on the CPU."""
+gradient scaler of the runner's trainer adapter, and tiny runs end to end in bf16 and fp16 on the
+CPU."""
 
 import json
 import math
@@ -9,7 +10,8 @@ import torch
 from pytorch_metric_learning import losses, trainers
 
 from pml_regularizers.bench import ConfigError, load_spec, run_experiment
-from pml_regularizers.bench.models.precision import AutocastTrunk, autocast_dtype, use_grad_scaler
+from pml_regularizers.bench.models.precision import AutocastTrunk, autocast_dtype
+from pml_regularizers.bench.protocol.trainer import bench_trainer_class
 
 from .test_runner import tiny
 
@@ -50,7 +52,8 @@ def test_the_grad_scaler_scales_the_loss_and_skips_steps_that_overflow():
     data = torch.utils.data.TensorDataset(torch.randn(16, 3, 8, 8), torch.arange(16) % 4)
     trunk = conv_trunk()
     optimizer = torch.optim.SGD(trunk.parameters(), lr=0.1)
-    trainer = trainers.MetricLossOnly(
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    trainer = bench_trainer_class(trainers.MetricLossOnly)(
         models={"trunk": AutocastTrunk(trunk, "cpu", torch.float16, False)},
         optimizers={"trunk_optimizer": optimizer},
         batch_size=16,
@@ -58,17 +61,16 @@ def test_the_grad_scaler_scales_the_loss_and_skips_steps_that_overflow():
         dataset=data,
         dataloader_num_workers=0,
         data_device=torch.device("cpu"),
+        grad_scaler=scaler,
     )
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
-    use_grad_scaler(trainer, scaler)
     before = [p.detach().clone() for p in trunk.parameters()]
-    trainer.train(num_epochs=1)
+    trainer.train_epoch(1)
     assert any(not torch.equal(a, b) for a, b in zip(before, trunk.parameters()))
     # an overflowing step is skipped and halves the scale
     trunk[0].weight.register_hook(lambda g: torch.full_like(g, math.inf))
     before = [p.detach().clone() for p in trunk.parameters()]
     scale = scaler.get_scale()
-    trainer.train(num_epochs=1)
+    trainer.train_epoch(2)
     assert all(torch.equal(a, b) for a, b in zip(before, trunk.parameters()))
     assert scaler.get_scale() == scale / 2
 

@@ -486,7 +486,7 @@ def test_report_input_errors_are_one_line(tmp_path, capsys):
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (["no_such_key=1"], "Could not override 'no_such_key'. To append to your config use +no_such_key=1"),
+        (["no_such_key=1"], "unknown key no_such_key; the keys of the config's top level: batch_size, "),
         (["dataset.options.num_classes=1"], "num_classes must be an int >= 2, got 1"),
         (
             ["dataset.options.num_classes=4", "+dataset.options.colour=red"],

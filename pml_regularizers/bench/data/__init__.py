@@ -9,6 +9,7 @@ the class names, the same in both pipelines. The split helpers make class-disjoi
 halves and cross-validation folds.
 """
 
+from ..errors import DataWarning, ImageDecodeError
 from .arrays import load_arrays
 from .download import download_file, safe_extract_zip
 from .features import load_features
@@ -18,7 +19,6 @@ from .images import FeatureDataset, FeatureSet, FileSet, ImageSet, TensorImageDa
 from .natural import NaturalImageDataset
 from .omniglot import load_omniglot
 from .pml_folders import list_cars196, list_cub, list_sop, load_cars196, load_cub, load_sop
-from .problems import DataWarning, ImageDecodeError
 from .registry import PIPELINES, dataset_names, load_dataset
 from .splits import class_disjoint_split, class_kfold, training_folds
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, natural_transforms

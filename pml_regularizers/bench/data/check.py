@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
+from ..errors import DataWarning, ImageDecodeError, UserError
 from ..spec.run_spec import DataSpec
-from . import DataWarning, FileSet, ImageDecodeError
+from . import FileSet
 from .decode import read_image
 from .loader import auto_num_workers
 from .problems import DAMAGED_DATA

@@ -26,10 +26,11 @@ import simplejpeg
 import torch
 from PIL import Image, ImageFile
 
+from ..errors import ImageDecodeError
 from .cache import cached_image_set, files_key
 from .files import require_files
 from .images import FileSet, ImageSet
-from .problems import DAMAGED_DATA, ImageDecodeError, warn_data
+from .problems import DAMAGED_DATA, warn_data
 
 # PIL modes of more than 8 bits a channel, and the largest value of their depth.
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..._checks import is_positive_int
+from ..._arguments import is_positive_int
 from .cache import cached_image_set
 from .decode import check_size
 from .images import ImageSet

@@ -17,7 +17,7 @@ from typing import cast
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..._checks import is_int, is_positive_int
+from ..._arguments import is_int, is_positive_int
 from ..spec.run_spec import RuntimeSpec
 from .images import FeatureDataset, TensorImageDataset
 

@@ -1,6 +1,6 @@
-"""Problems with a data set that a loader works around and says so: a :class:`DataWarning` for
-files a listing skipped, image data decoded despite damage and caches rebuilt; and
-:class:`ImageDecodeError` for an image file that cannot be decoded at all."""
+"""Problems with a data set that a loader works around and says so, as a
+:class:`~pml_regularizers.bench.errors.DataWarning`: files a listing skipped (:class:`SkippedFiles`),
+image data decoded despite damage, caches rebuilt (:func:`warn_data`)."""
 
 from __future__ import annotations
 
@@ -9,48 +9,12 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["DAMAGED_DATA", "DataWarning", "ImageDecodeError", "SkippedFiles", "warn_data"]
+from ..errors import DataWarning
+
+__all__ = ["DAMAGED_DATA", "SkippedFiles", "warn_data"]
 
 FIRST_NAMED = 5  # how many skipped files a warning names
 DAMAGED_DATA = "damaged image data"  # how a DataWarning's reason starts for a file decoded despite damage
-
-
-class DataWarning(UserWarning):
-    """Something in a data set that the loader worked around, named in the message: files a
-    listing skipped, damaged image data decoded as far as it goes, a cache file rebuilt.
-
-    Parameters
-    ----------
-    message : str
-        What happened; it names the file, or the first few files.
-    files : sequence of (str, Path), optional
-        Every file it concerns, with the reason for each (the message may name only the first
-        few); ``pml-bench check-data`` lists them all.
-    """
-
-    def __init__(self, message: str, files: Sequence[tuple[str, Path]] = ()) -> None:
-        super().__init__(message)
-        self.files = list(files)
-
-
-class ImageDecodeError(ValueError):
-    """An image file that cannot be decoded; the message is ``"cannot decode image <path>: <why>"``.
-
-    Raised in a DataLoader worker, it reaches the main process with the worker's traceback folded
-    into its message (PyTorch re-raises the exception's type with that text); :attr:`summary` is
-    the original one-line message either way.
-    """
-
-    @property
-    def summary(self) -> str:
-        """The original message, without a DataLoader worker's traceback."""
-        text = str(self)
-        marker = f"{type(self).__name__}: "
-        if "Original Traceback" in text:
-            lines = [line for line in text.splitlines() if marker in line]
-            if lines:
-                text = lines[-1].split(marker, 1)[1]
-        return text.strip()
 
 
 def warn_data(message: str, files: Sequence[tuple[str, Path]] = ()) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..._checks import finite_floats, is_positive_int
+from ..._arguments import finite_floats, is_positive_int
 from ..extras import VISION_INSTALL, missing_module_hint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

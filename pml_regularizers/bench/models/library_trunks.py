@@ -26,7 +26,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from ..._checks import is_positive_int
+from ..._arguments import is_positive_int
 from ..extras import VISION_INSTALL, missing_module_hint
 from .weights_file import adapt_input_channels, load_weights_file
 

@@ -3,21 +3,20 @@
 ``precision: bf16`` or ``fp16`` runs the trunk's forward pass under :func:`torch.autocast` and hands
 its features to the embedder and the loss in float32, so the plugin's modules and PML's losses
 compute as in a float32 run; only the trunk, where nearly all the work is, runs in half precision.
-``fp16`` also scales the loss with a :class:`torch.amp.GradScaler`, as float16 gradients need.
+``fp16`` also scales the loss with a :class:`torch.amp.GradScaler`, as float16 gradients need
+(:class:`~pml_regularizers.bench.protocol.trainer.BenchTrainerMixin`).
 ``channels_last`` stores the trunk's weights and its input images in the NHWC memory format, which
 GPU convolutions run faster in.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
 from ..spec.run_spec import RuntimeSpec
 
-__all__ = ["PRECISIONS", "AutocastTrunk", "autocast_dtype", "trunk_runner", "use_grad_scaler", "uses_channels_last"]
+__all__ = ["PRECISIONS", "AutocastTrunk", "autocast_dtype", "trunk_runner", "uses_channels_last"]
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -68,35 +67,6 @@ class AutocastTrunk(nn.Module):
         with torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None):
             features = self.trunk(x)
         return features.float()
-
-
-def use_grad_scaler(trainer: Any, scaler: torch.amp.GradScaler) -> None:
-    """Make a PML trainer scale its loss with ``scaler`` (float16 training).
-
-    PML's ``BaseTrainer`` calls ``backward()`` and then ``step_optimizers()``; this replaces both
-    on the trainer instance: the backward pass runs on the scaled total loss, each optimizer steps
-    through ``scaler.step`` (which skips a step whose gradients overflowed), and the scale is
-    updated once per iteration. Frozen models (``freeze_these``) are skipped as PML skips them.
-    """
-
-    def backward() -> None:
-        scaler.scale(trainer.losses["total_loss"]).backward()
-
-    def step_optimizers() -> None:
-        for name, optimizer in trainer.optimizers.items():
-            frozen = name.removesuffix("_optimizer") in trainer.freeze_these
-            if not frozen and _has_gradients(optimizer):
-                scaler.step(optimizer)
-        scaler.update()
-
-    trainer.backward = backward
-    trainer.step_optimizers = step_optimizers
-
-
-def _has_gradients(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether a backward pass reached any of ``optimizer``'s parameters (``GradScaler.step``
-    refuses an optimizer whose gradients it never saw)."""
-    return any(p.grad is not None for group in optimizer.param_groups for p in group["params"])
 
 
 def trunk_runner(trunk: torch.nn.Module, runtime: RuntimeSpec, device: torch.device) -> torch.nn.Module:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..._checks import is_int
+from ..._arguments import is_int
 
 __all__ = ["Conv4", "MLP", "SmallResNet"]
 

@@ -10,10 +10,11 @@ follows the path of an uninterrupted one.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
-from typing import Any
 
 import torch
+from hydra.utils import get_object
 from pytorch_metric_learning import testers
 from pytorch_metric_learning.utils import logging_presets
 from torch import distributed as dist
@@ -22,7 +23,7 @@ from ..data import NaturalImageDataset
 from ..data.loader import evaluation_loader, num_workers, training_loader
 from ..data.serve import DataSet, torch_dataset
 from ..models.build import Optimization, Parts, build_optimization, build_parts
-from ..models.precision import trunk_runner, use_grad_scaler, uses_channels_last
+from ..models.precision import trunk_runner, uses_channels_last
 from ..results.center_geometry import append_geometry, class_centers
 from ..results.checkpoints import CheckpointOwner
 from ..results.folder import FoldFolder
@@ -31,8 +32,10 @@ from ..spec.run_spec import RunSpec, RuntimeSpec
 from .fold_checkpoints import load_fold_checkpoint, save_fold_checkpoint
 from .metrics import BenchAccuracyCalculator
 from .preflight import training_sampler
+from .progress import RunProgress
 from .seeding import reseed
 from .torchrun import Dist, distribute
+from .trainer import bench_trainer_class
 
 __all__ = ["FoldJob", "embed", "train_fold"]
 
@@ -58,6 +61,8 @@ class FoldJob:
         Where it trains.
     ddp : Dist
         This process's place in the torchrun job.
+    progress : RunProgress, optional
+        Where the run's epoch lines go (:mod:`~pml_regularizers.bench.protocol.progress`).
     """
 
     spec: RunSpec
@@ -67,6 +72,7 @@ class FoldJob:
     folder: FoldFolder
     device: torch.device
     ddp: Dist
+    progress: RunProgress | None = None
 
     @property
     def owner(self) -> CheckpointOwner:
@@ -105,7 +111,8 @@ def train_fold(job: FoldJob) -> tuple[dict[str, torch.nn.Module], float]:
 
 def _fit(job: FoldJob, parts: Parts, optimization: Optimization, state: dict) -> None:
     """Train ``parts`` from the epoch after ``state["epoch"]`` until the last epoch or early
-    stopping, updating ``state`` and saving the checkpoints after each epoch."""
+    stopping, updating ``state``, saving the checkpoints and logging a progress line after each
+    epoch."""
     spec, folder, device, ddp = job.spec, job.folder, job.device, job.ddp
     protocol = spec.protocol
     train_set = torch_dataset(job.train_subset, spec.data, train=True)
@@ -120,7 +127,13 @@ def _fit(job: FoldJob, parts: Parts, optimization: Optimization, state: dict) ->
     models, loss_funcs, miner = distribute(parts, ddp, device)
     models["trunk"] = trunk_runner(models["trunk"], spec.runtime, device)
     workers = num_workers(spec.runtime, train_set, ddp.world)
-    trainer = spec.models.trainer.build(
+    loader = None
+    if isinstance(train_set, NaturalImageDataset):  # one loader, its workers kept between epochs
+        pin = device.type == "cuda"
+        loader = training_loader(train_set, batch_size, sampler, workers, pin_memory=pin, persistent_workers=True)
+    trainer_class = bench_trainer_class(get_object(spec.models.trainer.target))
+    trainer = trainer_class(
+        **spec.models.trainer.arguments,
         models=models,
         optimizers=optimization.optimizers,
         batch_size=batch_size,
@@ -133,21 +146,9 @@ def _fit(job: FoldJob, parts: Parts, optimization: Optimization, state: dict) ->
         freeze_trunk_batchnorm=spec.models.freeze_trunk_bn,
         data_device=device,
         end_of_iteration_hook=hooks.end_of_iteration_hook if hooks else None,
+        loader=loader,
+        grad_scaler=optimization.scaler,
     )
-    if optimization.scaler is not None:
-        use_grad_scaler(trainer, optimization.scaler)
-    if isinstance(train_set, NaturalImageDataset):
-        _keep_loader(
-            trainer,
-            training_loader(
-                train_set,
-                batch_size,
-                sampler,
-                workers,
-                pin_memory=device.type == "cuda",
-                persistent_workers=True,
-            ),
-        )
     eval_trunk = trunk_runner(parts.models["trunk"], spec.runtime, device)
     tester = None
     if job.val_set is not None and ddp.main:
@@ -160,11 +161,16 @@ def _fit(job: FoldJob, parts: Parts, optimization: Optimization, state: dict) ->
     centers = class_centers(parts.loss_funcs["metric_loss"])
     if centers is not None and ddp.main and state["epoch"] == 0:
         append_geometry(folder.center_geometry, 0, centers)
-    for epoch in range(state["epoch"] + 1, protocol.epochs + 1):
+    started = [0.0]
+
+    def before_epoch(epoch: int) -> None:
+        started[0] = time.monotonic()
         reseed(folder.seed, folder.fold, epoch, ddp.rank)
         if isinstance(sampler, torch.utils.data.DistributedSampler):
             sampler.set_epoch(epoch)
-        trainer.train(start_epoch=epoch, num_epochs=epoch)
+
+    def after_epoch(epoch: int, loss: float) -> bool:
+        score = None
         if tester is not None:
             acc = tester.test({"val": job.val_set}, epoch, eval_trunk, parts.models["embedder"])
             score = float(acc["val"][f"{PRIMARY_METRIC}_level0"])
@@ -186,26 +192,16 @@ def _fit(job: FoldJob, parts: Parts, optimization: Optimization, state: dict) ->
             save_fold_checkpoint(
                 folder.latest, parts, optimization.resumable, state, keep_previous=True, owner=job.owner
             )
-        if state["done"]:
-            break
+            if job.progress is not None:
+                best = (state["best_epoch"], state["best_score"]) if score is not None else None
+                seconds = time.monotonic() - started[0]
+                job.progress.epoch_ended(folder.seed, folder.fold, epoch, loss, seconds, score, best)
+        return bool(state["done"])
 
-
-def _keep_loader(trainer: Any, loader: torch.utils.data.DataLoader) -> None:
-    """Make a PML trainer train from ``loader`` in every ``train()`` call.
-
-    PML's trainers build a new DataLoader at each ``train()``, which the runner calls once an
-    epoch; keeping one lets its workers persist between epochs (and pin memory), while the
-    loader's :class:`~pml_regularizers.bench.data.loader.SeededSampler` still draws each epoch's order
-    and augmentation from the generator the runner reseeds per (seed, fold, epoch).
-    """
-
-    def initialize_dataloader() -> None:
-        trainer.dataloader = loader
-        if not trainer.iterations_per_epoch:
-            trainer.iterations_per_epoch = len(loader)
-        trainer.dataloader_iter = iter(loader)
-
-    trainer.initialize_dataloader = initialize_dataloader
+    try:
+        trainer.fit(state["epoch"] + 1, protocol.epochs, before_epoch, after_epoch)
+    finally:
+        trainer.close()
 
 
 @torch.no_grad()

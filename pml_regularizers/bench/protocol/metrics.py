@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from pytorch_metric_learning.utils import common_functions as c_f
 from pytorch_metric_learning.utils.accuracy_calculator import (
     AccuracyCalculator,
     maybe_get_avg_of_avgs,
     nan_accuracy,
     try_getting_not_lone_labels,
 )
+from pytorch_metric_learning.utils.inference import FaissKMeans
 from torch import Tensor
 
 from ..results.metric_names import DEFAULT_METRICS, RECALL_KS
@@ -100,7 +102,9 @@ class BenchAccuracyCalculator(AccuracyCalculator):
     k : int, "max_bin_count" or None
         As in PML: neighbours to retrieve (``None``: all references).
     **kwargs
-        Passed on to ``AccuracyCalculator`` (``exclude``, ``avg_of_avgs``, ``knn_func``, ...).
+        Passed on to ``AccuracyCalculator`` (``exclude``, ``avg_of_avgs``, ``knn_func``, ...). The
+        default ``kmeans_func`` is PML's, clustering as PML's does without faiss's warning about
+        small sets (its ``min_points_per_centroid`` is 1, which changes no cluster).
     """
 
     def __init__(
@@ -109,6 +113,12 @@ class BenchAccuracyCalculator(AccuracyCalculator):
         k: int | str | None = "max_bin_count",
         **kwargs,
     ) -> None:
+        if "kmeans_func" not in kwargs:
+            device = kwargs.get("device") or c_f.use_cuda_if_available()
+            # PML's k-means for NMI and AMI, with faiss told that any number of points a centroid
+            # will do: that setting only decides whether faiss prints its "please provide at least
+            # N training points" warning, once per call, which every test of a small set would.
+            kwargs["kmeans_func"] = FaissKMeans(niter=20, gpu=device.type == "cuda", min_points_per_centroid=1)
         super().__init__(include=tuple(include), k=k, **kwargs)
 
     def requires_knn(self) -> list[str]:

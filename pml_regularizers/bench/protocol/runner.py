@@ -54,6 +54,7 @@ from .fold_checkpoints import check_trained
 from .lock import ExperimentLock
 from .metrics import BenchAccuracyCalculator
 from .preflight import check_input, check_output_dir, check_retrieval_sets, check_training_folds, split_classes
+from .progress import RunProgress
 from .torchrun import Dist, init_distributed
 
 __all__ = ["run_experiment"]
@@ -74,6 +75,7 @@ class _Run:
     ddp: Dist
     evaluate_only: bool
     command: str | None
+    progress: RunProgress
 
     def results(self, records: list[dict]) -> Results:
         """``records`` as this run writes them, with what ran them."""
@@ -146,7 +148,8 @@ def run_experiment(spec: RunSpec, evaluate_only: bool = False, command: str | No
     check_training_folds(spec.protocol.batch_size, spec.models.sampler, data.labels, folds, ddp.world)
     build_parts(spec.models, data, num_classes=len(train_classes), device=torch.device("cpu"))  # config check
     lock = ExperimentLock(folder.path, command or shlex.join(sys.argv))
-    run = _Run(spec, data, folds, test_classes, folder, device, ddp, evaluate_only, command)
+    progress = RunProgress(spec.protocol.seed_range, len(folds), spec.protocol.epochs)
+    run = _Run(spec, data, folds, test_classes, folder, device, ddp, evaluate_only, command, progress)
     try:
         ddp.on_main(lambda: _open_experiment(folder, spec, lock, evaluate_only))
         if evaluate_only:
@@ -174,7 +177,9 @@ def _run_seed(run: _Run, seed: int) -> list[dict]:
     embeddings, labels, val_scores = [], None, []
     for fold, (tr, va) in enumerate(run.folds):
         val_set = torch_dataset(run.data.subset(va), spec.data, train=False) if va else None
-        job = FoldJob(spec, run.data, run.data.subset(tr), val_set, folder.fold(seed, fold), run.device, run.ddp)
+        job = FoldJob(
+            spec, run.data, run.data.subset(tr), val_set, folder.fold(seed, fold), run.device, run.ddp, run.progress
+        )
         models, best_score = train_fold(job)
         val_scores.append(best_score)
         if test_set is not None and run.ddp.main:

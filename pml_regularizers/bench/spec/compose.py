@@ -12,6 +12,7 @@ targets' arguments are checked against their classes
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 from hydra import compose, initialize_config_module
@@ -21,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import ConfigError
-from .run_spec import GROUPS, RunSpec
+from .run_spec import GROUPS, RunSpec, closest
 
 __all__ = ["CONF_MODULE", "finish_config", "load_config", "load_spec"]
 
@@ -50,18 +51,48 @@ def load_config(overrides: Sequence[str] = ()) -> DictConfig:
         For an unknown group option (listing the valid ones), an override of a key the config lacks
         (without ``+``), or a value Hydra cannot parse or resolve.
     """
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_module(config_module=CONF_MODULE, version_base="1.3"):
-            cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+        cfg = _compose(overrides)
     except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(str(err)) from err
-    finally:
-        GlobalHydra.instance().clear()
+        raise ConfigError(_unknown_key_message(err, overrides) or str(err)) from err
     choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]
     return finish_config(cfg, choices)
+
+
+def _compose(overrides: Sequence[str]) -> DictConfig:
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module=CONF_MODULE, version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _unknown_key_message(err: Exception, overrides: Sequence[str]) -> str | None:
+    """For Hydra's refusal of an override of a key the config lacks, a message naming the closest
+    key the config has there (composed without that override); None for any other error."""
+    match = re.match(r"Could not override '([^']+)'", str(err))
+    if match is None:
+        return None
+    key = match.group(1)
+    parent, _, leaf = key.rpartition(".")
+    try:
+        cfg = _compose([o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key])
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+    except (HydraException, OmegaConfBaseException):
+        return None
+    valid = [str(k) for k in node.keys() if k not in ("hydra", "_target_")] if isinstance(node, DictConfig) else []
+    hint = closest(leaf, valid, f"{parent}." if parent else "")
+    if hint:
+        return f"unknown key {key}{hint}"
+    if not parent:
+        return f"unknown key {key}; the keys of the config's top level: {', '.join(sorted(valid))}"
+    return (
+        f"unknown key {key}; the config has no such key (a new one, such as an argument of a _target_ "
+        f"group's class that its config does not set, is added with +{key}=...)"
+    )
 
 
 def finish_config(cfg: DictConfig, choices: Mapping[str, str | None]) -> DictConfig:

@@ -24,7 +24,7 @@ from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..._checks import is_int
+from ..._arguments import is_int
 from ..errors import ConfigError
 
 __all__ = [
@@ -96,11 +96,11 @@ PIPELINES = ("grayscale", "natural")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
-def closest(key: str, valid: Iterable[str]) -> str:
-    """`` (did you mean K?)`` naming the valid key closest to ``key``, or nothing when none is
-    close."""
+def closest(key: str, valid: Iterable[str], prefix: str = "") -> str:
+    """`` (did you mean <prefix>K?)`` naming the valid key closest to ``key``, or nothing when none
+    is close."""
     match = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]}?)" if match else ""
+    return f" (did you mean {prefix}{match[0]}?)" if match else ""
 
 
 def _unknown_keys(prefix: str, keys: Iterable[str], valid: Iterable[str]) -> None:
@@ -108,10 +108,11 @@ def _unknown_keys(prefix: str, keys: Iterable[str], valid: Iterable[str]) -> Non
     valid = list(valid)
     for key in keys:
         if key not in valid:
+            hint = closest(key, valid, prefix)
+            if hint:
+                raise ConfigError(f"unknown key {prefix}{key}{hint}")
             where = f"the {prefix.rstrip('.')} config" if prefix else "the config's top level"
-            raise ConfigError(
-                f"unknown key {prefix}{key}{closest(key, valid)}; the keys of {where}: {', '.join(sorted(valid))}"
-            )
+            raise ConfigError(f"unknown key {prefix}{key}; the keys of {where}: {', '.join(sorted(valid))}")
 
 
 def _need(ok: bool, key: str, expected: str, value: object) -> None:

@@ -107,7 +107,8 @@ def _check(component: Component) -> None:
             )
         if accepted is not None and argument not in accepted:
             valid = sorted(accepted - filled)
+            hint = closest(argument, valid, f"{component.group}.")
             raise ConfigError(
                 f"{component.group}.{argument}: {name} ({component.group}={component.choice}) takes no argument "
-                f"{argument!r}{closest(argument, valid)}; its arguments: {', '.join(valid) or 'none'}"
+                f"{argument!r}{hint}; its arguments: {', '.join(valid) or 'none'}"
             )
