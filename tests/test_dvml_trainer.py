@@ -7,21 +7,13 @@ import csv
 
 import pytest
 import torch
-from pytorch_metric_learning import losses, miners, testers
-from pytorch_metric_learning.utils import logging_presets
-from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+from pytorch_metric_learning import losses, miners
 
 from pml_regularizers import DVMLEmbedder, DVMLLoss, DVMLMiner, DVMLTrainer
 
+from .e2e import blobs
+
 TERMS = ["kl_loss", "reconstruction_loss", "synthetic_metric_loss", "metric_loss"]
-
-
-def blobs(num_classes, per_class, dim, seed):
-    g = torch.Generator().manual_seed(seed)
-    centers = 3 * torch.randn(num_classes, dim, generator=g)
-    labels = torch.arange(num_classes).repeat_interleave(per_class)
-    x = centers[labels] + torch.randn(len(labels), dim, generator=g)
-    return torch.utils.data.TensorDataset(x, labels)
 
 
 def make_trainer(dataset, miner=None, batch_size=32, **kwargs):
@@ -45,24 +37,13 @@ def make_trainer(dataset, miner=None, batch_size=32, **kwargs):
 
 
 @pytest.mark.slow
-def test_one_epoch_with_tester_and_record_keeper(tmp_path):
+def test_one_epoch_with_tester_and_record_keeper(tmp_path, pml_logging):
     train, val = blobs(8, 16, 16, 0), blobs(4, 16, 16, 1)
-    record_keeper, _, _ = logging_presets.get_record_keeper(str(tmp_path / "logs"), str(tmp_path / "tb"))
-    assert record_keeper is not None, "logging presets need the tensorboard package"
-    hooks = logging_presets.get_hook_container(record_keeper)
-    tester = testers.GlobalEmbeddingSpaceTester(
-        end_of_testing_hook=hooks.end_of_testing_hook,
-        dataloader_num_workers=0,
-        accuracy_calculator=AccuracyCalculator(
-            include=("mean_average_precision_at_r", "precision_at_1"), k="max_bin_count"
-        ),
-    )
-    end_of_epoch_hook = hooks.end_of_epoch_hook(
-        tester, {"val": val}, str(tmp_path / "models"), test_interval=1, patience=1
-    )
+    logging = pml_logging(val)
+    hooks, tester = logging.hooks, logging.tester
     miner = DVMLMiner(miners.MultiSimilarityMiner(epsilon=0.1), collect_stats=True)
     trainer = make_trainer(
-        train, miner, end_of_iteration_hook=hooks.end_of_iteration_hook, end_of_epoch_hook=end_of_epoch_hook
+        train, miner, end_of_iteration_hook=hooks.end_of_iteration_hook, end_of_epoch_hook=logging.end_of_epoch_hook
     )
     assert trainer.mining_funcs["synthetic_tuple_miner"] is miner
     assert isinstance(trainer.mining_funcs["tuple_miner"], miners.MultiSimilarityMiner)

@@ -6,9 +6,7 @@ import csv
 
 import pytest
 import torch
-from pytorch_metric_learning import losses, testers, trainers
-from pytorch_metric_learning.utils import logging_presets
-from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+from pytorch_metric_learning import losses, trainers
 
 from pml_regularizers import (
     DuelingFlowEmbedder,
@@ -17,17 +15,11 @@ from pml_regularizers import (
     JacobianDeterminantRegularizer,
 )
 
+from .e2e import blobs, pml_logging
+
 pytestmark = pytest.mark.slow
 
 DIM, EMB = 16, 8
-
-
-def blobs(num_classes, per_class, seed):
-    g = torch.Generator().manual_seed(seed)
-    centers = 3 * torch.randn(num_classes, DIM, generator=g)
-    labels = torch.arange(num_classes).repeat_interleave(per_class)
-    x = centers[labels] + torch.randn(len(labels), DIM, generator=g)
-    return torch.utils.data.TensorDataset(x, labels)
 
 
 def train(tmp_path, embedder, metric_loss, epochs=1, lr=1e-2, seed=0):
@@ -41,28 +33,17 @@ def train(tmp_path, embedder, metric_loss, epochs=1, lr=1e-2, seed=0):
     }
     if list(metric_loss.parameters()):
         optimizers["metric_loss_optimizer"] = torch.optim.Adam(metric_loss.parameters(), lr)
-    record_keeper, _, _ = logging_presets.get_record_keeper(str(tmp_path / "logs"), str(tmp_path / "tensorboard"))
-    assert record_keeper is not None, "logging presets need the tensorboard package"
-    hooks = logging_presets.get_hook_container(record_keeper, log_freq=1)
-    tester = testers.GlobalEmbeddingSpaceTester(
-        end_of_testing_hook=hooks.end_of_testing_hook,
-        dataloader_num_workers=0,
-        accuracy_calculator=AccuracyCalculator(
-            include=("mean_average_precision_at_r", "precision_at_1"), k="max_bin_count"
-        ),
-    )
-    end_of_epoch_hook = hooks.end_of_epoch_hook(
-        tester, {"val": blobs(5, 20, 1)}, str(tmp_path / "models"), test_interval=1, patience=None
-    )
+    logging = pml_logging(tmp_path, blobs(5, 20, DIM, 1), patience=None, log_freq=1)
+    hooks, tester = logging.hooks, logging.tester
     trainer = trainers.MetricLossOnly(
         models,
         optimizers,
         batch_size=40,
         loss_funcs={"metric_loss": metric_loss},
-        dataset=blobs(10, 20, 0),
+        dataset=blobs(10, 20, DIM, 0),
         dataloader_num_workers=0,
         end_of_iteration_hook=hooks.end_of_iteration_hook,
-        end_of_epoch_hook=end_of_epoch_hook,
+        end_of_epoch_hook=logging.end_of_epoch_hook,
     )
     trainer.train(num_epochs=epochs)
     return hooks, tester, trunk
@@ -97,7 +78,7 @@ def mean_logdet_after_training(tmp_path, weight):
     loss = losses.ContrastiveLoss(embedding_regularizer=reg, embedding_reg_weight=weight)
     _, _, trunk = train(tmp_path, flow, loss, epochs=2)
     with torch.no_grad():
-        _, logdet = flow.forward_and_logdet(trunk(blobs(10, 20, 0).tensors[0]))
+        _, logdet = flow.forward_and_logdet(trunk(blobs(10, 20, DIM, 0).tensors[0]))
     return logdet.mean().item()
 
 

@@ -6,24 +6,16 @@ import sqlite3
 
 import pytest
 import torch
-from pytorch_metric_learning import losses, testers, trainers
-from pytorch_metric_learning.utils import logging_presets
-from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+from pytorch_metric_learning import losses, trainers
 
 from pml_regularizers import SkewedMeanRegularizer
+
+from .e2e import blobs
 
 pytestmark = pytest.mark.slow
 
 
-def blobs(num_classes, per_class, dim, seed):
-    g = torch.Generator().manual_seed(seed)
-    centers = 3 * torch.randn(num_classes, dim, generator=g)
-    labels = torch.arange(num_classes).repeat_interleave(per_class)
-    x = centers[labels] + torch.randn(len(labels), dim, generator=g)
-    return torch.utils.data.TensorDataset(x, labels)
-
-
-def test_metric_loss_only_with_tester_and_record_keeper(tmp_path):
+def test_metric_loss_only_with_tester_and_record_keeper(tmp_path, pml_logging):
     train, val = blobs(10, 20, 16, 0), blobs(5, 20, 16, 1)
     trunk = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU())
     embedder = torch.nn.Linear(32, 8)
@@ -39,19 +31,8 @@ def test_metric_loss_only_with_tester_and_record_keeper(tmp_path):
         "embedder_optimizer": torch.optim.Adam(embedder.parameters(), 1e-3),
         "metric_loss_optimizer": torch.optim.Adam(loss.parameters(), 1e-2),
     }
-    record_keeper, _, _ = logging_presets.get_record_keeper(str(tmp_path / "logs"), str(tmp_path / "tensorboard"))
-    assert record_keeper is not None, "logging presets need the tensorboard package"
-    hooks = logging_presets.get_hook_container(record_keeper)
-    tester = testers.GlobalEmbeddingSpaceTester(
-        end_of_testing_hook=hooks.end_of_testing_hook,
-        dataloader_num_workers=0,
-        accuracy_calculator=AccuracyCalculator(
-            include=("mean_average_precision_at_r", "precision_at_1"), k="max_bin_count"
-        ),
-    )
-    end_of_epoch_hook = hooks.end_of_epoch_hook(
-        tester, {"val": val}, str(tmp_path / "models"), test_interval=1, patience=1
-    )
+    logging = pml_logging(val)
+    hooks, tester = logging.hooks, logging.tester
     trainer = trainers.MetricLossOnly(
         models,
         optimizers,
@@ -60,7 +41,7 @@ def test_metric_loss_only_with_tester_and_record_keeper(tmp_path):
         dataset=train,
         dataloader_num_workers=0,
         end_of_iteration_hook=hooks.end_of_iteration_hook,
-        end_of_epoch_hook=end_of_epoch_hook,
+        end_of_epoch_hook=logging.end_of_epoch_hook,
     )
     trainer.train(num_epochs=1)
 

@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "experiment_data": ".protocol.trained",
     "experiment_split": ".protocol.trained",
     "BenchAccuracyCalculator": ".protocol.metrics",
+    "BenchTrainerMixin": ".protocol.trainer",
     # data
     "check_data": ".data.check",
     "load_experiment_data": ".data.serve",

@@ -8,8 +8,8 @@ from torch import Tensor, nn
 
 from .. import functional as F
 from .._arguments import is_positive_int
+from .._autocast import autocast_off
 from .._checks import check_finite
-from .._precision import autocast_off
 
 
 class DVMLOutput(NamedTuple):

@@ -21,8 +21,8 @@ from zuko.transforms import (
 )
 
 from .._arguments import finite_float, is_int, is_positive_int
+from .._autocast import autocast_off
 from .._checks import check_finite, check_rows
-from .._precision import autocast_off
 from .forward_records import FlowForward, ForwardRecords, gathered
 
 Coupling = Literal["affine", "additive"]

@@ -13,9 +13,9 @@ from torch import Tensor, nn
 
 from .. import functional as F
 from .._arguments import check_num_samples, finite_floats, is_int
+from .._autocast import autocast_off
 from .._checks import check_finite
 from .._pml_glue import ModuleReference
-from .._precision import autocast_off
 from ..embedders.dvml_embedder import DVMLEmbedder, DVMLOutput
 from ..miners.dvml_miner import DVMLMiner
 
@@ -95,8 +95,8 @@ class DVMLLoss(nn.Module):
         :math:`T \\ge 1` synthetic samples per input. Default 20, the paper's.
     phase2_start_epoch : int
         First epoch of phase 2 (epochs are counted from 1, as PML's trainers do). Default 5: the
-        paper does not publish its switch point; the evidence study's validation search (Triplet
-        on Omniglot, 10 epochs) preferred 5 to 2.
+        paper does not publish its switch point; it was chosen on validation folds (the DVML
+        reports that ``docs/results.md`` links).
     phase1_weights, phase2_weights : sequence of 4 floats
         :math:`(\\lambda_1, \\lambda_2, \\lambda_3, \\lambda_4)` of each phase, non-negative.
     dimension_mean : bool

@@ -51,10 +51,10 @@ class JacobianDeterminantRegularizer(BaseRegularizer):
         submodule: it adds nothing to this module's ``parameters()`` or ``state_dict()``, and is
         not moved by ``.to()``. ``flow=``, its former name, still works, with a FutureWarning.
     penalty : {"square", "hinge", "signed"}
-        The form :math:`\\rho`. Default ``"square"``, the form the validation search of the evidence
-        study chose (``docs/results``): on Omniglot (ProxyAnchor, 32-d) square and hinge tied and
-        signed collapsed retrieval; on the glyph data the unregularized flow contracts, which a
-        hinge at 0 never sees and the square penalty stops.
+        The form :math:`\\rho`. Default ``"square"``, which acts whichever way the flow changes
+        volume: the signed form has no floor, so a cosine-type loss lets the flow shrink everything
+        to lower it, and a hinge at 0 never sees a flow that contracts. The validation search behind
+        the choice is on the results page (``docs/results.md``).
     target : float
         The target :math:`\\tau`; 0 (volume-preserving) by default.
     **kwargs

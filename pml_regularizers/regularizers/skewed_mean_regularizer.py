@@ -16,9 +16,9 @@ from torch import Tensor
 
 from .. import functional as F
 from .._arguments import finite_float, is_int, is_positive_int
+from .._autocast import autocast_off
 from .._checks import check_finite
 from .._pml_glue import already_reduced
-from .._precision import autocast_off
 
 Form = Literal["pairwise", "rowwise"]
 

@@ -16,7 +16,7 @@ the runner's dataset names to the writers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +86,24 @@ def _plan(
     return plan
 
 
+def _write_tree(
+    classes: int,
+    per_class: int,
+    modes: Sequence[str],
+    sizes: Sequence[tuple[int, int]],
+    colour: Colour | None,
+    path_of: Callable[[int, int, str, tuple[int, int]], Path],
+) -> list[tuple[int, int, Path, tuple[int, int]]]:
+    """Write every image of a tree, what the four writers share: image ``k`` (class ``c`` from 1,
+    index ``i`` in it, with its mode and size from :func:`_plan`) goes to ``path_of(c, i, mode,
+    size)``, its pixels seeded by ``k``. Returns ``(k, c, path, size)`` of each image, in order."""
+    written = []
+    for k, c, i, mode, size in _plan(classes, per_class, modes, sizes):
+        path = write_image(path_of(c, i, mode, size), mode, size, colour, seed=k)
+        written.append((k, c, path, size))
+    return written
+
+
 def write_cub_tree(
     root: Path,
     classes: int = 4,
@@ -98,15 +116,15 @@ def write_cub_tree(
 
     Class ``c`` (1 to ``classes`` <= 200) is the folder ``"{c:03d}.Bird_{c}"``.
     """
-    base = Path(root) / "CUB_200_2011"
-    images, labels = [], []
-    for k, c, i, mode, size in _plan(classes, per_class, modes, sizes):
-        relative = f"{c:03d}.Bird_{c}/Bird_{c}_{i:04d}{image_suffix(mode)}"
-        write_image(base / "images" / relative, mode, size, colour, seed=k)
-        images.append(f"{k + 1} {relative}\n")
-        labels.append(f"{k + 1} {c}\n")
-    (base / "images.txt").write_text("".join(images))
-    (base / "image_class_labels.txt").write_text("".join(labels))
+    images = Path(root) / "CUB_200_2011" / "images"
+
+    def path_of(c: int, i: int, mode: str, size: tuple[int, int]) -> Path:
+        return images / f"{c:03d}.Bird_{c}" / f"Bird_{c}_{i:04d}{image_suffix(mode)}"
+
+    written = _write_tree(classes, per_class, modes, sizes, colour, path_of)
+    base = images.parent
+    (base / "images.txt").write_text("".join(f"{k + 1} {path.relative_to(images)}\n" for k, _, path, _ in written))
+    (base / "image_class_labels.txt").write_text("".join(f"{k + 1} {c}\n" for k, c, _, _ in written))
     return Path(root)
 
 
@@ -133,12 +151,14 @@ def write_cars196_tree(
     names = cars196_names(classes)
     (root / "names.csv").write_text("".join(f"{name}\n" for name in names))
     lines: dict[str, list[str]] = {"train": [], "test": []}
-    for k, c, i, mode, (width, height) in _plan(classes, per_class, modes, sizes):
+
+    def path_of(c: int, i: int, mode: str, size: tuple[int, int]) -> Path:
         split = "train" if i % 2 == 0 else "test"
         file = f"{len(lines[split]) + 1:05d}{image_suffix(mode)}"
-        folder = root / "car_data" / "car_data" / split / names[c - 1].replace("/", "-")
-        write_image(folder / file, mode, (width, height), colour, seed=k)
-        lines[split].append(f"{file},1,2,{width - 2},{height - 1},{c}\n")
+        lines[split].append(f"{file},1,2,{size[0] - 2},{size[1] - 1},{c}\n")
+        return root / "car_data" / "car_data" / split / names[c - 1].replace("/", "-") / file
+
+    _write_tree(classes, per_class, modes, sizes, colour, path_of)
     for split, rows in lines.items():
         (root / f"anno_{split}.csv").write_text("".join(rows))
     return root
@@ -159,15 +179,16 @@ def write_sop_tree(
     3]`` as ``"{c}_{i}.JPG"``.
     """
     base = Path(root) / "Stanford_Online_Products"
+
+    def path_of(c: int, i: int, mode: str, size: tuple[int, int]) -> Path:
+        return base / SOP_SUPER_CLASSES[(c - 1) % len(SOP_SUPER_CLASSES)] / f"{c}_{i}{image_suffix(mode, '.JPG')}"
+
     header = "image_id class_id super_class_id path\n"
     lines = {"train": [header], "test": [header]}
-    train_classes = (classes + 1) // 2
-    for k, c, i, mode, size in _plan(classes, per_class, modes, sizes):
+    for k, c, path, _ in _write_tree(classes, per_class, modes, sizes, colour, path_of):
+        split = "train" if c <= (classes + 1) // 2 else "test"
         super_id = (c - 1) % len(SOP_SUPER_CLASSES) + 1
-        relative = f"{SOP_SUPER_CLASSES[super_id - 1]}/{c}_{i}{image_suffix(mode, '.JPG')}"
-        write_image(base / relative, mode, size, colour, seed=k)
-        split = "train" if c <= train_classes else "test"
-        lines[split].append(f"{k + 1} {c} {super_id} {relative}\n")
+        lines[split].append(f"{k + 1} {c} {super_id} {path.relative_to(base)}\n")
     for split, rows in lines.items():
         (base / f"Ebay_{split}.txt").write_text("".join(rows))
     return Path(root)
@@ -182,9 +203,11 @@ def write_folder_tree(
     colour: Colour | None = None,
 ) -> Path:
     """Write ``root/class_NNN/NNNN.{jpg,png}``, classes ``class_001`` upwards."""
-    for k, c, i, mode, size in _plan(classes, per_class, modes, sizes):
-        path = Path(root) / f"class_{c:03d}" / f"{i:04d}{image_suffix(mode)}"
-        write_image(path, mode, size, colour, seed=k)
+
+    def path_of(c: int, i: int, mode: str, size: tuple[int, int]) -> Path:
+        return Path(root) / f"class_{c:03d}" / f"{i:04d}{image_suffix(mode)}"
+
+    _write_tree(classes, per_class, modes, sizes, colour, path_of)
     return Path(root)
 
 

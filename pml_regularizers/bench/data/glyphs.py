@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch.nn import functional as nnf
 
 from ..._arguments import is_positive_int
 from .cache import cached_image_set
@@ -269,14 +269,14 @@ def _fit(glyph: torch.Tensor, limit: int) -> torch.Tensor:
         return glyph
     factor = limit / max(height, width)
     shape = (max(1, round(height * factor)), max(1, round(width * factor)))
-    resized = F.interpolate(glyph[None, None], size=shape, mode="bilinear", antialias=True)
+    resized = nnf.interpolate(glyph[None, None], size=shape, mode="bilinear", antialias=True)
     return resized[0, 0].clamp(0.0, 1.0)
 
 
 def _pool(ink: torch.Tensor, factor: int) -> torch.Tensor:
     """Average ink over ``factor x factor`` blocks of its last two dimensions."""
     height, width = ink.shape[-2:]
-    pooled = F.avg_pool2d(ink.reshape(-1, 1, height, width), factor)
+    pooled = nnf.avg_pool2d(ink.reshape(-1, 1, height, width), factor)
     return pooled.reshape(*ink.shape[:-2], height // factor, width // factor)
 
 
@@ -299,8 +299,8 @@ def _render_instances(
         sources.extend(_instance_sources(faces, code, per_class, size, rng, augmentation))
     ink = torch.stack(sources).unsqueeze(1)
     theta = torch.from_numpy(_affine_thetas(len(sources), rng, augmentation))
-    grid = F.affine_grid(theta, list(ink.shape), align_corners=False)
-    warped = F.grid_sample(ink, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    grid = nnf.affine_grid(theta, list(ink.shape), align_corners=False)
+    warped = nnf.grid_sample(ink, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return _to_pixels(_pool(warped, WARP_SCALE))
 
 
@@ -340,7 +340,7 @@ def _change_strokes(ink: torch.Tensor, stroke: int) -> torch.Tensor:
     if stroke == 0:
         return ink
     batch = ink[None, None] * stroke
-    return (F.max_pool2d(batch, 3, stride=1, padding=1) * stroke)[0, 0]
+    return (nnf.max_pool2d(batch, 3, stride=1, padding=1) * stroke)[0, 0]
 
 
 def _affine_thetas(count: int, rng: np.random.Generator, augmentation: Augmentation) -> np.ndarray:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
-import torch.nn.functional as F
+from torch.nn import functional as nnf
 from torch.utils.data import Dataset
 
 
@@ -260,7 +260,7 @@ class TensorImageDataset(Dataset):
         shift = self.max_shift
         if shift:
             height, width = image.shape[-2:]
-            padded = F.pad(image, (shift, shift, shift, shift), value=self.fill)
+            padded = nnf.pad(image, (shift, shift, shift, shift), value=self.fill)
             left, top = torch.randint(0, 2 * shift + 1, (2,)).tolist()
             image = padded[:, top : top + height, left : left + width]
         if self.hflip and torch.rand(()) < 0.5:
