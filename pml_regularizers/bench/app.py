@@ -87,7 +87,7 @@ def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
 def hydra_command(
     command: str,
     argv: Sequence[str],
-    job: Callable[[Any, bool], int],
+    job: Callable[[Any], int],
     check: Callable[[Sequence[str]], Path],
     report_error: Callable[[BaseException], int],
 ) -> int:
@@ -100,9 +100,9 @@ def hydra_command(
     argv : sequence of str
         What follows the command: Hydra's flags and overrides.
     job : callable
-        ``job(cfg, in_sweep)``: runs one composed config (the task function's config, with Hydra's
-        runtime choices reachable through ``HydraConfig``); returns its exit status and reports its
-        own errors.
+        ``job(cfg)``: runs one composed config (the task function's config, with Hydra's runtime
+        choices reachable through ``HydraConfig``); returns its exit status and reports its own
+        errors.
     check : callable
         ``check(overrides)``: checks the config the overrides compose and returns its experiment
         folder; raises a :class:`~pml_regularizers.bench.errors.UserError` for one that cannot run.
@@ -133,8 +133,11 @@ def hydra_command(
         status = _hydra_main(command, [*argv, f"++hydra.job.env_set.{STATUS_FILE_VARIABLE}={status_file}"], job)
         finished = [json.loads(line) for line in status_file.read_text().splitlines()] if status_file.exists() else []
     failed = [f for f in finished if f["status"] != 0]
+    shared = set.intersection(*(set(f["overrides"]) for f in finished)) if len(finished) > 1 else set()
     lines = [f"sweep: {len(finished)} of {len(folders)} jobs ended, {len(failed)} failed"]
-    lines += [f"  {'failed' if f['status'] else 'ok    '}  {' '.join(f['overrides'])}" for f in finished]
+    for f in finished:
+        varying = " ".join(o for o in f["overrides"] if o not in shared)
+        lines.append(f"  {'failed' if f['status'] else 'ok    '}  {varying}")
     print("\n".join(lines))
     return status or (2 if failed or len(finished) < len(folders) else 0)
 
@@ -148,7 +151,7 @@ def record_job_status(overrides: Sequence[str], status: int) -> None:
             stream.write(json.dumps({"overrides": list(overrides), "status": status}) + "\n")
 
 
-def _hydra_main(command: str, argv: Sequence[str], job: Callable[[Any, bool], int]) -> int:
+def _hydra_main(command: str, argv: Sequence[str], job: Callable[[Any], int]) -> int:
     """``@hydra.main`` over ``job`` with ``argv`` as its command line; the job's status (Hydra's
     own exit status for what Hydra reports itself)."""
     import hydra
@@ -159,10 +162,9 @@ def _hydra_main(command: str, argv: Sequence[str], job: Callable[[Any, bool], in
     statuses: list[int] = []
 
     def task(cfg: DictConfig) -> int:
-        in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
-        status = job(cfg, in_sweep)
+        status = job(cfg)
         statuses.append(status)
-        if in_sweep:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
             record_job_status(HydraConfig.get().overrides.task, status)
         return status
 

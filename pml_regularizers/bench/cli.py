@@ -186,11 +186,11 @@ def _check_run(overrides: Sequence[str]) -> Path:
     return load_spec(overrides).folder
 
 
-def _job(command: str) -> Callable[[DictConfig, bool], int]:
+def _job(command: str) -> Callable[[DictConfig], int]:
     """The job of ``pml-bench run|evaluate`` for Hydra's application: one composed config checked,
     run (or evaluated) and reported; its exit status."""
 
-    def job(cfg: DictConfig, in_sweep: bool) -> int:
+    def job(cfg: DictConfig) -> int:
         from hydra.core.hydra_config import HydraConfig
 
         from .errors import ImageDecodeError, UserError

@@ -122,6 +122,7 @@ def test_a_run_prints_one_line_per_epoch_and_nothing_else_on_stderr(tmp_path):
     status, out, err = run_cli("run", *tiny(tmp_path, "seeds=2", "epochs=2", "cv_folds=2"))
     assert status == 0, err
     assert err == ""  # no progress bars, no PML or faiss warnings
+    assert out.startswith(f"glyphs-proxy_anchor-linear: 2 seed(s) x 2 fold(s), at most 2 epochs each ({tmp_path}")
     lines = [line for line in out.splitlines() if line.startswith("seed ")]
     assert len(lines) == 2 * 2 * 2
     assert lines[0].startswith("seed 0 (1/2) fold 1/2 epoch 1/2: loss ")

@@ -1,7 +1,8 @@
 """Where a run is: one line per trained epoch, logged to this module's logger
 (``pml_regularizers.bench.protocol.progress``).
 
-Each line names the seed, the fold and the epoch, the epoch's mean training loss, the validation
+A first line names the experiment, its seeds, folds and epoch cap, and its folder. Then each line
+names the seed, the fold and the epoch, the epoch's mean training loss, the validation
 MAP@R and the best so far (when the fold validates), the time since the run started and an
 estimate of what is left, for example::
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 __all__ = ["LOGGER", "RunProgress"]
 
@@ -49,6 +51,15 @@ class RunProgress:
     _start: float = field(default_factory=time.monotonic, repr=False)
     _trained: int = field(default=0, repr=False)
     _training_seconds: float = field(default=0.0, repr=False)
+
+    def began(self, experiment: str, folder: Path) -> str:
+        """Log (and return) the line that opens a run: the experiment, its size, its folder."""
+        line = (
+            f"{experiment}: {len(self.seeds)} seed(s) x {self.folds} fold(s), at most {self.epochs} epochs each "
+            f"({folder})"
+        )
+        LOGGER.info(line)
+        return line
 
     def epoch_ended(
         self,

@@ -154,6 +154,8 @@ def run_experiment(spec: RunSpec, evaluate_only: bool = False, command: str | No
         ddp.on_main(lambda: _open_experiment(folder, spec, lock, evaluate_only))
         if evaluate_only:
             ddp.on_main(lambda: check_trained(folder, spec, len(folds)))
+        elif ddp.main:
+            progress.began(spec.experiment, folder.path)
         records: list[dict] = []
         for seed in spec.protocol.seed_range:
             records += _run_seed(run, seed)
