@@ -41,7 +41,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .extras import bench_extra_message, missing_bench_modules
 
@@ -225,13 +225,26 @@ def _set_up_terminal() -> None:
 
     os.environ.setdefault("TQDM_DISABLE", "1")  # read by tqdm when a bar is made, here and in workers
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if not PROGRESS.handlers:
-        handler = logging.StreamHandler(sys.stdout)
+    if not any(isinstance(h, _StdoutHandler) for h in PROGRESS.handlers):
+        handler = _StdoutHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         PROGRESS.addHandler(handler)
         PROGRESS.setLevel(logging.INFO)
         PROGRESS.propagate = False
     _show_data_warnings_as_lines(DataWarning)
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stdout`` is when a record comes (a handler made with
+    ``sys.stdout`` would keep writing to the stream of that moment, closed once it is replaced)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        """Ignored: the stream is always the current ``sys.stdout``."""
 
 
 def _show_data_warnings_as_lines(category: type[Warning]) -> None:

@@ -3,6 +3,7 @@ or without ``+``, in a group too, and against the classes of ``_target_`` groups
 imported and before anything is written; ``--help``, ``--cfg`` and ``--multirun`` as Hydra gives
 them; one progress line per epoch and no stray warnings or progress bars."""
 
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,17 @@ def test_a_run_prints_one_line_per_epoch_and_nothing_else_on_stderr(tmp_path):
     assert lines[0].startswith("seed 0 (1/2) fold 1/2 epoch 1/2: loss ")
     assert "val MAP@R " in lines[0] and "(best " in lines[0] and " elapsed, ~" in lines[0]
     assert lines[-1].startswith("seed 1 (2/2) fold 2/2 epoch 2/2: ") and lines[-1].endswith("~0:00:00 left")
+
+
+def test_progress_lines_follow_whatever_stdout_is(tmp_path, monkeypatch, capsys):
+    """The progress handler once kept the stdout of its first run: closed later (as pytest's capture
+    is), it made every later run print a logging error with a traceback."""
+    first, second = io.StringIO(), io.StringIO()
+    args = tiny(tmp_path, "seeds=1", "epochs=1")
+    monkeypatch.setattr(sys, "stdout", first)
+    assert cli_main(["run", *args, "experiment=first"]) == 0
+    first.close()
+    monkeypatch.setattr(sys, "stdout", second)
+    assert cli_main(["run", *args, "experiment=second"]) == 0
+    assert "seed 0 (1/1) fold 1/1 epoch 1/1: loss " in second.getvalue()
+    assert "Logging error" not in capsys.readouterr().err
