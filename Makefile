@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 main: $(VENV)/.installed
-	$(VENV)/bin/pml-bench compare
+	$(VENV)/bin/pml-bench study compare
 
 # Lint, format and type checks, the test suite, then the documentation build (warnings are errors).
 test: $(VENV)/.installed

@@ -1,2 +1,3 @@
 """The experiment scripts, run from the repository root as modules: ``python -m experiments.<name>``
-(``evidence``, ``evidence_summary``, ``skewed_mean_sweep``, ``dvml_samples``, ``flow_volume``)."""
+(``evidence_summary``, ``results_summary``, ``dvml_samples``, ``flow_volume``). The studies
+themselves are ``pml-bench study`` files (``pml_regularizers/bench/studies/``)."""

@@ -1,6 +1,6 @@
 # Where do DVML's synthetic samples land? A look inside finished DVML experiments.
 #
-# For every finished fold of the given DVML experiments (folders made by experiments/evidence.py or
+# For every finished fold of the given DVML experiments (folders made by
 # pml-bench with embedder=dvml), it loads the fold's tested models, embeds the fold's own
 # training classes (what the training loss saw; the test classes are not used) and measures:
 #   - the size of the class-center embedding z_I and of the variation mu + sigma * eps that is added

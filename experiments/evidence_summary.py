@@ -2,7 +2,8 @@
 # difference to the study's baseline, for the separated and the concatenated embeddings.
 #
 # It reads the numbers of each study's own report, docs/results/<study>-<dataset>-d<size>/report.json
-# (which experiments/evidence.py writes beside the study's report.md once its final runs are done),
+# (written beside the study's report.md once its final runs were done; these are the archived
+# evidence reports, made before the studies became pml-bench study files),
 # and writes docs/results/evidence_summary/report.md quoting them as those reports print them. It
 # needs no experiment folders, so it also runs on a clone that has only the published reports.
 # Nothing is trained.
@@ -16,11 +17,23 @@ import re
 import sys
 from pathlib import Path
 
-from experiments.evidence import PRIMARY, STUDIES, script_command
-from pml_regularizers.bench import REPORT_JSON, ReportData, SummaryRow, provenance_lines, read_report_data, verdict
+from experiments.scripts import script_command
+from pml_regularizers.bench import PRIMARY_METRIC, REPORT_JSON, ReportData, SummaryRow, provenance_lines, read_report_data, verdict
 
 EMBEDDINGS = ("separated", "concatenated")
 _VERDICTS = {"better": "higher", "worse": "lower", "no clear difference": "no measurable difference"}
+# The archived evidence studies whose reports this summary quotes.
+STUDIES = (
+    "dvml_multi_similarity",
+    "dvml_triplet",
+    "jacobian_determinant_full_proxy_anchor",
+    "jacobian_determinant_multi_similarity",
+    "jacobian_determinant_proxy_anchor",
+    "jacobian_determinant_square_multi_similarity",
+    "jacobian_determinant_square_proxy_anchor",
+    "skewed_mean_normalized_softmax",
+    "skewed_mean_proxy_anchor",
+)
 _TAG = re.compile(r"^(?P<study>[a-z_]+)-(?P<data>.+)-d(?P<size>\d+)$")
 
 
@@ -59,7 +72,7 @@ def summary_rows(tag: str, numbers: ReportData) -> list[tuple[str, dict[str, Sum
     if numbers.split != "test":
         raise ValueError(f"the report of study {tag} must summarize the test split, got {numbers.split!r}")
     baseline = f"{tag}-baseline"
-    rows = [r for r in numbers.rows if r.metric == PRIMARY]
+    rows = [r for r in numbers.rows if r.metric == PRIMARY_METRIC]
     by = {(r.experiment, r.embedding): r for r in rows}
     base = {e: by[baseline, e] for e in EMBEDDINGS if (baseline, e) in by}
     out = []

@@ -1,6 +1,6 @@
 # How much does a trained flow metric layer change volume? A look inside finished flow experiments.
 #
-# For every finished fold of the given experiments (folders made by experiments/evidence.py or
+# For every finished fold of the given experiments (folders made by
 # pml-bench with embedder=flow), it loads the fold's tested models, embeds the fold's own training
 # classes (the test classes are not used) and measures, per image, the log|det J| of the flow's
 # coupling blocks (the term JacobianDeterminantRegularizer penalises):

@@ -29,7 +29,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from experiments.evidence import PRIMARY
+from pml_regularizers.bench import PRIMARY_METRIC
 from pml_regularizers.bench import REPORT_JSON, SummaryRow, read_report_data, verdict, write_json
 
 EMBEDDING = "separated"
@@ -42,9 +42,9 @@ CHECK_DATA = "omniglot964"
 SUMMARY_JSON = Path("summary") / "summary.json"
 
 # Columns: the data sets, each at every size of SIZES.
-CHECK = "Omniglot, 964 characters"  # experiments/regularizer_check.py: the full background set
-OMNIGLOT = "Omniglot, 242 characters"  # experiments/evidence.py --dataset omniglot
-GLYPHS = "glyphs, 300 classes × 10"  # experiments/evidence.py --per-class 10 (600 classes, half train)
+CHECK = "Omniglot, 964 characters"  # the regularizer check's reports: the full background set
+OMNIGLOT = "Omniglot, 242 characters"  # the evidence reports on the official small background zip
+GLYPHS = "glyphs, 300 classes × 10"  # the evidence reports at 10 glyphs a class (600 classes, half train)
 COLUMNS = (CHECK, OMNIGLOT, GLYPHS)
 SIZES = (32, 128)
 _EVIDENCE_DATA = {OMNIGLOT: "omniglot", GLYPHS: "glyphs-n10"}
@@ -188,10 +188,10 @@ def read_cell(cell: Cell, docs: Path, check_data: str = CHECK_DATA) -> CellResul
         raise ValueError(
             f"cell {cell.row!r}: the comparator {comparator} must be {path}'s baseline, got {numbers.baseline}"
         )
-    rows = {r.experiment: r for r in numbers.rows if (r.metric, r.embedding) == (PRIMARY, EMBEDDING)}
+    rows = {r.experiment: r for r in numbers.rows if (r.metric, r.embedding) == (PRIMARY_METRIC, EMBEDDING)}
     for name in (comparator, method):
         if name not in rows:
-            raise ValueError(f"cell {cell.row!r}: {path} has no {EMBEDDING} {PRIMARY} row of {name}")
+            raise ValueError(f"cell {cell.row!r}: {path} has no {EMBEDDING} {PRIMARY_METRIC} row of {name}")
     result.baseline, result.method = rows[comparator], rows[method]
     return result
 
@@ -297,7 +297,7 @@ def summary_data(results: list[CellResult], check_data: str = CHECK_DATA) -> dic
             )
         cells.append(entry)
     return {
-        "metric": PRIMARY,
+        "metric": PRIMARY_METRIC,
         "embedding": EMBEDDING,
         "split": "test",
         "interval": "95% Student-t interval of the difference paired by seed",

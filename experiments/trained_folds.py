@@ -1,7 +1,7 @@
 # Measurements inside finished experiments, shared by the experiment scripts that look at trained
 # models (dvml_samples.py, flow_volume.py).
 #
-# For every finished fold of an experiment folder (made by experiments/evidence.py or pml-bench) it
+# For every finished fold of an experiment folder (made by pml-bench) it
 # takes the models the runner tested (the best validation epoch's, or the last epoch's in a run
 # without cross-validation), rebuilt by the folder (pml_regularizers.bench.ExperimentFolder), and
 # embeds the fold's own training classes with the trunk, so the test classes are never used. A
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments.evidence import script_command, val_score
+from experiments.scripts import script_command, val_score
 from pml_regularizers.bench import (
     ExperimentFolder,
     experiment_data,

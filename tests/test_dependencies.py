@@ -44,6 +44,8 @@ DISTRIBUTION_OF = {
     "matplotlib": "matplotlib",
     "numpy": "numpy",
     "omegaconf": "omegaconf",
+    "optuna": "optuna",
+    "psycopg2": "psycopg2-binary",
     "PIL": "pillow",
     "pytorch_metric_learning": "pytorch-metric-learning",
     "record_keeper": "record-keeper",

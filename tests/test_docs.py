@@ -105,6 +105,7 @@ def test_archive_lists_each_report_in_its_group_and_reports_are_orphans(tmp_path
         "regularizer_check_proxy_anchor-omniglot964-d32": "python -m experiments.regularizer_check --size tiny",
         "skewed_mean_proxy_anchor-omniglot-d32": "python -m experiments.evidence skewed_mean_proxy_anchor",
         "dvml_triplet-glyphs-n10-d32": "python experiments/evidence.py dvml_triplet --per-class 10",
+        "skewed_mean_proxy_anchor-folder": "pml-bench study skewed_mean_proxy_anchor dataset=folder",
         "evidence_summary": "python -m experiments.evidence_summary\npython -m experiments.evidence dvml_triplet",
         "skewed_mean_sweep-omniglot-d32": "python -m experiments.skewed_mean_sweep --lr 0.003",
         "dvml_triplet_kl0.1-omniglot-d32": "pml-bench report runs/evidence/dvml_triplet-omniglot-d32-baseline",
@@ -119,7 +120,12 @@ def test_archive_lists_each_report_in_its_group_and_reports_are_orphans(tmp_path
     listed = {g: re.findall(r"^- \[\]\(results/([^/]+)/report\.md\)", sections[g], re.MULTILINE) for g in sections}
     assert listed == {
         "regularizer_check": ["regularizer_check_proxy_anchor-omniglot964-d32"],
-        "evidence": ["dvml_triplet-glyphs-n10-d32", "evidence_summary", "skewed_mean_proxy_anchor-omniglot-d32"],
+        "evidence": [
+            "dvml_triplet-glyphs-n10-d32",
+            "evidence_summary",
+            "skewed_mean_proxy_anchor-folder",
+            "skewed_mean_proxy_anchor-omniglot-d32",
+        ],
         "followup": ["dvml_triplet_kl0.1-omniglot-d32", "skewed_mean_sweep-omniglot-d32"],
         "default": ["default-skewed_mean"],
     }

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from experiments import results_summary as rs
-from experiments.evidence import PRIMARY
+from pml_regularizers.bench import PRIMARY_METRIC
 from pml_regularizers.bench import SummaryRow
 from pml_regularizers.bench.results.report_data import ExperimentInfo, ReportData, read_report_data, write_report_data
 
@@ -37,12 +37,12 @@ def table_cells(page_text: str) -> tuple[list[str], dict[tuple[str, str], str]]:
 
 
 def separated_row(numbers: ReportData, experiment: str) -> SummaryRow:
-    (row,) = [r for r in numbers.rows if (r.experiment, r.embedding, r.metric) == (experiment, "separated", PRIMARY)]
+    (row,) = [r for r in numbers.rows if (r.experiment, r.embedding, r.metric) == (experiment, "separated", PRIMARY_METRIC)]
     return row
 
 
 def compared(diff: float, half: float) -> SummaryRow:
-    return SummaryRow("x-method", "test", "separated", PRIMARY, 0.5, 0.01, 5, diff, half, 5, "x-baseline")
+    return SummaryRow("x-method", "test", "separated", PRIMARY_METRIC, 0.5, 0.01, 5, diff, half, 5, "x-baseline")
 
 
 def test_every_number_of_the_page_table_is_the_one_in_its_report():
@@ -107,7 +107,7 @@ def _write_report(
     prefix = prefix or tag
     baseline = f"{prefix}-{baseline_role}"
     summary = [
-        SummaryRow(f"{prefix}-{role}", "test", "separated", PRIMARY, 0.4, 0.01, 5, *(
+        SummaryRow(f"{prefix}-{role}", "test", "separated", PRIMARY_METRIC, 0.4, 0.01, 5, *(
             (None, None, 0, None) if role == baseline_role else (diff, half, 5, baseline)
         ))
         for role, (diff, half) in rows.items()
@@ -169,19 +169,3 @@ def test_writing_the_table_leaves_the_rest_of_the_page_byte_identical(tmp_path):
     for broken in ("no markers", f"{rs.END} {rs.START}", f"{rs.START} {rs.START} {rs.END}"):
         with pytest.raises(ValueError, match="must hold"):
             rs.replace_block(broken, "x")
-
-
-@pytest.mark.slow
-def test_the_tiny_check_fills_the_check_column(tmp_path):
-    from experiments import regularizer_check
-
-    docs = tmp_path / "docs"
-    argv = ["--size", "tiny", "--out", str(tmp_path / "runs"), "--docs", str(docs), "--cache", str(tmp_path / "cache")]
-    assert regularizer_check.main([*argv, "--embedding-size", "32"]) == 0
-    results = rs.read_cells(docs, check_data="glyphs-tiny")
-    check = [r for r in results if r.cell.column == rs.CHECK]
-    assert {r.cell.row for r in check} == set(rs.ROWS) - {rs.DVML_TRIPLET, rs.JD_PA, rs.JD_FULL}
-    for result in check:
-        assert (result.method is not None) == (result.cell.size == 32), result.cell
-        if result.method is not None:
-            assert result.method.baseline == result.baseline.experiment

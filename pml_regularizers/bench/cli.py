@@ -1,5 +1,5 @@
-"""``pml-bench`` / ``python -m pml_regularizers.bench``: run, evaluate, compare, report, embed and
-check-data; the command-line edge, where configs are composed and checked and errors become one
+"""``pml-bench`` / ``python -m pml_regularizers.bench``: run, evaluate, search, study, report, embed
+and check-data; the command-line edge, where configs are composed and checked and errors become one
 ``pml-bench: error:`` line.
 
 ``run`` and ``evaluate`` take Hydra's own command line (:mod:`~pml_regularizers.bench.app`):
@@ -12,7 +12,9 @@ Examples
 ``pml-bench run --cfg job --resolve regularizer=skewed_mean``   (the config and its folder, no training)
 ``pml-bench run -m regularizer=none,skewed_mean seeds=5``   (a sweep; jobs run in parallel processes)
 ``pml-bench evaluate regularizer=skewed_mean``   (re-test saved models, no training)
-``pml-bench compare``                           (the default comparison on the offline dataset)
+``pml-bench search regularizer=skewed_mean --trials 30``   (Optuna on validation folds, then test the best)
+``pml-bench study compare``                     (the default comparison on the offline dataset)
+``pml-bench study skewed_mean_proxy_anchor dataset=folder dataset.root=/data/mine``   (a published study)
 ``pml-bench report runs/glyphs-proxy_anchor-linear runs/glyphs-proxy_anchor-skewed_mean-linear``
 ``pml-bench run test_split=none regularizer=skewed_mean``   (train on every class: the model to deploy)
 ``pml-bench embed runs/glyphs-proxy_anchor-linear-all_classes --out emb.pt dataset=folder dataset.root=/data/new``
@@ -48,28 +50,6 @@ from .extras import bench_extra_message, missing_bench_modules
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-# The default comparison: each of the plugin's methods against its base loss, on the same seeds and
-# data. Each group is reported on its own; its first entry is the baseline the others are paired
-# with. An experiment shared by two groups is run once. The methods and the learning rate run at
-# their config defaults, chosen on validation; docs/results.md says how.
-_PROXY = ("loss=proxy_anchor",)
-_TRIPLET = ("loss=triplet", "miner=triplet_margin", "sampler=m_per_class")
-_MS = ("loss=multi_similarity", "miner=multi_similarity", "sampler=m_per_class")
-_DVML = ("embedder=dvml", "trainer=dvml")
-DEFAULT_COMPARISON: dict[str, tuple[tuple[str, ...], ...]] = {
-    "skewed_mean": (_PROXY, (*_PROXY, "regularizer=skewed_mean")),
-    "jacobian_determinant": (
-        (*_PROXY, "embedder=flow"),
-        (*_PROXY, "embedder=flow", "regularizer=jacobian_determinant"),
-        _PROXY,
-    ),
-    "dvml_triplet": (_TRIPLET, (*_TRIPLET, *_DVML)),
-    "dvml_multi_similarity": (_MS, (*_MS, *_DVML)),
-}
-# Settings of the default comparison that differ from the config defaults (overridable): its own
-# output folder, and 10 instances per glyph class so that it fits in 15 minutes on 2 CPU cores.
-COMPARE_DEFAULTS: tuple[str, ...] = ("output_dir=runs/compare", "dataset.options.per_class=10")
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pml-bench`` with ``argv`` (``sys.argv[1:]`` when None).
@@ -91,9 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         command, rest = argv[0], argv[1:]
     else:
         args, extra = parser.parse_known_args(argv)
-        if extra and (args.command != "embed" or any(arg.startswith("-") for arg in extra)):
+        if extra and (args.command not in ("embed", "search", "study") or any(a.startswith("-") for a in extra)):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        if extra:  # dataset overrides after --out
+        if extra:  # overrides after an option
             args.overrides += extra
         command = args.command
     missing = missing_bench_modules()
@@ -115,8 +95,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_summaries(
                 [_report(args.experiments, args.baseline, args.out, args.split, args.title, report_command)]
             )
-        elif command == "compare":
-            _compare(args.overrides)
+        elif command in ("search", "study"):
+            from .search.commands import search_command, study_command
+
+            rest = [str(a) for a in argv][1:]
+            if command == "search":
+                report = search_command(args, rest)
+                if report is not None:
+                    _print_summaries([report])
+            else:
+                reports = study_command(args, rest)
+                if reports:
+                    _print_summaries(reports)
         else:
             _embed(args.experiment, args.out, args.overrides, args.seed, args.device)
     except UserError as err:
@@ -135,8 +125,9 @@ def _parser() -> argparse.ArgumentParser:
         ("evaluate", "re-test the saved models of one experiment without training; Hydra's command line"),
     ]:
         sub.add_parser(name, help=help_text, add_help=False)
-    cmp = sub.add_parser("compare", help="run the default comparison and print its table")
-    cmp.add_argument("overrides", nargs="*", help="config overrides, key=value")
+    from .search.commands import add_parsers
+
+    add_parsers(sub)
     chk = sub.add_parser("check-data", help="decode every image of a data set once and list every problem file")
     chk.add_argument(
         "overrides", nargs="*", help="config overrides of the dataset group: dataset=NAME dataset.root=..."
@@ -296,25 +287,6 @@ def _check_data(overrides: Sequence[str], workers: int | None, out: Path | None)
 def _one_line(message: str) -> str:
     """``message`` with its lines (Hydra's errors have several) joined by spaces."""
     return " ".join(line.strip() for line in message.splitlines() if line.strip())
-
-
-def _compare(overrides: Sequence[str]) -> None:
-    from .protocol.runner import run_experiment
-    from .spec.compose import load_spec
-
-    reports = []
-    for group, entries in DEFAULT_COMPARISON.items():
-        dirs, baseline = [], None
-        for entry in entries:
-            args = [*COMPARE_DEFAULTS, *entry, *overrides]
-            spec = load_spec(args)
-            dirs.append(run_experiment(spec, command=_command("run", args)))
-            baseline = baseline or spec.experiment
-        out = dirs[0].parent / "comparison" / group
-        reports.append(
-            _report(dirs, baseline, out, title=f"Default comparison: {group}", command=_command("compare", overrides))
-        )
-    _print_summaries(reports)
 
 
 def _print_run_summary(exp_dir: Path, tested: bool, validated: bool) -> None:

@@ -39,6 +39,8 @@ BENCH_MODULES: dict[str, str] = {
     "simplejpeg": "simplejpeg",
     "scipy": "scipy",
     "matplotlib": "matplotlib",
+    "optuna": "optuna",
+    "yaml": "pyyaml",
 }
 
 

@@ -316,30 +316,3 @@ def test_dvml_trainer_logs_its_four_terms(tmp_path):
     assert emb.shape[1] == 8  # z_I only at test time
     with pytest.raises(ConfigError, match="trainer=dvml needs embedder=dvml"):
         run_experiment(load_spec(tiny(tmp_path, *args, "trainer=dvml")))
-
-
-def test_compare_runs_each_method_against_its_base_loss(tmp_path, capsys):
-    from pml_regularizers.bench.cli import DEFAULT_COMPARISON
-
-    assert cli_main(["compare", *tiny(tmp_path, "seeds=1", "epochs=1")]) == 0
-    out = capsys.readouterr().out
-    runs = tmp_path / "runs"
-    assert sorted(p.name for p in runs.iterdir() if (p / "results.json").exists()) == sorted(
-        [
-            "glyphs-proxy_anchor-linear",
-            "glyphs-proxy_anchor-skewed_mean-linear",
-            "glyphs-proxy_anchor-flow",
-            "glyphs-proxy_anchor-jacobian_determinant-flow",
-            "glyphs-triplet-triplet_margin-linear",
-            "glyphs-triplet-triplet_margin-dvml-dvml",
-            "glyphs-multi_similarity-multi_similarity-linear",
-            "glyphs-multi_similarity-multi_similarity-dvml-dvml",
-        ]
-    )
-    for group in DEFAULT_COMPARISON:
-        assert f"Default comparison: {group}\n" in out  # its compact table follows
-        assert f"full report: {runs / 'comparison' / group / 'report.md'}" in out
-        assert (runs / "comparison" / group / "report.md").exists()
-    flow_report = (runs / "comparison" / "jacobian_determinant" / "report.md").read_text()
-    assert "Δ: difference to `glyphs-proxy_anchor-flow`" in flow_report
-    assert "| glyphs-proxy_anchor-linear |" in flow_report

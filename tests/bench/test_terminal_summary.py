@@ -1,10 +1,9 @@
 """The terminal summary of reports: method names, the verdict at its edges, the compact table's
-numbers against scipy's t-interval, and what `pml-bench report` and `pml-bench compare` print."""
+numbers against scipy's t-interval, and what `pml-bench report` prints (`pml-bench study` prints the
+same for each of its reports: tests/bench/test_study.py)."""
 
-import json
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,60 +148,3 @@ def test_pml_bench_report_prints_the_compact_table(tmp_path, capsys):
     assert lines[-1] == f"full report: {out / 'report.md'}"
     assert "![" not in printed and "| Experiment |" not in printed  # the Markdown stays in the file
     assert (out / "report.json").exists()
-
-
-@pytest.mark.slow
-def test_compare_prints_one_compact_table_per_group(tmp_path, monkeypatch, capsys):
-    """_compare's output on prepared experiment folders: the runner is replaced by one that writes
-    known results (MAP@R 0.40, 0.42, 0.44 for seeds 0-2 of the base losses, linear or flow; 0.02,
-    0.03, 0.04 more for the methods)."""
-    from pml_regularizers.bench.protocol import runner
-
-    bases = {
-        "glyphs-proxy_anchor-linear",
-        "glyphs-proxy_anchor-flow",
-        "glyphs-triplet-triplet_margin-linear",
-        "glyphs-multi_similarity-multi_similarity-linear",
-    }
-
-    def fake_run(cfg, command=None):
-        name = cfg.experiment
-        root = Path(cfg.output_dir)
-        if not (root / name).exists():
-            root.mkdir(exist_ok=True)
-            gain = [0.0] * 3 if name in bases else [0.02, 0.03, 0.04]
-            recs = [
-                {
-                    "seed": s,
-                    "split": "test",
-                    "embedding": "single",
-                    "metrics": {MAP: 0.40 + 0.02 * s + gain[s], P1: 0.7},
-                }
-                for s in range(3)
-            ]
-            write_experiment(root, name, recs, command=command)
-        return root / name
-
-    monkeypatch.setattr(runner, "run_experiment", fake_run)
-    cli._compare([f"output_dir={tmp_path / 'runs'}"])
-    printed = capsys.readouterr().out
-    blocks = re.split(r"\n\n(?=Default comparison: )", printed.strip())  # one summary per group
-    assert [b.splitlines()[0] for b in blocks] == [f"Default comparison: {g}" for g in cli.DEFAULT_COMPARISON]
-    methods = {
-        "skewed_mean": ["baseline", "skewed_mean"],
-        "jacobian_determinant": ["baseline", "jacobian_determinant", "linear"],
-        "dvml_triplet": ["baseline", "dvml-dvml"],
-        "dvml_multi_similarity": ["baseline", "dvml-dvml"],
-    }
-    diff = interval([0.02, 0.03, 0.04])  # the paired differences
-    for block, (group, expected) in zip(blocks, methods.items()):
-        table = cells("\n".join(line for line in block.splitlines()[3:] if line and not line.startswith("full")))
-        assert [line[0] for line in table[1:]] == expected
-        for line in table[1:]:
-            if line[0] == "linear":  # the linear embedder scores as the flow here: no difference at all
-                assert line[3] == "+0.0000 ± 0.0000" and line[-1] == "no clear difference"
-            elif line[0] != "baseline":
-                assert line[3] == "{:+.4f} ± {:.4f}".format(*diff) and line[-1] == "better"
-        report = tmp_path / "runs" / "comparison" / group
-        assert block.splitlines()[-1] == f"full report: {report / 'report.md'}"
-        assert json.loads((report / "report.json").read_text())["title"] == f"Default comparison: {group}"

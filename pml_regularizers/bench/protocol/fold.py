@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -37,7 +38,10 @@ from .seeding import reseed
 from .torchrun import Dist, distribute
 from .trainer import bench_trainer_class
 
-__all__ = ["FoldJob", "embed", "train_fold"]
+__all__ = ["FoldJob", "ValidationCallback", "embed", "train_fold"]
+
+# What a run calls after each validated epoch: (seed, fold, epoch, validation MAP@R).
+ValidationCallback = Callable[[int, int, int, float], None]
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,10 @@ class FoldJob:
         This process's place in the torchrun job.
     progress : RunProgress, optional
         Where the run's epoch lines go (:mod:`~pml_regularizers.bench.protocol.progress`).
+    on_validation : callable, optional
+        Called as ``on_validation(seed, fold, epoch, score)`` after each validated epoch, once its
+        checkpoints are saved; what it raises stops the fold there
+        (:func:`~pml_regularizers.bench.protocol.runner.run_experiment`).
     """
 
     spec: RunSpec
@@ -73,6 +81,7 @@ class FoldJob:
     device: torch.device
     ddp: Dist
     progress: RunProgress | None = None
+    on_validation: ValidationCallback | None = None
 
     @property
     def owner(self) -> CheckpointOwner:
@@ -196,6 +205,8 @@ def _fit(job: FoldJob, parts: Parts, optimization: Optimization, state: dict) ->
                 best = (state["best_epoch"], state["best_score"]) if score is not None else None
                 seconds = time.monotonic() - started[0]
                 job.progress.epoch_ended(folder.seed, folder.fold, epoch, loss, seconds, score, best)
+            if job.on_validation is not None and score is not None:
+                job.on_validation(folder.seed, folder.fold, epoch, score)
         return bool(state["done"])
 
     try:

@@ -29,7 +29,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-__all__ = ["LOCK_NAME", "ExperimentLock"]
+__all__ = ["LOCK_NAME", "ExperimentLock", "pid_alive"]
 
 LOGGER = logging.getLogger(__name__)
 LOCK_NAME = ".pml-bench.lock"
@@ -145,7 +145,7 @@ class ExperimentLock:
             pid, host, command = int(holder["pid"]), str(holder["host"]), holder["command"]
         except (OSError, ValueError, TypeError, KeyError):
             return _Holder("another process (it has not written its name yet)", None)
-        alive = _pid_alive(pid) if host == socket.gethostname() else None
+        alive = pid_alive(pid) if host == socket.gethostname() else None
         return _Holder(f"PID {pid} on host {host} (command {command})", alive)
 
 
@@ -158,7 +158,7 @@ class _Holder:
     alive: bool | None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` of this host exists (a zombie counts as gone)."""
     try:
         os.kill(pid, 0)

@@ -49,7 +49,7 @@ from ..results.io import atomic_torch_save
 from ..results.metric_names import PRIMARY_METRIC
 from ..spec.run_spec import RunSpec
 from .devices import device_label, resolve_device
-from .fold import FoldJob, embed, train_fold
+from .fold import FoldJob, ValidationCallback, embed, train_fold
 from .fold_checkpoints import check_trained
 from .lock import ExperimentLock
 from .metrics import BenchAccuracyCalculator
@@ -76,6 +76,7 @@ class _Run:
     evaluate_only: bool
     command: str | None
     progress: RunProgress
+    on_validation: ValidationCallback | None
 
     def results(self, records: list[dict]) -> Results:
         """``records`` as this run writes them, with what ran them."""
@@ -89,7 +90,12 @@ class _Run:
         )
 
 
-def run_experiment(spec: RunSpec, evaluate_only: bool = False, command: str | None = None) -> Path:
+def run_experiment(
+    spec: RunSpec,
+    evaluate_only: bool = False,
+    command: str | None = None,
+    on_validation: ValidationCallback | None = None,
+) -> Path:
     """Run (or resume, or re-evaluate) the experiment ``spec`` describes.
 
     Started by ``torchrun --nproc_per_node=N``, the run is data-parallel: each process trains on
@@ -110,6 +116,11 @@ def run_experiment(spec: RunSpec, evaluate_only: bool = False, command: str | No
         The command that reproduces this experiment (e.g. ``pml-bench run loss=arcface``), kept in
         ``results.json`` so that reports can show it, and named to a second run that finds the
         folder in use (default: this process's command line).
+    on_validation : callable, optional
+        ``on_validation(seed, fold, epoch, score)`` after each validated epoch, once its
+        checkpoints are saved (``score``: the fold's validation MAP@R). An exception it raises
+        stops the run there, and reaches the caller (a search's pruner stops a trial so); the
+        experiment folder is left resumable, as after any interruption.
 
     Returns
     -------
@@ -149,7 +160,7 @@ def run_experiment(spec: RunSpec, evaluate_only: bool = False, command: str | No
     build_parts(spec.models, data, num_classes=len(train_classes), device=torch.device("cpu"))  # config check
     lock = ExperimentLock(folder.path, command or shlex.join(sys.argv))
     progress = RunProgress(spec.protocol.seed_range, len(folds), spec.protocol.epochs)
-    run = _Run(spec, data, folds, test_classes, folder, device, ddp, evaluate_only, command, progress)
+    run = _Run(spec, data, folds, test_classes, folder, device, ddp, evaluate_only, command, progress, on_validation)
     try:
         ddp.on_main(lambda: _open_experiment(folder, spec, lock, evaluate_only))
         if evaluate_only:
@@ -180,7 +191,15 @@ def _run_seed(run: _Run, seed: int) -> list[dict]:
     for fold, (tr, va) in enumerate(run.folds):
         val_set = torch_dataset(run.data.subset(va), spec.data, train=False) if va else None
         job = FoldJob(
-            spec, run.data, run.data.subset(tr), val_set, folder.fold(seed, fold), run.device, run.ddp, run.progress
+            spec,
+            run.data,
+            run.data.subset(tr),
+            val_set,
+            folder.fold(seed, fold),
+            run.device,
+            run.ddp,
+            run.progress,
+            run.on_validation,
         )
         models, best_score = train_fold(job)
         val_scores.append(best_score)

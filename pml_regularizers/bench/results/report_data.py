@@ -10,6 +10,12 @@ Programs that quote a report read this file, never the Markdown. Its keys:
   with every field of it, at full precision;
 - ``validation_curves``: validation MAP@R after each epoch, one object per experiment that logged
   it (``experiment``, ``epochs``, ``values``, ``runs``); empty when none did;
+- ``searches`` (optional): for a report of searches (``pml-bench search`` and ``pml-bench study``),
+  one object per searched config: its name, budget, space, chosen setting and its validation
+  MAP@R, the keys chosen at an edge of their range, every trial (number, state, value,
+  parameters, epochs, CPU and wall seconds, whether the budget counts it), and the CPU and wall
+  seconds of the search and of the final runs
+  (:meth:`~pml_regularizers.bench.search.search.SearchResult.to_json`);
 - ``source`` (optional): where the numbers come from when not from the experiment folders, e.g.
   ``"converted from report.md (values rounded to 4 decimals)"``.
 
@@ -86,6 +92,7 @@ class ReportData:
     rows: list[SummaryRow]
     validation_curves: list[ValidationCurve] = field(default_factory=list)
     source: str | None = None
+    searches: list[dict] = field(default_factory=list)
 
 
 def _to_json(value: float | None) -> float | None:
@@ -120,6 +127,8 @@ def write_report_data(data: ReportData, path: PathLike) -> None:
     ]
     if data.source is None:
         del out["source"]
+    if not data.searches:
+        del out["searches"]
     Path(path).write_text(json.dumps(out, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
 
 
@@ -157,8 +166,19 @@ def read_report_data(path: PathLike) -> ReportData:
             ValidationCurve(c["experiment"], c["epochs"], [_from_json(v) for v in c["values"]], c["runs"])
             for c in raw["validation_curves"]
         ]
+        searches = raw.get("searches", [])
+        if not isinstance(searches, list) or not all(isinstance(s, dict) for s in searches):
+            raise TypeError("'searches' must be a list of objects")
         return ReportData(
-            raw["title"], raw["command"], raw["split"], raw["baseline"], experiments, rows, curves, raw.get("source")
+            raw["title"],
+            raw["command"],
+            raw["split"],
+            raw["baseline"],
+            experiments,
+            rows,
+            curves,
+            raw.get("source"),
+            searches,
         )
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from err

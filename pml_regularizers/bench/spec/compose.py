@@ -8,6 +8,10 @@ by import path through ``_target_`` and its arguments (``loss._target_=pytorch_m
 unknown key (with or without ``+``), naming the closest valid one, and a value out of range; the
 targets' arguments are checked against their classes
 (:func:`~pml_regularizers.bench.spec.targets.check_components`).
+
+A group's file may declare, under ``_search_``, the ranges that ``pml-bench search`` tries for its
+values, next to them (``lr: tag(log, interval(1e-5, 1e-1))``): :func:`load_search_ranges` reads
+them; they are not part of the run's config (nor of its digest).
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from omegaconf.errors import OmegaConfBaseException
 from ..errors import ConfigError
 from .run_spec import GROUPS, RunSpec, closest
 
-__all__ = ["CONF_MODULE", "finish_config", "load_config", "load_spec"]
+__all__ = ["CONF_MODULE", "SEARCH_KEY", "finish_config", "load_config", "load_search_ranges", "load_spec"]
 
 CONF_MODULE = "pml_regularizers.bench.conf"
+SEARCH_KEY = "_search_"
 
 
 def load_config(overrides: Sequence[str] = ()) -> DictConfig:
@@ -51,14 +56,45 @@ def load_config(overrides: Sequence[str] = ()) -> DictConfig:
         For an unknown group option (listing the valid ones), an override of a key the config lacks
         (without ``+``), or a value Hydra cannot parse or resolve.
     """
-    try:
-        cfg = _compose(overrides)
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(_unknown_key_message(err, overrides) or str(err)) from err
+    cfg = _compose_checked(overrides)
     choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]
     return finish_config(cfg, choices)
+
+
+def load_search_ranges(overrides: Sequence[str] = ()) -> dict[str, str]:
+    """The search ranges that the groups of the config ``overrides`` compose declare (their
+    ``_search_`` nodes), as ``{"optimizer.lr": "tag(log, interval(1e-5, 1e-1))", ...}``.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`load_config`, and for a ``_search_`` node that is not a mapping of keys of its
+        group to expressions.
+    """
+    cfg = _compose_checked(overrides)
+    ranges = {}
+    for name, node in cfg.items():
+        group = str(name)
+        if group == "hydra" or not isinstance(node, DictConfig) or SEARCH_KEY not in node:
+            continue
+        declared = node[SEARCH_KEY]
+        if not isinstance(declared, DictConfig):
+            raise ConfigError(f"{group}.{SEARCH_KEY} must map keys of {group} to ranges, got {declared!r}")
+        for entry, expression in declared.items():
+            key = str(entry)
+            if key not in node or not isinstance(expression, str):
+                raise ConfigError(f"{group}.{SEARCH_KEY}.{key}: a range of a key of {group}, got {expression!r}")
+            ranges[f"{group}.{key}"] = expression
+    return ranges
+
+
+def _compose_checked(overrides: Sequence[str]) -> DictConfig:
+    try:
+        return _compose(overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(_unknown_key_message(err, overrides) or str(err)) from err
 
 
 def _compose(overrides: Sequence[str]) -> DictConfig:
@@ -83,7 +119,8 @@ def _unknown_key_message(err: Exception, overrides: Sequence[str]) -> str | None
         node = OmegaConf.select(cfg, parent) if parent else cfg
     except (HydraException, OmegaConfBaseException):
         return None
-    valid = [str(k) for k in node.keys() if k not in ("hydra", "_target_")] if isinstance(node, DictConfig) else []
+    hidden = ("hydra", "_target_", SEARCH_KEY)
+    valid = [str(k) for k in node.keys() if k not in hidden] if isinstance(node, DictConfig) else []
     hint = closest(leaf, valid, f"{parent}." if parent else "")
     if hint:
         return f"unknown key {key}{hint}"
@@ -106,6 +143,9 @@ def finish_config(cfg: DictConfig, choices: Mapping[str, str | None]) -> DictCon
         For an interpolation that does not resolve, or a required key left unset (``???``).
     """
     with open_dict(cfg):
+        for node in cfg.values():
+            if isinstance(node, DictConfig) and SEARCH_KEY in node:
+                del node[SEARCH_KEY]
         cfg.choices = {group: choices.get(group) for group in GROUPS}
     try:
         OmegaConf.resolve(cfg)
