@@ -70,7 +70,8 @@ _ARCHIVE_DOC = "evidence"
 _REPORT_DOC = re.compile(r"^results/[^/]+/report$")
 # The archive's groups of reports, each listed after its "% reports: <group>" line: the 964-character
 # check, the evidence studies (named by their command: `pml-bench study`, or the archived reports'
-# experiments/evidence.py; and the summary that quotes them), the default comparison (make main), and every other report (sweeps and follow-ups).
+# experiments/evidence.py; and the summary that quotes them), the default comparison (make main),
+# and every other report (sweeps and follow-ups).
 _REPORT_GROUPS = ("regularizer_check", "evidence", "followup", "default")
 _EVIDENCE_COMMAND = re.compile(r"python (?:-m experiments\.evidence|experiments/evidence\.py) |pml-bench study ")
 _LOGGER = sphinx_logging.getLogger("docs.conf")

@@ -18,7 +18,15 @@ import sys
 from pathlib import Path
 
 from experiments.scripts import script_command
-from pml_regularizers.bench import PRIMARY_METRIC, REPORT_JSON, ReportData, SummaryRow, provenance_lines, read_report_data, verdict
+from pml_regularizers.bench import (
+    PRIMARY_METRIC,
+    REPORT_JSON,
+    ReportData,
+    SummaryRow,
+    provenance_lines,
+    read_report_data,
+    verdict,
+)
 
 EMBEDDINGS = ("separated", "concatenated")
 _VERDICTS = {"better": "higher", "worse": "lower", "no clear difference": "no measurable difference"}

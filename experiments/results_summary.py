@@ -29,8 +29,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from pml_regularizers.bench import PRIMARY_METRIC
-from pml_regularizers.bench import REPORT_JSON, SummaryRow, read_report_data, verdict, write_json
+from pml_regularizers.bench import PRIMARY_METRIC, REPORT_JSON, SummaryRow, read_report_data, verdict, write_json
 
 EMBEDDING = "separated"
 START = "<!-- summary-table:start -->"

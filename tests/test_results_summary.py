@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from experiments import results_summary as rs
-from pml_regularizers.bench import PRIMARY_METRIC
-from pml_regularizers.bench import SummaryRow
+from pml_regularizers.bench import PRIMARY_METRIC, SummaryRow
 from pml_regularizers.bench.results.report_data import ExperimentInfo, ReportData, read_report_data, write_report_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +36,9 @@ def table_cells(page_text: str) -> tuple[list[str], dict[tuple[str, str], str]]:
 
 
 def separated_row(numbers: ReportData, experiment: str) -> SummaryRow:
-    (row,) = [r for r in numbers.rows if (r.experiment, r.embedding, r.metric) == (experiment, "separated", PRIMARY_METRIC)]
+    (row,) = [
+        r for r in numbers.rows if (r.experiment, r.embedding, r.metric) == (experiment, "separated", PRIMARY_METRIC)
+    ]
     return row
 
 

@@ -122,6 +122,19 @@ def test_the_search_never_decodes_a_test_class_image(tmp_path):
     assert len(finished(study)) == 3 and not [t for t in study.get_trials() if t.state.name == "FAIL"]
 
 
+def test_a_config_no_trial_can_run_ends_the_search_naming_the_error(tmp_path):
+    """Every trial fails in the runner's checks (a batch larger than a fold): the search stops once
+    the budget's trials failed, with one error line naming the first trial's error, no traceback."""
+    args = ["search", *tiny(tmp_path, "batch_size=200"), "--trials", "2", "--epochs", "1", "--folds", "2"]
+    run = subprocess.run([sys.executable, "-m", "pml_regularizers.bench", *args], capture_output=True, text=True)
+    assert run.returncode == 2
+    err = run.stderr
+    assert "trial 0 of 2 failed: fold 0 trains on" in err and "batch_size is 200" in err
+    assert "Traceback" not in err
+    study = study_of(tmp_path / "runs" / "search" / "glyphs-proxy_anchor-linear", "glyphs-proxy_anchor-linear")
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "FAIL"]
+
+
 def test_pruning_stops_trials_that_fall_behind(tmp_path):
     """Learning rates from far too small to fair: the median pruner stops some trials after a few
     of their 6 validated epochs (2 folds of 3); without it, every trial trains all of them."""

@@ -29,7 +29,7 @@ center_geometry: true
 def test_compare_pairs_each_method_with_its_base_loss(tmp_path, capsys):
     assert cli_main(["study", "compare", *tiny(tmp_path), "--epochs", "1", "--seeds", "1"]) == 0
     printed = capsys.readouterr().out
-    folder = tmp_path / "runs" / "compare-glyphs"
+    folder = tmp_path / "runs" / "compare-glyphs-d8"
     rows = ["proxy_anchor", "skewed_mean", "flow", "jacobian_determinant"]
     rows += ["triplet", "dvml_triplet", "multi_similarity", "dvml_multi_similarity"]
     for row in rows:
@@ -62,14 +62,15 @@ def test_a_searched_study_gives_every_row_one_budget_and_resumes(tmp_path, capsy
     path = tmp_path / "tiny_study.yaml"
     path.write_text(STUDY)
     args = ["study", str(path), *tiny(tmp_path)]
-    folder = tmp_path / "runs" / "tiny_study-glyphs"
+    folder = tmp_path / "runs" / "tiny_study-glyphs-d8"
     # a worker on another machine: trials of one row only, no final runs, no report
     assert cli_main([*args, "--rows", "skewed_mean", "--search-only"]) == 0
-    assert len(finished(study_of(folder / "skewed_mean", "tiny_study-glyphs-skewed_mean"))) == 2
+    assert len(finished(study_of(folder / "skewed_mean", "tiny_study-glyphs-d8-skewed_mean"))) == 2
     assert not (folder / "skewed_mean" / "final").exists() and not (folder / "baseline").exists()
     assert not (folder / "report").exists()
     searched = {
-        t.number: t.datetime_complete for t in study_of(folder / "skewed_mean", "tiny_study-glyphs-skewed_mean").trials
+        t.number: t.datetime_complete
+        for t in study_of(folder / "skewed_mean", "tiny_study-glyphs-d8-skewed_mean").trials
     }
 
     assert cli_main(args) == 0
@@ -89,7 +90,7 @@ def test_a_searched_study_gives_every_row_one_budget_and_resumes(tmp_path, capsy
         records = json.loads((folder / name / "final" / name / "results.json").read_text())["records"]
         assert {r["seed"] for r in records if r["split"] == "test"} == {0, 1}
     # the worker's trials were kept, not run again
-    trials = study_of(folder / "skewed_mean", "tiny_study-glyphs-skewed_mean").trials
+    trials = study_of(folder / "skewed_mean", "tiny_study-glyphs-d8-skewed_mean").trials
     assert {t.number: t.datetime_complete for t in trials} == searched
     text = (folder / "report" / "report.md").read_text()
     assert "## Search (validation only)" in text and "## The class centers' geometry" in text
@@ -100,5 +101,5 @@ def test_a_searched_study_gives_every_row_one_budget_and_resumes(tmp_path, capsy
     finals = {name: (folder / name / "final" / name / "results.json").stat().st_mtime_ns for name in searches}
     assert cli_main(args) == 0
     for name in searches:
-        assert len(study_of(folder / name, f"tiny_study-glyphs-{name}").trials) == 2, name
+        assert len(study_of(folder / name, f"tiny_study-glyphs-d8-{name}").trials) == 2, name
         assert (folder / name / "final" / name / "results.json").stat().st_mtime_ns == finals[name], name

@@ -233,7 +233,7 @@ def run_search(
         trials = _records(study, counted)
         complete = [t for t in trials if t.counted and t.state == "COMPLETE" and t.value is not None]
         if not complete:
-            raise UserError(f"search {name}: no trial of the budget completed; see {folder}")
+            raise UserError(f"search {name}: no trial of the budget completed{_first_error(study)}; see {folder}")
         chosen = max(complete, key=lambda t: t.value if t.value is not None else -1.0)
         best, best_value, edges = parsed.overrides(chosen.params), chosen.value, parsed.edges(chosen.params)
         search_cpu = sum(t.cpu_seconds for t in trials)
@@ -427,7 +427,8 @@ def _open_study(job: _Job) -> tuple[Any, Any]:
     """The study and its storage (created if missing)."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna logs a failed trial's traceback at WARNING; _objective names the error in one line instead.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = _storage(job)
     from .sampler import TrialSeededTPESampler
 
@@ -559,6 +560,7 @@ def _objective(job: _Job, space: SearchSpace, trial: Any) -> float:
         run_experiment(spec, command=_run_command(overrides), on_validation=report)
     except UserError as err:
         trial.set_user_attr("error", str(err))
+        LOGGER.warning("search %s: trial %d failed: %s", job.name, trial.number, err)
         raise
     finally:
         trial.set_user_attr("epochs", epochs[0])
@@ -584,6 +586,15 @@ def _counted_trials(study: Any, budget: int, freeze: bool) -> list[int]:
     if freeze and len(counted) == budget:
         study.set_user_attr(COUNTED, counted)
     return counted
+
+
+def _first_error(study: Any) -> str:
+    """`` (trial <n> of <failed> failed: <error>)`` for the first trial that failed with an error, or ``""``."""
+    failed = [t for t in study.get_trials(deepcopy=False) if "error" in t.user_attrs]
+    if not failed:
+        return ""
+    first = min(failed, key=lambda t: t.number)
+    return f" (trial {first.number} of {len(failed)} failed: {first.user_attrs['error']})"
 
 
 def _records(study: Any, counted: Sequence[int]) -> list[TrialRecord]:

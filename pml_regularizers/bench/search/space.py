@@ -1,13 +1,13 @@
 """A search space: config keys with the values a search may give them, written in Hydra's sweep
 grammar (as for ``pml-bench run -m``) and turned into Optuna's distributions.
 
-=================================================  ======================================
-``optimizer.lr: tag(log, interval(1e-5, 1e-1))``   log-uniform float in [1e-5, 1e-1]
-``regularizer.lam: interval(1, 64)``               uniform float in [1, 64]
+==================================================  ================================================
+``optimizer.lr: tag(log, interval(1e-5, 1e-1))``    log-uniform float in [1e-5, 1e-1]
+``regularizer.lam: interval(1, 64)``                uniform float in [1, 64]
 ``trainer.num_samples: tag(int, interval(1, 20))``  integer in [1, 20]
-``trainer.phase2_start_epoch: range(2, 8)``        integer in 2, 3, ..., 7
-``miner: choice(none, multi_similarity)``          one of the listed values (a group's options too)
-=================================================  ======================================
+``trainer.phase2_start_epoch: range(2, 8)``         integer in 2, 3, ..., 7
+``miner: choice(none, multi_similarity)``           one of the listed values (a group's options too)
+==================================================  ================================================
 
 A key is a typed key of the run config (``optimizer.lr``) or a config group (``miner``); it is
 checked against the composed config, and a key it lacks is refused naming the closest one.

@@ -27,7 +27,7 @@ A study is a YAML file: the published ones are ``pml_regularizers/bench/studies/
     Add the class centers' geometry at initialisation and at the tested epoch to every report
     (:mod:`~pml_regularizers.bench.results.center_geometry`).
 
-:func:`run_study` runs it into ``<output_dir>/<study>-<dataset>`` (a folder per row, as
+:func:`run_study` runs it into ``<output_dir>/<study>-<dataset>-d<size>`` (a folder per row, as
 :func:`~pml_regularizers.bench.search.search.run_search` lays it out) and writes the reports to
 its ``report`` folder; it resumes whatever was done.
 """
@@ -243,12 +243,14 @@ def _curve(value: Any, where: str) -> Curve:
 
 
 def study_folder(study: Study, overrides: Sequence[str] = ()) -> Path:
-    """``<output_dir>/<study>-<dataset>``: where :func:`run_study` runs ``study`` with the extra
-    ``overrides`` (the output folder and the data set as the first row's config has them)."""
+    """``<output_dir>/<study>-<dataset>-d<embedding size>``: where :func:`run_study` runs ``study``
+    with the extra ``overrides`` (the output folder, data set and embedding size as the first row's
+    config has them), so that one study at two sizes or on two data sets runs in two folders."""
     from ..spec.compose import load_spec
 
     spec = load_spec([*study.overrides, *study.rows[0].overrides, *overrides, *study.budget.run_overrides()])
-    return Path(spec.output_dir).expanduser() / f"{study.name}-{spec.config['choices']['dataset']}"
+    tag = f"{study.name}-{spec.config['choices']['dataset']}-d{spec.config['embedding_size']}"
+    return Path(spec.output_dir).expanduser() / tag
 
 
 def run_study(
@@ -284,7 +286,7 @@ def run_study(
         writes each into a folder of its name there.
     storage : str, optional
         An Optuna storage URL shared by every row (each row is a study named
-        ``<study>-<dataset>-<row>`` in it); by default one SQLite file per row.
+        ``<study>-<dataset>-d<size>-<row>`` in it); by default one SQLite file per row.
     workers, seed, prune, heartbeat
         As for :func:`~pml_regularizers.bench.search.search.run_search`.
     command : str, optional
