@@ -21,6 +21,7 @@ from pml_regularizers.bench.search.budget import SearchBudget
 from pml_regularizers.bench.search.search import run_search
 
 from .postgres import postgres_database
+from .test_runner import tiny as runner_tiny
 from .trees import write_folder_tree
 
 pytestmark = pytest.mark.slow
@@ -28,16 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny(tmp_path, *extra):
-    return [
-        f"output_dir={tmp_path / 'runs'}",
-        f"dataset.cache_dir={tmp_path / 'cache'}",
-        "dataset.size=16",
-        "dataset.options.num_classes=16",
-        "dataset.options.per_class=6",
-        "embedding_size=8",
-        "batch_size=24",
-        *extra,
-    ]
+    """The runner tests' tiny config, without the epochs and seeds a search's budget sets."""
+    return [o for o in runner_tiny(tmp_path, *extra) if not o.startswith(("epochs=", "seeds="))]
 
 
 def study_of(folder, name):

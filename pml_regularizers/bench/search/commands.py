@@ -14,6 +14,7 @@ import argparse
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -104,12 +105,7 @@ def search_command(args: argparse.Namespace, argv: Sequence[str]) -> Path | None
         args.overrides,
         space,
         budget,
-        storage=args.storage,
-        workers=args.workers,
-        seed=args.seed,
-        prune=not args.no_prune,
-        heartbeat=args.heartbeat,
-        search_only=args.search_only,
+        **_run_options(args),
         command=command,
     )
     if args.search_only:
@@ -153,14 +149,21 @@ def study_command(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
         args.overrides,
         rows=rows,
         report_dir=args.report,
-        storage=args.storage,
-        workers=args.workers,
-        seed=args.seed,
-        prune=not args.no_prune,
-        heartbeat=args.heartbeat,
-        search_only=args.search_only,
+        **_run_options(args),
         command=shlex.join(["pml-bench", "study", *argv]),
     )
+
+
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments that ``search`` and ``study`` pass on alike."""
+    return {
+        "storage": args.storage,
+        "workers": args.workers,
+        "seed": args.seed,
+        "prune": not args.no_prune,
+        "heartbeat": args.heartbeat,
+        "search_only": args.search_only,
+    }
 
 
 def _space_entry(entry: str) -> tuple[str, str | None]:
