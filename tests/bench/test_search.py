@@ -79,6 +79,9 @@ def test_search_tests_the_best_validation_trial_once(tmp_path, capsys):
     for png in ("search-sm-history.png", "search-sm-importances.png", "search-sm-slice-regularizer.lam.png"):
         assert f"]({png})" in page and (report / png).stat().st_size > 0
     assert page.count("| yes |") == 5  # the trials table marks what the budget counts
+    for trial in search["trials"]:  # and names each trial's folder
+        assert trial["folder"] == study.trials[trial["number"]].user_attrs["experiment"]
+        assert f"| yes | {Path(trial['folder']).name} |" in page
     # a second run finds the study done: no new trial, the same choice
     assert cli_main([*args, "--seeds", "2", "--name", "sm"]) == 0
     assert len(study_of(folder, "sm").get_trials()) == len(study.get_trials())

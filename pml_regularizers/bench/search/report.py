@@ -172,17 +172,21 @@ def _search_page(search: SearchResult, out: Path) -> str:
         "## Trials",
         "",
         "The budget counts the first trials to finish (complete or pruned), by number; the best "
-        "complete one among them is chosen. A pruned trial's value is its last reported one.",
+        "complete one among them is chosen. A pruned trial's value is its last reported one. Each trial "
+        "is an experiment folder in `trials/` beside the study (`pml-bench report FOLDER --split val` "
+        "reports a complete one).",
         "",
-        "| trial | state | validation MAP@R | epochs | CPU s | counted | " + " | ".join(f"`{k}`" for k in keys) + " |",
-        "|---" * (6 + len(keys)) + "|",
+        "| trial | state | validation MAP@R | epochs | CPU s | counted | folder | "
+        + " | ".join(f"`{k}`" for k in keys)
+        + " |",
+        "|---" * (7 + len(keys)) + "|",
     ]
     for t in search.trials:
         value = "–" if t.value is None else f"{t.value:.4f}"
         params = " | ".join(_param(t.params.get(k)) for k in keys)
         lines.append(
             f"| {t.number} | {t.state} | {value} | {t.epochs} | {t.cpu_seconds:.0f} | "
-            f"{'yes' if t.counted else ''} | {params} |"
+            f"{'yes' if t.counted else ''} | {Path(t.folder).name if t.folder else '–'} | {params} |"
         )
     file_name = f"search-{slug}.md"
     (out / file_name).write_text("\n".join(lines) + "\n")

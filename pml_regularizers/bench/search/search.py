@@ -69,6 +69,8 @@ class TrialRecord:
         CPU time of its run (the DataLoader workers included), and its wall-clock time.
     counted : bool
         Whether it is one of the budget's trials (the first ``trials`` finished, by number).
+    folder : str or None
+        Its experiment folder (a completed trial's reads with ``pml-bench report FOLDER --split val``).
     """
 
     number: int
@@ -79,6 +81,7 @@ class TrialRecord:
     cpu_seconds: float
     wall_seconds: float
     counted: bool
+    folder: str | None
 
 
 @dataclass(frozen=True)
@@ -614,6 +617,7 @@ def _records(study: Any, counted: Sequence[int]) -> list[TrialRecord]:
                 cpu_seconds=float(t.user_attrs.get("cpu_seconds", 0.0)),
                 wall_seconds=float(t.user_attrs.get("wall_seconds", 0.0)),
                 counted=t.number in counted,
+                folder=t.user_attrs.get("experiment"),
             )
         )
     return records
