@@ -53,6 +53,7 @@ DISTRIBUTION_OF = {
     "scipy": "scipy",
     "simplejpeg": "simplejpeg",
     "sklearn": "scikit-learn",
+    "sqlalchemy": "sqlalchemy",
     "tensorboard": "tensorboard",
     "timm": "timm",
     "torch": "torch",

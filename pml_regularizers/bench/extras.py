@@ -40,6 +40,7 @@ BENCH_MODULES: dict[str, str] = {
     "scipy": "scipy",
     "matplotlib": "matplotlib",
     "optuna": "optuna",
+    "sqlalchemy": "sqlalchemy",
     "yaml": "pyyaml",
 }
 
