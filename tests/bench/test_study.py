@@ -96,6 +96,9 @@ def test_a_searched_study_gives_every_row_one_budget_and_resumes(tmp_path, capsy
     assert "## Search (validation only)" in text and "## The class centers' geometry" in text
     assert "Study: `" in text and (folder / "report" / "center_geometry.png").stat().st_size > 0
     assert (folder / "report" / "curve_skewed_mean.png").stat().st_size > 0
+    epochs = json.loads((folder / "report" / "trained_epochs.json").read_text())
+    assert sorted(epochs) == ["baseline", "skewed_mean"] and all(len(runs) == 4 for runs in epochs.values())
+    assert "## Epochs trained (final runs)" in text and text.count("| 4 of 4 (cap 1) |") == 2
 
     # a rerun trains nothing: same trials, same final runs
     finals = {name: (folder / name / "final" / name / "results.json").stat().st_mtime_ns for name in searches}

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..results.report import write_report
 from ..results.report_data import REPORT_JSON, read_report_data, write_report_data
+from ..results.trained_epochs import trained_epochs_section
 from .budget import SearchBudget
 from .search import SearchResult
 
@@ -35,7 +36,8 @@ def write_search_report(
     command: str | None = None,
 ) -> str:
     """Write the report of ``searches`` into ``out_dir``: ``report.md``, ``report.json``, the
-    figures, and a ``search-<name>.md`` page for each search that searched.
+    figures, ``trained_epochs.json`` (how long each final run trained), and a ``search-<name>.md``
+    page for each search that searched.
 
     Parameters
     ----------
@@ -61,7 +63,7 @@ def write_search_report(
     if len(finals) < len(searches):
         raise ValueError("a search's report needs its final runs; one of the searches ran with search_only")
     text = write_report(finals, out, baseline=baseline, title=title, command=command)
-    lines = ["", *_search_section(searches, out)]
+    lines = ["", *_search_section(searches, out), *trained_epochs_section(finals, out)]
     text += "\n".join(lines)
     (out / "report.md").write_text(text)
     data = read_report_data(out / REPORT_JSON)
