@@ -305,6 +305,30 @@ def test_the_runner_builds_the_same_wrapped_loss_as_the_python_api(tmp_path):
         assert getattr(built, name) == getattr(by_hand, name), name
 
 
+def test_a_dvml_folder_saved_without_loss_weights_resumes_as_the_run_did(tmp_path):
+    """The dvml trainer group states PML's loss_weights (a search varies kl_loss); a folder saved
+    before, with none, ran with 1 for each term and is taken for that config, not retrained."""
+    from pml_regularizers.bench.spec.run_spec import config_digest
+
+    args = ["seeds=1", "epochs=1", "loss=triplet", "miner=triplet_margin", "sampler=m_per_class"]
+    overrides = tiny(tmp_path, *args, "embedder=dvml", "trainer=dvml")
+    exp_dir = run_experiment(load_spec(overrides))
+    saved = OmegaConf.load(exp_dir / "config.yaml")
+    assert OmegaConf.to_container(saved.trainer.loss_weights) == dict.fromkeys(
+        ["kl_loss", "reconstruction_loss", "synthetic_metric_loss", "metric_loss"], 1.0
+    )
+    del saved.trainer["loss_weights"]
+    OmegaConf.save(saved, exp_dir / "config.yaml")
+    assert config_digest(OmegaConf.to_container(saved)) == load_spec(overrides).digest
+    assert (
+        config_digest(OmegaConf.to_container(saved))
+        != load_spec([*overrides, "trainer.loss_weights.kl_loss=0.5"]).digest
+    )
+    finished = (exp_dir / "results.json").stat().st_mtime_ns
+    assert run_experiment(load_spec(overrides)) == exp_dir
+    assert (exp_dir / "results.json").stat().st_mtime_ns == finished
+
+
 def test_dvml_trainer_logs_its_four_terms(tmp_path):
     args = ["seeds=1", "loss=triplet", "miner=triplet_margin", "sampler=m_per_class"]
     exp_dir = run_experiment(load_spec(tiny(tmp_path, *args, "embedder=dvml", "trainer=dvml", "trainer.num_samples=3")))

@@ -95,6 +95,12 @@ def test_the_config_groups_declare_their_ranges_outside_the_run_config():
     spec = load_spec(["regularizer=skewed_mean"])
     assert "_search_" not in spec.config["regularizer"] and "_search_" not in spec.config["optimizer"]
     assert load_search_ranges(["regularizer=none"]).keys() == {"optimizer.lr", "optimizer.loss_lr"}
+    # a range of a nested key: DVML's KL weight, PML's loss weight of the term, resolved and searchable
+    dvml = ["loss=triplet", "embedder=dvml", "trainer=dvml"]
+    ranges = load_search_ranges(dvml)
+    assert ranges["trainer.loss_weights.kl_loss"] == "tag(log, interval(1e-4, 10))"
+    space = resolve_space(dvml, load_spec(dvml).config, {})
+    assert "trainer.loss_weights.kl_loss" in [d.key for d in space.dimensions]
 
 
 def test_resolve_space_drops_set_keys_and_refuses_a_key_both_set_and_searched():

@@ -84,7 +84,7 @@ def load_search_ranges(overrides: Sequence[str] = ()) -> dict[str, str]:
             raise ConfigError(f"{group}.{SEARCH_KEY} must map keys of {group} to ranges, got {declared!r}")
         for entry, expression in declared.items():
             key = str(entry)
-            if key not in node or not isinstance(expression, str):
+            if OmegaConf.select(node, key) is None or not isinstance(expression, str):
                 raise ConfigError(f"{group}.{SEARCH_KEY}.{key}: a range of a key of {group}, got {expression!r}")
             ranges[f"{group}.{key}"] = expression
     return ranges

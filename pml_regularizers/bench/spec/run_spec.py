@@ -654,20 +654,28 @@ def _regularizer(node: Mapping[str, Any], choice: str) -> RegularizerSpec | None
 
 # Regularizers that wrap the metric loss, saved before ``attach: wrap`` said so.
 WRAPPING_TARGETS = ("pml_regularizers.JacobianDeterminantLoss",)
+# DVMLTrainer configs saved before the dvml trainer group stated PML's loss_weights ran with PML's
+# default, every term weighted 1.
+DVML_TRAINER = "pml_regularizers.DVMLTrainer"
+DVML_LOSS_WEIGHTS = {"kl_loss": 1.0, "reconstruction_loss": 1.0, "synthetic_metric_loss": 1.0, "metric_loss": 1.0}
 
 
 def complete_saved_config(saved: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     """An experiment folder's saved config as plain containers, completed with what was implicit
     when it was saved: each key of :data:`LATER_KEYS` it lacks set to the value that gives what it
-    ran (a config saved before ``test_split`` existed held out the second half of the classes), and
+    ran (a config saved before ``test_split`` existed held out the second half of the classes),
     ``attach: wrap`` for a regularizer that wraps the loss (:data:`WRAPPING_TARGETS`), which such
-    configs did not state. A copy; ``saved`` is left as it is."""
+    configs did not state, and a DVMLTrainer's ``loss_weights`` of 1 for every term (PML's default,
+    which such configs left unset). A copy; ``saved`` is left as it is."""
     completed = _plain(saved)
     for key, value in LATER_KEYS.items():
         completed.setdefault(key, value)
     regularizer = completed.get("regularizer")
     if isinstance(regularizer, dict) and regularizer.get("_target_") in WRAPPING_TARGETS:
         regularizer.setdefault("attach", "wrap")
+    trainer = completed.get("trainer")
+    if isinstance(trainer, dict) and trainer.get("_target_") == DVML_TRAINER and trainer.get("loss_weights") is None:
+        trainer["loss_weights"] = dict(DVML_LOSS_WEIGHTS)
     return completed
 
 
