@@ -5,12 +5,15 @@ import csv
 from pathlib import Path
 
 import pytest
+import torch
 
+from pml_regularizers.bench import load_spec, run_experiment
 from pml_regularizers.bench.cli import main as cli_main
 from pml_regularizers.bench.results.trained_epochs import trained_epochs, trained_epochs_section
 from pml_regularizers.bench.results.training_logs import VAL_LOG, VAL_MAP_AT_R
 
 from .test_runner import tiny
+from .test_runner_faults import interrupted_run
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +40,9 @@ def test_epochs_and_tested_epochs_follow_the_validation_log(tmp_path):
     lines = trained_epochs_section([exp_dir], tmp_path / "report")
     row = next(line for line in lines if line.startswith(f"| {exp_dir.name} |"))
     capped = sum(r.at_cap for r in runs)
-    assert row.endswith(f"| {capped} of 4 (cap 6) |")
+    assert all(r.cpu_seconds is not None and r.cpu_seconds > 0 for r in runs)
+    minutes = sum(r.cpu_seconds for r in runs if r.cpu_seconds is not None) / 60
+    assert row.endswith(f"| {capped} of 4 (cap 6) | {minutes:.1f} min |")
     assert (tmp_path / "report" / "trained_epochs.json").exists()
 
 
@@ -46,3 +51,30 @@ def test_a_run_without_early_stopping_ends_at_the_cap(tmp_path):
     (exp_dir,) = [p for p in (tmp_path / "runs").iterdir() if (p / "results.json").exists()]
     (run,) = trained_epochs(exp_dir)
     assert (run.epochs, run.tested_epoch, run.at_cap) == (2, 2, True)
+
+
+def test_training_cpu_adds_up_over_the_processes_that_trained_a_run(tmp_path, monkeypatch):
+    """A run stopped after 2 of 3 epochs, its checkpoint marked as if its process had spent 1000 CPU
+    seconds, resumes: the finished run's CPU is those 1000 s plus what the third epoch took."""
+    exp_dir = interrupted_run(tmp_path, monkeypatch, 2, "experiment=resumed")
+    latest = exp_dir / "seed_0" / "fold_0" / "checkpoint_latest.pt"
+    payload = torch.load(latest, weights_only=True)
+    assert payload["state"]["epoch"] == 2 and 0 < payload["state"]["cpu_seconds"] < 1000
+    payload["state"]["cpu_seconds"] = 1000.0
+    torch.save(payload, latest)
+    run_experiment(load_spec(tiny(tmp_path, "seeds=1", "epochs=3", "experiment=resumed")))
+    (run,) = trained_epochs(exp_dir)
+    assert run.epochs == 3 and run.cpu_seconds is not None and 1000 < run.cpu_seconds < 1100
+
+
+def test_a_checkpoint_saved_before_cpu_was_recorded_has_none(tmp_path):
+    assert cli_main(["run", *tiny(tmp_path, "seeds=1", "epochs=1")]) == 0
+    (exp_dir,) = [p for p in (tmp_path / "runs").iterdir() if (p / "results.json").exists()]
+    latest = exp_dir / "seed_0" / "fold_0" / "checkpoint_latest.pt"
+    payload = torch.load(latest, weights_only=True)
+    del payload["state"]["cpu_seconds"], payload["state"]["wall_seconds"]
+    torch.save(payload, latest)
+    (run,) = trained_epochs(exp_dir)
+    assert run.cpu_seconds is None
+    row = next(line for line in trained_epochs_section([exp_dir], tmp_path / "report") if line.startswith("| glyphs"))
+    assert row.endswith("| 1 of 1 (cap 1) | – |")

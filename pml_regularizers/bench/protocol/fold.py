@@ -30,6 +30,7 @@ from ..results.checkpoints import CheckpointOwner
 from ..results.folder import FoldFolder
 from ..results.metric_names import PRIMARY_METRIC
 from ..spec.run_spec import RunSpec, RuntimeSpec
+from .cpu_time import process_cpu_seconds
 from .fold_checkpoints import load_fold_checkpoint, save_fold_checkpoint
 from .metrics import BenchAccuracyCalculator
 from .preflight import training_sampler
@@ -171,6 +172,10 @@ def _fit(job: FoldJob, parts: Parts, optimization: Optimization, state: dict) ->
     if centers is not None and ddp.main and state["epoch"] == 0:
         append_geometry(folder.center_geometry, 0, centers)
     started = [0.0]
+    # Time spent on this fold, kept in its checkpoints so that a run resumed after a kill adds to
+    # what its earlier processes spent (up to their last finished epoch).
+    cpu_from, wall_from = process_cpu_seconds(), time.monotonic()
+    cpu_before, wall_before = float(state.get("cpu_seconds", 0.0)), float(state.get("wall_seconds", 0.0))
 
     def before_epoch(epoch: int) -> None:
         started[0] = time.monotonic()
@@ -187,6 +192,8 @@ def _fit(job: FoldJob, parts: Parts, optimization: Optimization, state: dict) ->
                 state.update(best_epoch=epoch, best_score=score)
                 save_fold_checkpoint(folder.best, parts, None, state, keep_previous=False, owner=job.owner)
         state["epoch"] = epoch
+        state["cpu_seconds"] = cpu_before + process_cpu_seconds() - cpu_from
+        state["wall_seconds"] = wall_before + time.monotonic() - wall_from
         stop = protocol.patience is not None and epoch - state["best_epoch"] >= protocol.patience
         state["done"] = stop or epoch == protocol.epochs
         if ddp.world > 1:  # only rank 0 validates: every rank stops when rank 0 does

@@ -4,12 +4,13 @@ cannot be used.
 
 A checkpoint is a dict with the keys :data:`CHECKPOINT_KEYS`: the ``state_dict`` of each model
 (``models``), of the metric loss (``loss``) and of each optimizer (``optimizers``), and the fold's
-progress (``state``, with the keys :data:`STATE_KEYS`). It also records what it belongs to
-(``owner``, a :class:`CheckpointOwner`: the experiment, its config's digest, the seed and the fold),
-and a reader that says whose checkpoint it wants refuses one of another owner; checkpoints written
-before ``owner`` existed are read without that check. Messages never quote torch's own advice for
-a file a weights-only load refuses, which is to load it with ``weights_only=False``: that runs
-whatever code the file holds.
+progress (``state``, with the keys :data:`STATE_KEYS`, and ``cpu_seconds`` and ``wall_seconds``
+spent on the fold up to that epoch, which checkpoints saved before they were recorded lack). It also
+records what it belongs to (``owner``, a :class:`CheckpointOwner`: the experiment, its config's
+digest, the seed and the fold), and a reader that says whose checkpoint it wants refuses one of
+another owner; checkpoints written before ``owner`` existed are read without that check. Messages
+never quote torch's own advice for a file a weights-only load refuses, which is to load it with
+``weights_only=False``: that runs whatever code the file holds.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """How long each training run of an experiment trained: the epochs of every seed's folds, the epoch
-it tested, and whether it stopped at the epoch cap (a model that may still have been improving)
-rather than by early stopping; read from the folds' latest checkpoints."""
+it tested, whether it stopped at the epoch cap (a model that may still have been improving) rather
+than by early stopping, and the CPU time its training took over every process that worked on it (a
+run resumed after a kill included); read from the folds' latest checkpoints."""
 
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ class FoldEpochs:
         The epoch whose models it tested: the best validation epoch with folds, else the last.
     cap : int
         The experiment's epoch cap (``epochs`` of its config).
+    cpu_seconds : float or None
+        CPU seconds of its training up to its last finished epoch, validation included (this
+        process's and its exited DataLoader workers'); None for a checkpoint saved before the runner
+        recorded it.
     """
 
     seed: int
@@ -40,6 +45,7 @@ class FoldEpochs:
     epochs: int
     tested_epoch: int
     cap: int
+    cpu_seconds: float | None = None
 
     @property
     def at_cap(self) -> bool:
@@ -65,7 +71,17 @@ def trained_epochs(exp_dir: str | os.PathLike) -> list[FoldEpochs]:
                 raise ValueError(f"{fold.path} has no {fold.latest.name}: the run did not train")
             state = read_checkpoint(fold.latest)["state"]
             tested = state["best_epoch"] if fold.tests_best(validated) else state["epoch"]
-            runs.append(FoldEpochs(fold.seed, fold.fold, int(state["epoch"]), int(tested), int(config["epochs"])))
+            cpu = state.get("cpu_seconds")
+            runs.append(
+                FoldEpochs(
+                    fold.seed,
+                    fold.fold,
+                    int(state["epoch"]),
+                    int(tested),
+                    int(config["epochs"]),
+                    None if cpu is None else float(cpu),
+                )
+            )
     return runs
 
 
@@ -80,17 +96,21 @@ def trained_epochs_section(exp_dirs: Sequence[str | os.PathLike], out: Path) -> 
         "## Epochs trained (final runs)",
         "",
         "Per training run (seed and fold): the epochs it trained and the epoch whose models it tested. "
-        "A run at the epoch cap was not stopped by early stopping and may still have been improving.",
+        "A run at the epoch cap was not stopped by early stopping and may still have been improving. "
+        "Training CPU is summed over the runs and over every process that worked on them.",
         "",
-        "| experiment | runs | epochs trained (min / median / max) | tested epoch (min / median / max) | at the cap |",
-        "|---|---|---|---|---|",
+        "| experiment | runs | epochs trained (min / median / max) | tested epoch (min / median / max) | at the cap "
+        "| training CPU |",
+        "|---|---|---|---|---|---|",
     ]
     for name, rs in runs.items():
         trained = sorted(r.epochs for r in rs)
         tested = sorted(r.tested_epoch for r in rs)
         capped = sum(r.at_cap for r in rs)
         cap = f"{capped} of {len(rs)} (cap {rs[0].cap})" if rs else "–"
-        lines.append(f"| {name} | {len(rs)} | {_spread(trained)} | {_spread(tested)} | {cap} |")
+        cpus = [r.cpu_seconds for r in rs]
+        cpu = "–" if not cpus or None in cpus else f"{sum(c for c in cpus if c is not None) / 60:.1f} min"
+        lines.append(f"| {name} | {len(rs)} | {_spread(trained)} | {_spread(tested)} | {cap} | {cpu} |")
     return [*lines, ""]
 
 

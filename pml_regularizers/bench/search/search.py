@@ -28,7 +28,6 @@ import logging
 import math
 import multiprocessing
 import os
-import resource
 import socket
 import time
 import warnings
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, UserError
+from ..protocol.cpu_time import process_cpu_seconds
 from .budget import SearchBudget
 from .space import SearchSpace, parse_space, resolve_space
 
@@ -271,9 +271,9 @@ def _run_final(result: SearchResult, overrides: Sequence[str]) -> SearchResult:
     from ..spec.compose import load_spec
 
     args = [*overrides, *result.best_overrides, *_final_overrides(result.name, result.budget, result.folder)]
-    start, start_wall = _cpu_seconds(), time.monotonic()
+    start, start_wall = process_cpu_seconds(), time.monotonic()
     final = run_experiment(load_spec(args), command=_run_command(args))
-    cpu, wall = _add_final_time(result.folder, _cpu_seconds() - start, time.monotonic() - start_wall)
+    cpu, wall = _add_final_time(result.folder, process_cpu_seconds() - start, time.monotonic() - start_wall)
     return dataclasses.replace(result, final=final, final_cpu_seconds=cpu, final_wall_seconds=wall)
 
 
@@ -366,12 +366,6 @@ def _add_final_time(folder: Path, cpu: float, wall: float) -> tuple[float, float
     total = {"cpu_seconds": total["cpu_seconds"] + cpu, "wall_seconds": total["wall_seconds"] + wall}
     write_json(path, total)
     return total["cpu_seconds"], total["wall_seconds"]
-
-
-def _cpu_seconds() -> float:
-    """CPU time of this process and of its children that have exited."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _storage(job: _Job, attempts: int = 5) -> Any:
@@ -551,7 +545,7 @@ def _objective(job: _Job, space: SearchSpace, trial: Any) -> float:
     trial.set_user_attr("experiment", str(spec.folder))
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     epochs = [0]
-    start_cpu, start_wall = _cpu_seconds(), time.monotonic()
+    start_cpu, start_wall = process_cpu_seconds(), time.monotonic()
 
     def report(seed: int, fold: int, epoch: int, score: float) -> None:
         epochs[0] += 1
@@ -567,7 +561,7 @@ def _objective(job: _Job, space: SearchSpace, trial: Any) -> float:
         raise
     finally:
         trial.set_user_attr("epochs", epochs[0])
-        trial.set_user_attr("cpu_seconds", _cpu_seconds() - start_cpu)
+        trial.set_user_attr("cpu_seconds", process_cpu_seconds() - start_cpu)
         trial.set_user_attr("wall_seconds", time.monotonic() - start_wall)
     records = ExperimentFolder(spec.folder).records()
     values = [r["metrics"][PRIMARY_METRIC] for r in records if r["split"] == "val"]
