@@ -17,6 +17,7 @@ import pytest
 from pml_regularizers.bench.cli import main as cli_main
 from pml_regularizers.bench.errors import ConfigError, ImageDecodeError
 from pml_regularizers.bench.results.folder import ExperimentFolder
+from pml_regularizers.bench.results.trained_epochs import trained_epochs
 from pml_regularizers.bench.search.budget import SearchBudget
 from pml_regularizers.bench.search.search import run_search
 
@@ -162,6 +163,10 @@ def wait_for(condition, seconds=180):
     raise AssertionError("timed out")
 
 
+def checkpoints(exp_dir):
+    return list(exp_dir.glob("seed_*/fold_*/checkpoint_latest.pt"))
+
+
 def test_kill_9_and_rerun_keeps_every_finished_trial(tmp_path):
     folder = tmp_path / "runs" / "search" / "s"
     process = search_process(tmp_path)
@@ -175,7 +180,8 @@ def test_kill_9_and_rerun_keeps_every_finished_trial(tmp_path):
             return False
         states = [t.state.name for t in trials]
         running = [t for t in trials if t.state.name == "RUNNING" and "experiment" in t.user_attrs]
-        return "COMPLETE" in states and running and Path(running[0].user_attrs["experiment"]).exists()
+        # killed with at least one epoch of the running trial saved, which its retry resumes
+        return "COMPLETE" in states and running and checkpoints(Path(running[0].user_attrs["experiment"]))
 
     wait_for(one_finished_and_one_running)
     os.killpg(process.pid, signal.SIGKILL)
@@ -193,6 +199,10 @@ def test_kill_9_and_rerun_keeps_every_finished_trial(tmp_path):
     retried = [t for t in after if t.number > killed.number and t.params == killed.params]
     assert len(retried) == 1 and retried[0].state.name in ("COMPLETE", "PRUNED")
     assert retried[0].user_attrs["experiment"] == killed.user_attrs["experiment"]  # its folder resumed
+    # its epochs and CPU count those of the killed worker too, as its folds' checkpoints record them
+    runs = trained_epochs(Path(killed.user_attrs["experiment"]))
+    assert retried[0].user_attrs["epochs"] == sum(r.epochs for r in runs)
+    assert retried[0].user_attrs["cpu_seconds"] >= sum(r.cpu_seconds for r in runs)
     finished_params = [tuple(sorted(t.params.items())) for t in after if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished_params) == len(set(finished_params)) == 4  # none repeated, the budget met
     assert "process died; the trial is retried" in err

@@ -274,6 +274,7 @@ def _run_final(result: SearchResult, overrides: Sequence[str]) -> SearchResult:
     start, start_wall = process_cpu_seconds(), time.monotonic()
     final = run_experiment(load_spec(args), command=_run_command(args))
     cpu, wall = _add_final_time(result.folder, process_cpu_seconds() - start, time.monotonic() - start_wall)
+    cpu = max(cpu, _trained(final)[1])  # a call killed before it could add its time still counts
     return dataclasses.replace(result, final=final, final_cpu_seconds=cpu, final_wall_seconds=wall)
 
 
@@ -348,6 +349,21 @@ def _run_command(overrides: Sequence[str]) -> str:
     import shlex
 
     return shlex.join(["pml-bench", "run", *overrides])
+
+
+def _trained(exp_dir: Path) -> tuple[int, float]:
+    """The epochs and the training CPU seconds that the fold checkpoints of the experiment folder
+    ``exp_dir`` record over every process that trained them; ``(0, 0.0)`` where they cannot tell
+    (no checkpoint yet, or checkpoints saved before CPU time was recorded)."""
+    from ..results.trained_epochs import trained_epochs
+
+    if not (exp_dir / "config.yaml").is_file():
+        return 0, 0.0
+    try:
+        runs = trained_epochs(exp_dir)
+    except (ValueError, UserError):
+        return 0, 0.0
+    return sum(r.epochs for r in runs), sum(r.cpu_seconds or 0.0 for r in runs)
 
 
 def _add_final_time(folder: Path, cpu: float, wall: float) -> tuple[float, float]:
@@ -560,8 +576,11 @@ def _objective(job: _Job, space: SearchSpace, trial: Any) -> float:
         LOGGER.warning("search %s: trial %d failed: %s", job.name, trial.number, err)
         raise
     finally:
-        trial.set_user_attr("epochs", epochs[0])
-        trial.set_user_attr("cpu_seconds", process_cpu_seconds() - start_cpu)
+        # A retried trial resumes the folds of the one a killed worker left: its checkpoints count
+        # the epochs and CPU time of that worker too.
+        trained_epochs, trained_cpu = _trained(spec.folder)
+        trial.set_user_attr("epochs", max(epochs[0], trained_epochs))
+        trial.set_user_attr("cpu_seconds", max(process_cpu_seconds() - start_cpu, trained_cpu))
         trial.set_user_attr("wall_seconds", time.monotonic() - start_wall)
     records = ExperimentFolder(spec.folder).records()
     values = [r["metrics"][PRIMARY_METRIC] for r in records if r["split"] == "val"]
