@@ -123,6 +123,20 @@ def test_phase_follows_the_epoch_numbers_given_to_train():
         assert [trainer.loss_weights[k] for k in TERMS] == pytest.approx(expected)
 
 
+def test_the_callers_loss_weights_are_left_as_given():
+    """The trainers of several folds share one loss_weights dict: a trainer that trained in phase 2
+    leaves it as it was, so the next one starts from the same base weights."""
+    data = blobs(4, 8, 16, 3)
+    given = {"kl_loss": 0.5, "reconstruction_loss": 1.0, "synthetic_metric_loss": 1.0, "metric_loss": 1.0}
+    first = make_trainer(data, iterations_per_epoch=1, phase2_start_epoch=2, loss_weights=given)
+    first.train(start_epoch=1, num_epochs=2)
+    assert first.loss_weights["kl_loss"] == pytest.approx(0.5 * 0.8)  # phase 2
+    assert given == {"kl_loss": 0.5, "reconstruction_loss": 1.0, "synthetic_metric_loss": 1.0, "metric_loss": 1.0}
+    second = make_trainer(data, iterations_per_epoch=1, phase2_start_epoch=2, loss_weights=given)
+    second.train(start_epoch=1, num_epochs=1)
+    assert second.loss_weights["kl_loss"] == pytest.approx(0.5)  # phase 1, from the base weight
+
+
 def test_plain_miner_is_wrapped_and_compute_embeddings_gives_z_I():
     data = blobs(4, 8, 16, 4)
     plain = miners.TripletMarginMiner(margin=0.2)

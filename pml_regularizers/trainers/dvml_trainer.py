@@ -59,6 +59,8 @@ class DVMLTrainer(MetricLossOnly):
     embedder, loss and miners.
     """
 
+    loss_weights: dict[str, float]
+
     def __init__(
         self,
         *args: Any,
@@ -79,6 +81,9 @@ class DVMLTrainer(MetricLossOnly):
             "synthetic_reference": synthetic_reference,
         }
         super().__init__(*args, **kwargs)
+        # update_loss_weights rewrites the weights at every iteration: on a copy, so that the
+        # caller's dict (shared by the trainers of several folds or seeds) keeps the base weights.
+        self.loss_weights = dict(self.loss_weights)
         self.base_loss_weights = {k: self.loss_weights[k] for k in TERM_NAMES}
 
     def custom_setup(self) -> None:

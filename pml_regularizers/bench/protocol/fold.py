@@ -9,6 +9,7 @@ follows the path of an uninterrupted one.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -143,7 +144,7 @@ def _fit(job: FoldJob, parts: Parts, optimization: Optimization, state: dict) ->
         loader = training_loader(train_set, batch_size, sampler, workers, pin_memory=pin, persistent_workers=True)
     trainer_class = bench_trainer_class(get_object(spec.models.trainer.target))
     trainer = trainer_class(
-        **spec.models.trainer.arguments,
+        **copy.deepcopy(dict(spec.models.trainer.arguments)),  # a trainer may change what it is given
         models=models,
         optimizers=optimization.optimizers,
         batch_size=batch_size,
