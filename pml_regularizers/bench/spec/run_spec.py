@@ -14,7 +14,6 @@ no model library, so a config error is reported before torch is imported; the ar
 
 from __future__ import annotations
 
-import copy
 import difflib
 import hashlib
 import math
@@ -164,9 +163,7 @@ def _component(group: str, choice: str, node: Mapping[str, Any], reserved: Itera
     target = node.get("_target_")
     if not isinstance(target, str) or not target:
         raise ConfigError(f"{group}._target_ must name a class or function by its import path, got {target!r}")
-    # A copy: the object may change what it is given (DVMLTrainer updates its loss_weights dict at
-    # every iteration), which must not change the config, whose digest names the run's checkpoints.
-    arguments = copy.deepcopy({k: v for k, v in node.items() if k != "_target_" and k not in set(reserved)})
+    arguments = {k: v for k, v in node.items() if k != "_target_" and k not in set(reserved)}
     return Component(group, choice, target, arguments)
 
 
