@@ -14,9 +14,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .center_geometry import GEOMETRY_KEYS, read_geometry
-from .checkpoints import read_checkpoint
 from .folder import ExperimentFolder
 from .io import write_json
+from .trained_epochs import trained_epochs
 
 __all__ = ["center_geometry_section", "center_summary"]
 
@@ -35,7 +35,7 @@ def center_summary(exp_dir: str | os.PathLike) -> dict[str, dict[str, list[float
         When a fold recorded no geometry (its loss has no class centers), naming the fold.
     """
     folder = ExperimentFolder(Path(exp_dir))
-    validated = bool(folder.config().get("cv_folds", 0))
+    tested_epoch = {(r.seed, r.fold): r.tested_epoch for r in trained_epochs(exp_dir)}
     summary: dict[str, dict[str, list[float]]] = {k: {"init": [], "tested": []} for k in GEOMETRY_KEYS}
     for seed in folder.seeds():
         per_fold: dict[str, dict[str, list[float]]] = {k: {"init": [], "tested": []} for k in GEOMETRY_KEYS}
@@ -43,11 +43,9 @@ def center_summary(exp_dir: str | os.PathLike) -> dict[str, dict[str, list[float
             if not fold.center_geometry.is_file():
                 raise ValueError(f"{fold.path} recorded no class-center geometry (its loss has no class centers)")
             by_epoch = {entry["epoch"]: entry for entry in read_geometry(fold.center_geometry)}
-            state = read_checkpoint(fold.latest)["state"]
-            tested = state["best_epoch"] if fold.tests_best(validated) else state["epoch"]
             for key in GEOMETRY_KEYS:
                 per_fold[key]["init"].append(by_epoch[0][key])
-                per_fold[key]["tested"].append(by_epoch[tested][key])
+                per_fold[key]["tested"].append(by_epoch[tested_epoch[fold.seed, fold.fold]][key])
         for key in GEOMETRY_KEYS:
             for when in ("init", "tested"):
                 summary[key][when].append(float(np.mean(per_fold[key][when])))
