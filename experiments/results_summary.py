@@ -35,8 +35,8 @@ EMBEDDING = "separated"
 START = "<!-- summary-table:start -->"
 END = "<!-- summary-table:end -->"
 MISSING = "—"
-# The data part of the 964-character check's report tags (experiments/regularizer_check.py writes
-# "omniglot964" for its full size, "glyphs-tiny" for its tiny one).
+# The data part of the archived 964-character check's report tags (the former
+# experiments/regularizer_check.py wrote "omniglot964").
 CHECK_DATA = "omniglot964"
 SUMMARY_JSON = Path("summary") / "summary.json"
 
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check-data",
         default=CHECK_DATA,
-        help=f"the data tag of the 964-character check's reports (default {CHECK_DATA}; its tiny run: glyphs-tiny)",
+        help=f"the data tag of the 964-character check's reports (default {CHECK_DATA})",
     )
     args = parser.parse_args(argv)
     print(write_summary(args.docs, args.page, args.figure, args.check_data))
